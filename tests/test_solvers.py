@@ -69,7 +69,16 @@ def test_numba_equals_reference_property(seed, B, M, E, k, variant, lam):
     k = min(k, M)
     a = explain(X, D, method=method, k=k, positive=positive, lam=lam)
     b = explain_reference(X, D, method=method, k=k, positive=positive, lam=lam)
-    assert_same(a, b, atol=1e-7)
+    # The residual of a (NN)LS fit is unique, so supports and fit quality must agree always; the
+    # coefficients only where the selected atoms are independent (otherwise several optima exist).
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.residual_norm, b.residual_norm, atol=1e-7, rtol=0)
+    np.testing.assert_allclose(a.fidelity, b.fidelity, atol=1e-7, rtol=0)
+    Dn = unit(D)
+    for i in range(len(a)):
+        S = a.indices[i][a.indices[i] >= 0]
+        if method == "mp" or (S.size and np.linalg.eigvalsh(Dn[S] @ Dn[S].T).min() > 1e-6):
+            np.testing.assert_allclose(a.coefficients[i], b.coefficients[i], atol=1e-7, rtol=0)
 
 
 def test_comp_with_lambda_zero_is_nnomp():
