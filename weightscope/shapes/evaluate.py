@@ -1,0 +1,102 @@
+"""Zero-shot tasks of the shapes world and the conversion of its uint8 images into model input.
+
+Prompts follow the captions' phrasings (see ``world.caption_scene``) and are averaged per class (prompt
+ensemble) by ``weightscope.zeroshot.build_classifier``. Every task is evaluated on one-object images.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from weightscope.errors import WeightscopeError
+from weightscope.shapes import world
+
+# open_clip's default normalisation (the shapes-vit config does not override it), so that
+# open_clip.create_model_and_transforms' own preprocess gives the same tensors for these images.
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def images_to_tensor(images: np.ndarray, mean=MEAN, std=STD):
+    """uint8 images (N, S, S, 3) -> normalised float32 torch tensor (N, 3, S, S)."""
+    import torch
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise WeightscopeError(f"expected uint8 images of shape (N, S, S, 3), got {images.dtype} {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+# task -> (class names (each a name or a list of synonyms averaged together), prompt templates)
+TASKS = {
+    "shape": (list(world.SHAPES),
+              ["a {}", "a photo of a {}", "an image of a {}", "a picture of a {}"]),
+    "colour": (list(world.COLOUR_NAMES),
+               ["a {} object", "a {} shape", "a {} thing", "a photo of a {} object", "a shape that is {}"]),
+    "size": (list(world.SIZES),
+             ["a {} object", "a {} shape", "a {} thing", "a photo of a {} object"]),
+    "position": (list(world.POSITIONS),
+                 ["an object in the {}", "a shape in the {}", "a thing in the {}", "a photo of an object in the {}"]),
+    "background": (list(world.BACKGROUND_NAMES),
+                   ["an object on a {} background", "a shape on a {} background", "a {} background with a shape",
+                    "a photo of an object on a {} background"]),
+    # shape family: each class is the ensemble over its member shapes' prompts
+    "family": ([list(world.ROUND_SHAPES), list(world.ANGULAR_SHAPES)],
+               ["a {}", "a photo of a {}", "an image of a {}", "a picture of a {}"]),
+}
+
+
+def task_labels(task: str, scenes: world.Scenes) -> np.ndarray:
+    """(N,) true class indices of the first object (or of the background) for a task of ``TASKS``."""
+    if task == "shape":
+        return scenes.shape[:, 0]
+    if task == "colour":
+        return scenes.colour[:, 0]
+    if task == "size":
+        return scenes.size[:, 0]
+    if task == "position":
+        return scenes.position[:, 0]
+    if task == "background":
+        return scenes.background
+    if task == "family":
+        return scenes.family
+    raise WeightscopeError(f"unknown shapes task {task!r}; choose one of {sorted(TASKS)}")
+
+
+def attribute_accuracies(model, tokenizer, n: int = 2000, seed: int = 20_000, tasks=None,
+                         spurious_strength: float | None = 0.9, batch_size: int = 500) -> dict:
+    """Zero-shot accuracy per task on n held-out one-object images: {task: accuracy}.
+
+    The images follow the pre-training distribution (background correlated with shape family) unless
+    spurious_strength=None. The default seed is far from the training stream's seeds.
+    """
+    from weightscope import zeroshot
+
+    images, scenes = world.single_objects(n, seed, spurious_strength=spurious_strength)
+    x = images_to_tensor(images)
+    out = {}
+    for task in tasks or TASKS:
+        names, templates = TASKS[task]
+        clf = zeroshot.build_classifier(model, tokenizer, names, templates)
+        res = zeroshot.zero_shot_accuracy(model, x, task_labels(task, scenes), clf, batch_size=batch_size)
+        out[task] = res["accuracy"]
+    return out
+
+
+def spurious_accuracies(model, tokenizer, n_per_group: int = 500, seed: int = 30_000,
+                        batch_size: int = 500) -> dict:
+    """Zero-shot shape-family accuracy (round vs angular) on the balanced group split.
+
+    Returns the ``zero_shot_accuracy`` dict with group names ("round on blue", ...) as group keys:
+    accuracy (average over all images = mean of the 4 equal groups), groups, worst_group, worst_accuracy.
+    """
+    from weightscope import zeroshot
+
+    images, labels, groups, _ = world.group_split(n_per_group, seed)
+    names, templates = TASKS["family"]
+    clf = zeroshot.build_classifier(model, tokenizer, names, templates)
+    gnames = np.array(world.GROUP_NAMES)[groups]
+    return zeroshot.zero_shot_accuracy(model, images_to_tensor(images), labels, clf, groups=gnames,
+                                       batch_size=batch_size)

@@ -1,0 +1,152 @@
+"""Train (or fine-tune) the shapes-world CLIP from a seed; writes fp16 safetensors loadable by open_clip.
+
+    python -m weightscope.shapes.train --out base.safetensors                 # the shipped base model
+    python -m weightscope.shapes.train --out tuned.safetensors --init base.safetensors \\
+        --steps 150 --lr 2e-4 --spurious-strength none --p-background 1.0 --seed 1   # the shipped tuned model
+
+Data are generated on the fly: step i uses ``world.generate(batch_size, seed=(seed, i))``, so a run is a pure
+function of its arguments (on the same torch build and thread count). The model is a stock open_clip ``CLIP``
+built from ``assets/shapes-vit.json`` (VisionTransformer vision tower, default BPE tokenizer, context 32).
+Loss: the symmetric InfoNCE of CLIP with a learnable temperature; AdamW, linear warm-up, cosine decay.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from weightscope.errors import WeightscopeError
+from weightscope.shapes import bundled, world
+from weightscope.shapes.evaluate import images_to_tensor
+
+
+def _param_groups(model, weight_decay: float):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        # gains, biases, embeddings and the temperature are not shrunk (the usual CLIP recipe)
+        if p.ndim < 2 or "embedding" in name or "logit_scale" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def save_fp16(model, path: Path, metadata: dict) -> None:
+    """Write the state dict as fp16 safetensors (atomically: a tmp file then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").half().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+    os.replace(tmp, path)
+
+
+def train(out, *, seed: int = 0, steps: int = 1000, batch_size: int = 128, lr: float = 1e-3,
+          warmup: int = 40, weight_decay: float = 0.1, spurious_strength: float | None = 0.9,
+          p_background: float = 0.5, init=None, threads: int = 1, save_every: int = 100,
+          log_every: int = 20) -> dict:
+    """Train for ``steps`` steps and save fp16 weights to ``out``; returns the run's metadata dict.
+
+    init: optional checkpoint to start from (fine-tuning); otherwise a fresh model seeded by ``seed``.
+    spurious_strength / p_background: the data distribution (see ``world.generate``).
+    """
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    if steps <= 0 or batch_size < 2:
+        raise WeightscopeError(f"need steps > 0 and batch_size >= 2, got steps={steps}, batch_size={batch_size}")
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    bundled.register()
+    model = open_clip.create_model(bundled.MODEL_NAME, pretrained=str(init) if init else None)
+    model.train()
+    tokenizer = open_clip.get_tokenizer(bundled.MODEL_NAME)
+    # The 49408-row token embedding is most of the parameters but a caption batch touches ~60 rows: a sparse
+    # gradient with SparseAdam updates only those rows, which makes a CPU step several times cheaper.
+    model.token_embedding.sparse = True
+    groups = _param_groups(model, weight_decay)
+    groups[1]["params"] = [p for p in groups[1]["params"] if p is not model.token_embedding.weight]
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    opt_emb = torch.optim.SparseAdam([model.token_embedding.weight], lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_at(i):
+        if i < warmup:
+            return lr * (i + 1) / warmup
+        return 0.5 * lr * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))
+
+    meta = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
+            "weight_decay": weight_decay, "spurious_strength": spurious_strength, "p_background": p_background,
+            "init": Path(init).name if init else "", "threads": threads, "torch": torch.__version__,
+            "open_clip": open_clip.__version__}
+    labels = torch.arange(batch_size)
+    t0 = time.time()
+    running = None
+    bar = tqdm(range(steps), desc="train shapes-vit", mininterval=5.0)
+    for i in bar:
+        batch = world.generate(batch_size, seed=(seed, i), spurious_strength=spurious_strength,
+                               p_background=p_background)
+        x = images_to_tensor(batch.images)
+        t = tokenizer(batch.captions)
+        for g in opt.param_groups + opt_emb.param_groups:
+            g["lr"] = lr_at(i)
+        img, txt, scale = model(x, t)[:3]
+        logits = scale * img @ txt.T
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        opt.zero_grad(set_to_none=True)
+        opt_emb.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        opt_emb.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{running:.3f}")
+        if (i + 1) % log_every == 0:
+            print(f"step {i + 1}/{steps} loss {running:.4f} scale {scale.item():.1f} "
+                  f"elapsed {time.time() - t0:.0f}s", flush=True)
+        if (i + 1) % save_every == 0 or i + 1 == steps:
+            meta.update(train_seconds=round(time.time() - t0, 1), final_loss=round(running, 4),
+                        steps_done=i + 1)
+            save_fp16(model, out, meta)
+    model.token_embedding.sparse = False
+    return meta
+
+
+def _parse(argv=None):
+    p = argparse.ArgumentParser(prog="python -m weightscope.shapes.train", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="output .safetensors path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=40)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--spurious-strength", default="0.9", help="P(home background | family) or 'none'")
+    p.add_argument("--p-background", type=float, default=0.5, help="probability a caption names the background")
+    p.add_argument("--init", default=None, help="checkpoint to fine-tune from")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save-every", type=int, default=100)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = _parse(argv)
+    strength = None if a.spurious_strength.lower() == "none" else float(a.spurious_strength)
+    meta = train(a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
+                 weight_decay=a.weight_decay, spurious_strength=strength, p_background=a.p_background,
+                 init=a.init, threads=a.threads, save_every=a.save_every)
+    print(json.dumps(meta, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
