@@ -121,7 +121,19 @@ def test_chunks_and_dictionary_blocks_do_not_change_results(monkeypatch):
         monkeypatch.setattr(_fast, "SCORE_BLOCK_BYTES", 8 * 5 * 256)  # forces 256-atom blocks
         pieces = explain(X, D, method=method, k=5, chunk_size=5)
         monkeypatch.undo()
-        assert_same(whole, pieces, atol=0)
+        assert_same(whole, pieces, atol=1e-12)
+
+
+@pytest.mark.parametrize("budget_rows", [0, 30, 10_000])
+@pytest.mark.parametrize("method,positive", VARIANTS)
+def test_gram_trick_and_fallback_paths_agree(monkeypatch, method, positive, budget_rows):
+    # budget_rows (in dictionary-row units, chunk = 23 signals): 0 = no Gram trick (one product per
+    # step), 30 = cache overflows and some signals fall back mid-way, 10_000 = everything cached.
+    X, D = problem(17, B=23, M=700, E=16)
+    D[5] = D[9]  # repeated atoms make MP re-select and signals share cached rows
+    monkeypatch.setattr(_fast, "MEMORY_BUDGET_BYTES", (23 + budget_rows) * 700 * 8 if budget_rows else 0)
+    a = explain(X, D, method=method, k=6, positive=positive, chunk_size=23)
+    assert_same(a, explain_reference(X, D, method=method, k=6, positive=positive))
 
 
 # ------------------------------------------------------------------------------------------ NNLS

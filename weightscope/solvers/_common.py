@@ -121,7 +121,15 @@ def _unit_rows(arr: np.ndarray, name: str, noun: str, dtype) -> tuple[np.ndarray
     if zero.size:
         raise WeightscopeError(f"{name} has {zero.size} zero-norm {noun}(s) (first: row {zero[0]}); "
                                f"every {noun} needs a direction, drop or replace them")
-    unit = (arr / norms[:, None]).astype(dtype, copy=False)
+    # Rows already unit to within rounding (a prepared concept dictionary) are used as they are:
+    # saves a copy of the whole dictionary on every call.
+    tol = 4 * np.finfo(dtype).eps * np.sqrt(arr.shape[1])
+    if arr.dtype == dtype and np.abs(norms - 1.0).max() <= tol:
+        return np.ascontiguousarray(arr), norms
+    if dtype == np.float32:
+        unit = arr.astype(np.float32) * (1.0 / norms).astype(np.float32)[:, None]
+    else:
+        unit = (arr / norms[:, None]).astype(dtype, copy=False)
     return np.ascontiguousarray(unit), norms
 
 

@@ -11,7 +11,9 @@ _METHOD_CODE = {"mp": kern.MP, "omp": kern.OMP, "nnomp": kern.NNOMP, "comp": ker
 
 #: Bytes of the score block (signals x atoms) held at once; bounds memory whatever M is.
 SCORE_BLOCK_BYTES = 128 * 2**20
-#: Default number of signals solved together (their per-signal state is small; K x K matrices).
+#: Bytes for the Gram trick's arrays of one chunk: X D^T (chunk x M) and the cached D d_s rows.
+MEMORY_BUDGET_BYTES = 1024 * 2**20
+#: Largest default number of signals solved together.
 DEFAULT_CHUNK = 4096
 #: Work (signals x atoms x width x steps) above which a progress bar is shown by default.
 _PROGRESS_WORK = 5e11
@@ -52,10 +54,17 @@ def _solve_topk(p: Problem, X, sel, coef, bar):
 
 
 def _solve_greedy(p: Problem, X, sel, coef, bar):
-    """Greedy pursuit for the chunk signals X (C, E) float64 unit rows; fills sel, coef (C, K)."""
+    """Greedy pursuit for the chunk signals X (C, E) float64 unit rows; fills sel, coef (C, K).
+
+    Step 1 computes XD = X D^T. Later steps use the Gram trick where memory allows: the rows D d_s of
+    the atoms selected so far are computed once per chunk (one product over the *distinct* new atoms
+    of all signals, so atoms shared between signals are paid for once) and cached; scores are then
+    XD - sum_s c_s D d_s (+ COMP's coherence). A signal whose atoms do not fit in the cache falls back
+    to one product of its query vector with the dictionary per step (in dictionary blocks).
+    """
     D = p.dictionary
     C_, K = sel.shape
-    E = X.shape[1]
+    M, E = D.shape
     method = _METHOD_CODE[p.method]
     sep_coh = p.method == "comp" and p.coherence is not None
     Cd = (p.coherence if sep_coh else D) if p.method == "comp" else D[:0]
@@ -77,29 +86,64 @@ def _solve_greedy(p: Problem, X, sel, coef, bar):
     z = np.zeros((C_, K))
     rhs = np.zeros((C_, K))
     blocked = np.zeros((C_, K), dtype=np.bool_)
-
     Q = np.zeros((C_, Eq), dtype=D.dtype)
     Q[:, :E] = X
-    rows = np.arange(C_, dtype=np.int64)
     signed = not p.positive
     exclude = p.method != "mp"
+    comp = p.method == "comp"
+
+    # Gram trick: XD (C, M) plus a cache of D d_s rows, within the memory budget.
+    item = D.itemsize
+    cache_rows = min(C_ * (K - 1), MEMORY_BUDGET_BYTES // (M * item) - C_) if K > 1 else 0
+    use_gram = not sep_coh and cache_rows >= min(C_, 64)
+    gram_ok = np.full(C_, use_gram)
+    if use_gram:
+        XD = np.empty((C_, M), dtype=D.dtype)
+        np.matmul(Q, D.T, out=XD)
+        cache = np.empty((cache_rows, M), dtype=D.dtype)
+        pos = np.full(M, -1, dtype=np.int64)
+        n_cached = 0
+
     for step in range(K):
+        rows = np.flatnonzero(~done).astype(np.int64)
         if rows.size == 0:
             bar.update(K - step)
             break
+        g_rows = rows[gram_ok[rows]]
+        if step > 0 and g_rows.size:
+            last = sel[g_rows, nsel[g_rows] - 1]
+            new, counts = np.unique(last[pos[last] < 0], return_counts=True)
+            room = cache_rows - n_cached
+            if new.size > room:
+                # Keep the atoms most signals need (ties: lower index); the rest go the slow way.
+                new = np.sort(new[np.argsort(-counts, kind="stable")[:room]])
+            if new.size:
+                np.matmul(D[new], D.T, out=cache[n_cached:n_cached + new.size])
+                pos[new] = np.arange(n_cached, n_cached + new.size)
+                n_cached += new.size
+            lost = pos[last] < 0
+            if lost.any():
+                gram_ok[g_rows[lost]] = False
+                g_rows = g_rows[~lost]
+        r_rows = rows[~gram_ok[rows]]
         best_val = np.full(rows.size, -np.inf)
         best_idx = np.full(rows.size, -1, dtype=np.int64)
-        block = _block_rows(rows.size, D.itemsize, D.shape[0])
-        for m0, S in _score_blocks(Q, Dq, block):
-            kern.argmax_block(S, m0, rows, sel, nsel, signed, exclude, best_val, best_idx)
-        kern.greedy_update(rows, best_idx, best_val, X, D, Cd, Q, sel, coef, nsel, done, G, bS, L, P,
-                           npas, inP, r, coh, z, rhs, blocked, method, p.positive, p.lam, sep_coh)
+        ng = g_rows.size
+        if ng:
+            if step == 0:
+                kern.argmax_block(XD, 0, g_rows, sel, nsel, signed, exclude, best_val, best_idx)
+            else:
+                kern.gram_argmax(XD, cache, pos, g_rows, sel, nsel, coef, p.lam, comp, signed, exclude,
+                                 best_val, best_idx)
+        if r_rows.size:
+            bv, bi = best_val[ng:], best_idx[ng:]
+            Qr = Q[r_rows]
+            for m0, S in _score_blocks(Qr, Dq, _block_rows(r_rows.size, item, M)):
+                kern.argmax_block(S, m0, r_rows, sel, nsel, signed, exclude, bv, bi)
+        kern.greedy_update(np.concatenate([g_rows, r_rows]), best_idx, best_val, X, D, Cd, Q, sel, coef,
+                           nsel, done, G, bS, L, P, npas, inP, r, coh, z, rhs, blocked, method, p.positive,
+                           p.lam, sep_coh)
         bar.update(1)
-        keep = ~done[rows]
-        if not keep.all():
-            # Signals that stopped drop out of later products.
-            rows = rows[keep]
-            Q = np.ascontiguousarray(Q[keep])
 
 
 def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, both_signs=False,
@@ -117,7 +161,9 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
     both_signs: also explain -x; rows of the result are [+x_1..+x_B, -x_1..-x_B] (see
                ``Explanation.split_signs``).
     coherence_dictionary: (M, E2), COMP only: atoms c_m for the coherence term (default: dictionary).
-    chunk_size: signals solved together (memory ~ chunk * (K^2 + E) * 8 bytes + 128 MiB of scores).
+    chunk_size: signals solved together. Default: as many as fit X D^T and an equal cache of Gram
+               rows in MEMORY_BUDGET_BYTES (1 GiB), at most 4096; more signals per chunk means
+               more atoms shared between them, so fewer dictionary products.
     progress:  show a progress bar (default: only for big problems).
 
     Returns an :class:`Explanation` with indices (N, K) int64 in selection order (-1 padding when a
@@ -131,7 +177,8 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
     D = p.dictionary
     sel = np.full((N, K), -1, dtype=np.int64)
     coef = np.zeros((N, K))
-    chunk = p.chunk_size or DEFAULT_CHUNK
+    # Big chunks share more atoms in the Gram cache; the budget keeps X D^T plus an equal-sized cache.
+    chunk = p.chunk_size or int(max(64, min(DEFAULT_CHUNK, MEMORY_BUDGET_BYTES // (2 * D.shape[0] * D.itemsize))))
     steps = 1 if p.method == "topk" else K
     n_chunks = -(-N // chunk)
     work = float(N) * D.shape[0] * D.shape[1] * steps

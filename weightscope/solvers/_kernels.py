@@ -209,36 +209,83 @@ def _residual(x, D, sel, coef, n, r):
 # Batched kernels (one signal per prange iteration)
 # ---------------------------------------------------------------------------------------------
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _row_max(v, signed):
+    # fastmath lets LLVM vectorise the reduction; scores are finite (inputs are checked), so the
+    # NaN rules it relaxes never apply.
+    bv = -np.inf
+    if signed:
+        for m in range(v.shape[0]):
+            bv = max(bv, abs(v[m]))
+    else:
+        for m in range(v.shape[0]):
+            bv = max(bv, v[m])
+    return bv
+
+
+@njit(cache=True, nogil=True)
+def _row_first(v, signed, target):
+    # First (lowest) index holding the maximum: deterministic tie-breaking.
+    for m in range(v.shape[0]):
+        x = abs(v[m]) if signed else v[m]
+        if x == target:
+            return m
+    return -1
+
+
 @njit(cache=True, parallel=True)
 def argmax_block(S, m0, rows, sel, nsel, signed, exclude, best_val, best_idx):
     """Fold a block of scores S (n, mb) -- columns are atoms m0 .. m0+mb-1, row a belongs to chunk
-    signal rows[a] -- into the running best (best_val, best_idx) (n,). Strict '>' over increasing
-    atom index makes the lowest index win exact ties. signed: compare |score|. exclude: skip atoms
-    already selected for that signal."""
+    signal rows[a] -- into the running best (best_val, best_idx) (n,). The block is scanned in
+    increasing atom order and must beat the running best strictly, so the lowest index wins exact
+    ties. signed: compare |score|. exclude: skip atoms already selected for that signal (their
+    entries of S are overwritten with -inf)."""
     n, mb = S.shape
     for a in prange(n):
         i = rows[a]
-        bv = best_val[a]
-        bi = best_idx[a]
+        row = S[a]
+        if exclude:
+            for q in range(nsel[i]):
+                j = sel[i, q] - m0
+                if 0 <= j < mb:
+                    row[j] = -np.inf if not signed else 0.0
+        bv = _row_max(row, signed)
+        if bv > best_val[a]:
+            best_val[a] = bv
+            best_idx[a] = m0 + _row_first(row, signed, bv)
+
+
+@njit(cache=True, parallel=True)
+def gram_argmax(XD, Gc, pos, rows, sel, nsel, coef, lam, comp, signed, exclude, best_val, best_idx):
+    """Scores from the Gram trick, then the best atom, for chunk signals rows (n,).
+
+    <r, d_m> = <x, d_m> - sum_q coef_q <d_sel_q, d_m>, so with XD = X D^T (C, M) computed once and
+    Gc[pos[s]] = D d_s (cached rows for selected atoms s) a step costs a few length-M axpys per
+    signal instead of a product with the whole dictionary. COMP adds lam/|S| * sum_s <d_s, d_m>.
+    Scores are accumulated in float64. Ties and exclusion as in argmax_block."""
+    n = rows.shape[0]
+    M = XD.shape[1]
+    for a in prange(n):
+        i = rows[a]
         t = nsel[i]
-        for m in range(mb):
-            v = np.float64(S[a, m])
-            if signed:
-                v = abs(v)
-            if v > bv:
-                if exclude:
-                    j = m0 + m
-                    skip = False
-                    for q in range(t):
-                        if sel[i, q] == j:
-                            skip = True
-                            break
-                    if skip:
-                        continue
-                bv = v
-                bi = m0 + m
+        tmp = np.empty(M)
+        xd = XD[i]
+        for m in range(M):
+            tmp[m] = xd[m]
+        for q in range(t):
+            w = -coef[i, q]
+            if comp:
+                w += lam / t
+            if w != 0.0:
+                g = Gc[pos[sel[i, q]]]
+                for m in range(M):
+                    tmp[m] += w * g[m]
+        if exclude:
+            for q in range(t):
+                tmp[sel[i, q]] = -np.inf if not signed else 0.0
+        bv = _row_max(tmp, signed)
         best_val[a] = bv
-        best_idx[a] = bi
+        best_idx[a] = _row_first(tmp, signed, bv)
 
 
 @njit(cache=True, parallel=True)
@@ -269,7 +316,7 @@ def topk_block(S, m0, signed, top_val, top_idx):
 def greedy_update(rows, best_idx, best_val, X, D, Cd, Q, sel, coef, nsel, done, G, bS, L, P, npas, inP,
                   r, coh, z, rhs, blocked, method, positive, lam, sep_coh):
     """One greedy step for the chunk signals rows (n,): take atom best_idx[a] (score best_val[a]),
-    re-fit, update the residual r, and write the next query row Q[a] (gemm dtype):
+    re-fit, update the residual r, and write the signal's next query row Q[rows[a]] (gemm dtype):
     r for MP/OMP/NN-OMP; r + lam * mean(coherence atoms of S) for COMP (as extra columns when the
     coherence dictionary Cd is separate, sep_coh). Signals that stop get done[i] = True."""
     n = rows.shape[0]
@@ -329,15 +376,15 @@ def greedy_update(rows, best_idx, best_val, X, D, Cd, Q, sel, coef, nsel, done, 
             w = lam / nsel[i]
             if sep_coh:
                 for e in range(E):
-                    Q[a, e] = ri[e]
+                    Q[i, e] = ri[e]
                 for e in range(Cd.shape[1]):
-                    Q[a, E + e] = w * coh[i, e]
+                    Q[i, E + e] = w * coh[i, e]
             else:
                 for e in range(E):
-                    Q[a, e] = ri[e] + w * coh[i, e]
+                    Q[i, e] = ri[e] + w * coh[i, e]
         else:
             for e in range(E):
-                Q[a, e] = ri[e]
+                Q[i, e] = ri[e]
 
 
 @njit(cache=True, parallel=True)

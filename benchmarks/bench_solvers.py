@@ -1,0 +1,113 @@
+"""Time the sparse solvers against one bare correlation GEMM and against scikit-learn's orthogonal_mp.
+
+Default problem: 9,216 signals (ViT-B/16: 12 layers x 12 heads x 64 singular directions) against a
+30,000 x 512 dictionary, K = 5, lam = 0.3, float32 dictionary products (re-fits are float64).
+
+    .venv/bin/python benchmarks/bench_solvers.py [--signals 9216] [--atoms 30000] [--width 512]
+        [--k 5] [--dtype float32] [--signal-kind planted|random] [--sklearn-signals 96]
+
+Signal kinds: "planted" = non-negative combinations of K random atoms plus noise at 30 dB SNR (what a
+clean concept explanation looks like); "random" = isotropic Gaussian directions (nothing to find).
+Numba compile time is excluded: every kernel is warmed up on a tiny problem first. scikit-learn runs
+on a subsample (it solves one signal at a time, far too slow for all of them) and its time is scaled
+linearly to the full signal count.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def make_problem(n, m, e, k, kind, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((m, e)).astype(dtype)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    if kind == "random":
+        X = rng.standard_normal((n, e))
+    else:
+        support = np.stack([rng.choice(m, k, replace=False) for _ in range(n)])
+        coef = rng.uniform(0.5, 1.5, (n, k))
+        X = np.einsum("bk,bke->be", coef, D[support].astype(np.float64))
+        noise = rng.standard_normal((n, e))
+        noise *= np.linalg.norm(X, axis=1, keepdims=True) / np.linalg.norm(noise, axis=1, keepdims=True)
+        X += noise * 10 ** (-30 / 20)
+    return X, D
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t0, out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--signals", type=int, default=9216)
+    ap.add_argument("--atoms", type=int, default=30000)
+    ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--lam", type=float, default=0.3)
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--signal-kind", choices=["planted", "random"], default="planted")
+    ap.add_argument("--sklearn-signals", type=int, default=96)
+    args = ap.parse_args()
+
+    t_import, _ = timed(__import__, "weightscope.solvers")
+    from sklearn.linear_model import orthogonal_mp
+
+    from weightscope.solvers import explain
+
+    dtype = np.dtype(args.dtype)
+    N, M, E, K = args.signals, args.atoms, args.width, args.k
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; numpy {np.__version__}")
+    print(f"problem: {N} signals ({args.signal_kind}) x dictionary {M} x {E} ({dtype}), K={K}, lam={args.lam}")
+
+    # Warm-up: compile (or load from the Numba cache) every kernel for this dtype, outside the timings.
+    Xw, Dw = make_problem(8, 64, 16, 3, "random", dtype, seed=1)
+    t0 = time.perf_counter()
+    for method in ("comp", "nnomp", "omp", "mp", "topk"):
+        explain(Xw, Dw, method=method, k=3)
+    print(f"warm-up (Numba compile/cache load, excluded from timings): {time.perf_counter() - t0:.2f} s "
+          f"(+ {t_import:.2f} s import)")
+
+    X, D = make_problem(N, M, E, K, args.signal_kind, dtype)
+
+    Xg = X.astype(dtype)
+    t_gemm, S = timed(np.matmul, Xg, D.T)
+    del S
+    print(f"bare GEMM X D^T ({N} x {E}) @ ({E} x {M}) {dtype}: {t_gemm:.3f} s")
+
+    times = {}
+    results = {}
+    for method in ("comp", "nnomp", "omp"):
+        times[method], results[method] = timed(explain, X, D, method=method, k=K, lam=args.lam, progress=False)
+        ex = results[method]
+        print(f"{method:>6}: {times[method]:8.3f} s   = {times[method] / t_gemm:5.2f} x GEMM   "
+              f"(median fidelity {np.median(ex.fidelity):.3f})")
+
+    # scikit-learn on a subsample of the same OMP problem (same unit signals and atoms).
+    n_sk = min(args.sklearn_signals, N)
+    Xu = X[:n_sk] / np.linalg.norm(X[:n_sk], axis=1, keepdims=True)
+    Dsk = np.asfortranarray(D.T.astype(np.float64))  # (E, M): atoms in columns, as sklearn wants
+    t_sk, coef_sk = timed(orthogonal_mp, Dsk, Xu.T, n_nonzero_coefs=K)
+    t_sk_full = t_sk * N / n_sk
+    ours = results["omp"]
+    same = np.mean([set(ours.indices[i]) == set(np.flatnonzero(coef_sk[:, i])) for i in range(n_sk)])
+    dc = max(np.abs(ours.coefficients[i] - coef_sk[ours.indices[i], i]).max() for i in range(n_sk))
+    print(f"sklearn orthogonal_mp (float64): {t_sk:.3f} s for {n_sk} signals -> {t_sk_full:.1f} s scaled to {N}")
+    print(f"  same supports as ours on the subsample: {same:.1%}; max |coef difference| {dc:.2e}")
+
+    print("summary:")
+    print(f"  COMP / GEMM    = {times['comp'] / t_gemm:6.2f}   (goal <= 3)")
+    print(f"  NN-OMP / GEMM  = {times['nnomp'] / t_gemm:6.2f}")
+    print(f"  OMP / GEMM     = {times['omp'] / t_gemm:6.2f}")
+    print(f"  sklearn / OMP  = {t_sk_full / times['omp']:6.1f}   (goal >= 10)")
+    print("  (Numba compile time excluded; sklearn time scaled linearly from the subsample)")
+
+
+if __name__ == "__main__":
+    main()
