@@ -1,0 +1,119 @@
+"""The one linear-algebra core: factored SVD, sign conventions, degenerate groups, projections,
+null spaces and subspace angles. Decomposition, edits, comparison, SING and depth all call these.
+
+Everything is numpy float64. Shapes follow numpy.linalg: ``U (D, r)``, ``s (r,)``, ``Vh (r, D)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def fix_signs(U: np.ndarray, Vh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Make each singular pair's sign deterministic: the largest-magnitude entry of each column of U is positive
+    (ties: the lowest index), and the matching row of Vh flips with it, so ``U diag(s) Vh`` is unchanged.
+
+    U: (D, r), Vh: (r, D). Returns new arrays.
+    """
+    if U.shape[1] == 0:
+        return U.copy(), Vh.copy()
+    pivot = np.argmax(np.abs(U), axis=0)  # argmax returns the first maximum: deterministic ties
+    signs = np.sign(U[pivot, np.arange(U.shape[1])])
+    signs[signs == 0] = 1.0
+    return U * signs, Vh * signs[:, None]
+
+
+def factored_svd(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD of ``W = A @ B`` without forming W.
+
+    A: (D, r), B: (r, N) with r <= min(D, N). Returns U (D, r), s (r,) descending, Vh (r, N) such that
+    ``U @ diag(s) @ Vh == A @ B`` to rounding, with signs fixed by :func:`fix_signs`.
+    Cost O((D + N) r^2): QR of A and B^T, then the SVD of the r x r core Ra Rb^T.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
+        raise ValueError(f"factored_svd needs A (D, r) and B (r, N); got {A.shape} and {B.shape}")
+    Qa, Ra = np.linalg.qr(A)
+    Qb, Rb = np.linalg.qr(B.T)
+    Uc, s, Vch = np.linalg.svd(Ra @ Rb.T)
+    U, Vh = fix_signs(Qa @ Uc, Vch @ Qb.T)
+    return U, s, Vh
+
+
+def degenerate_groups(s: np.ndarray, rtol: float = 1e-3) -> list[list[int]]:
+    """Group indices of singular values whose neighbours are within ``rtol`` relative gap.
+
+    s: (r,) descending. Two neighbours i, i+1 are tied when ``(s[i] - s[i+1]) <= rtol * s[0]``
+    (relative to the largest value, so near-zero tails group together instead of amplifying noise).
+    Returns only groups of size >= 2, each a sorted list of indices; only their span is meaningful.
+    """
+    s = np.asarray(s, dtype=np.float64)
+    if s.size < 2 or s[0] <= 0:
+        return []
+    groups, current = [], [0]
+    for i in range(1, s.size):
+        if s[i - 1] - s[i] <= rtol * s[0]:
+            current.append(i)
+        else:
+            if len(current) > 1:
+                groups.append(current)
+            current = [i]
+    if len(current) > 1:
+        groups.append(current)
+    return groups
+
+
+def orthonormal_basis(X: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
+    """Orthonormal basis (k, D) of the row space of X (n, D), dropping directions below ``rtol`` * largest."""
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    _, s, Vh = np.linalg.svd(X, full_matrices=False)
+    if s.size == 0 or s[0] == 0:
+        return np.zeros((0, X.shape[1]))
+    return Vh[s > rtol * s[0]]
+
+
+def numerical_rank(s: np.ndarray, rtol: float | None = None, shape: tuple[int, int] | None = None) -> int:
+    """Number of singular values above ``rtol * s[0]`` (default rtol: max(shape) * machine epsilon, as numpy)."""
+    s = np.asarray(s)
+    if s.size == 0 or s[0] == 0:
+        return 0
+    if rtol is None:
+        rtol = (max(shape) if shape else s.size) * np.finfo(np.float64).eps
+    return int(np.sum(s > rtol * s[0]))
+
+
+def null_space(W: np.ndarray, rtol: float | None = None) -> np.ndarray:
+    """Orthonormal basis (n - rank, n) of the right null space of W (m, n): rows z with ``W @ z == 0``."""
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+    _, s, Vh = np.linalg.svd(W, full_matrices=True)
+    r = numerical_rank(s, rtol, W.shape)
+    return Vh[r:]
+
+
+def project_onto(X: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Project rows of X (n, D) onto the span of the orthonormal rows of ``basis`` (k, D)."""
+    return (X @ basis.T) @ basis
+
+
+def project_out(X: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Remove from rows of X (n, D) their component in the span of the orthonormal rows of ``basis`` (k, D)."""
+    return X - project_onto(X, basis)
+
+
+def principal_angles(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Principal angles (radians, ascending) between the row spaces of P (p, D) and Q (q, D).
+
+    Rows need not be orthonormal; each is orthonormalised first. Returns min(p, q) angles.
+    """
+    Bp, Bq = orthonormal_basis(P), orthonormal_basis(Q)
+    if Bp.shape[0] == 0 or Bq.shape[0] == 0:
+        return np.zeros(0)
+    cos = np.linalg.svd(Bp @ Bq.T, compute_uv=False)
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def normalize_rows(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of X scaled to unit L2 norm (rows with norm below eps are left at zero)."""
+    X = np.asarray(X, dtype=np.float64)
+    n = np.linalg.norm(X, axis=-1, keepdims=True)
+    return np.divide(X, n, out=np.zeros_like(X), where=n > eps)
