@@ -124,15 +124,16 @@ def test_chunks_and_dictionary_blocks_do_not_change_results(monkeypatch):
         assert_same(whole, pieces, atol=1e-12)
 
 
-@pytest.mark.parametrize("budget_rows", [0, 30, 10_000])
+@pytest.mark.parametrize("chunk,budget_rows", [(23, 0), (23, 30), (23, 10_000), (5, 12)])
 @pytest.mark.parametrize("method,positive", VARIANTS)
-def test_gram_trick_and_fallback_paths_agree(monkeypatch, method, positive, budget_rows):
-    # budget_rows (in dictionary-row units, chunk = 23 signals): 0 = no Gram trick (one product per
-    # step), 30 = cache overflows and some signals fall back mid-way, 10_000 = everything cached.
+def test_gram_trick_and_fallback_paths_agree(monkeypatch, method, positive, chunk, budget_rows):
+    # budget_rows: length-M rows in the memory budget besides X D^T of a chunk. 0 = no Gram trick (one
+    # product per step); 30 = the cache overflows and some signals fall back mid-way; 10_000 =
+    # everything cached; chunks of 5 with 12 rows = atoms are evicted between chunks.
     X, D = problem(17, B=23, M=700, E=16)
     D[5] = D[9]  # repeated atoms make MP re-select and signals share cached rows
-    monkeypatch.setattr(_fast, "MEMORY_BUDGET_BYTES", (23 + budget_rows) * 700 * 8 if budget_rows else 0)
-    a = explain(X, D, method=method, k=6, positive=positive, chunk_size=23)
+    monkeypatch.setattr(_fast, "MEMORY_BUDGET_BYTES", (chunk + budget_rows) * 700 * 8 if budget_rows else 0)
+    a = explain(X, D, method=method, k=6, positive=positive, chunk_size=chunk)
     assert_same(a, explain_reference(X, D, method=method, k=6, positive=positive))
 
 

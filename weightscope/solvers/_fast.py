@@ -11,7 +11,8 @@ _METHOD_CODE = {"mp": kern.MP, "omp": kern.OMP, "nnomp": kern.NNOMP, "comp": ker
 
 #: Bytes of the score block (signals x atoms) held at once; bounds memory whatever M is.
 SCORE_BLOCK_BYTES = 128 * 2**20
-#: Bytes for the Gram trick's arrays of one chunk: X D^T (chunk x M) and the cached D d_s rows.
+#: Bytes for the Gram trick: X D^T of one chunk (chunk x M) and the cache of D d_s rows (shared by
+#: all chunks). Raise it on a machine with memory to spare: more atoms stay cached.
 MEMORY_BUDGET_BYTES = 1024 * 2**20
 #: Largest default number of signals solved together.
 DEFAULT_CHUNK = 4096
@@ -53,14 +54,58 @@ def _solve_topk(p: Problem, X, sel, coef, bar):
     sel[:] = top_idx
 
 
-def _solve_greedy(p: Problem, X, sel, coef, bar):
+class _GramCache:
+    """Rows D d_s (M,) of selected atoms s, shared by all signals and kept across chunks.
+
+    Slots are filled with the atoms most signals need first; when full, atoms that no signal of the
+    current chunk still needs are evicted, least used first. Atoms that still do not fit leave their
+    signals to the slow path (one dictionary product per step)."""
+
+    def __init__(self, D, capacity):
+        self.D = D
+        self.rows = np.empty((capacity, D.shape[0]), dtype=D.dtype)
+        self.pos = np.full(D.shape[0], -1, dtype=np.int64)   # atom -> slot
+        self.atom = np.full(capacity, -1, dtype=np.int64)    # slot -> atom
+        self.uses = np.zeros(capacity, dtype=np.int64)
+
+    def add(self, wanted, counts, pinned):
+        """Compute rows for the atoms wanted (not cached; needed by counts[i] signals), best first, as
+        far as room allows without evicting pinned atoms (a bool mask over atoms)."""
+        order = np.argsort(-counts, kind="stable")
+        wanted = wanted[order]
+        free = np.flatnonzero(self.atom < 0)
+        if wanted.size > free.size:
+            used = np.flatnonzero(self.atom >= 0)
+            evictable = used[~pinned[self.atom[used]]]
+            evictable = evictable[np.argsort(self.uses[evictable], kind="stable")]
+            evict = evictable[: wanted.size - free.size]
+            self.pos[self.atom[evict]] = -1
+            self.atom[evict] = -1
+            self.uses[evict] = 0
+            free = np.sort(np.concatenate([free, evict]))
+        wanted = wanted[: free.size]
+        slots = free[: wanted.size]
+        # In pieces, so the temporary stays small; a contiguous run of slots is written in place.
+        piece = max(1, SCORE_BLOCK_BYTES // (self.D.shape[0] * self.D.itemsize))
+        for a in range(0, wanted.size, piece):
+            w, sl = wanted[a:a + piece], slots[a:a + piece]
+            if sl[-1] - sl[0] == sl.size - 1:
+                np.matmul(self.D[w], self.D.T, out=self.rows[sl[0]:sl[-1] + 1])
+            else:
+                self.rows[sl] = self.D[w] @ self.D.T
+        self.pos[wanted] = slots
+        self.atom[slots] = wanted
+
+
+def _solve_greedy(p: Problem, X, sel, coef, bar, cache):
     """Greedy pursuit for the chunk signals X (C, E) float64 unit rows; fills sel, coef (C, K).
 
-    Step 1 computes XD = X D^T. Later steps use the Gram trick where memory allows: the rows D d_s of
-    the atoms selected so far are computed once per chunk (one product over the *distinct* new atoms
-    of all signals, so atoms shared between signals are paid for once) and cached; scores are then
-    XD - sum_s c_s D d_s (+ COMP's coherence). A signal whose atoms do not fit in the cache falls back
-    to one product of its query vector with the dictionary per step (in dictionary blocks).
+    With a cache (the Gram trick): step 1 computes XD = X D^T; at later steps the rows D d_s of newly
+    selected atoms are computed in one product over the *distinct* atoms of all signals (an atom
+    shared by many signals is paid for once, and stays cached for later chunks), and scores are
+    XD - sum_s c_s D d_s (+ COMP's coherence) from a few length-M sweeps per signal. Without a cache,
+    or for signals whose atoms did not fit in it: one product of the query vector with the dictionary
+    per step, in dictionary blocks.
     """
     D = p.dictionary
     C_, K = sel.shape
@@ -71,7 +116,6 @@ def _solve_greedy(p: Problem, X, sel, coef, bar):
     # The query for COMP with a separate coherence dictionary is [r, lam * mean c_S] against [D, C]:
     # one product per step instead of two.
     Dq = np.ascontiguousarray(np.concatenate([D, p.coherence], axis=1)) if sep_coh else D
-    Eq = Dq.shape[1]
 
     nsel = np.zeros(C_, dtype=np.int64)
     done = np.zeros(C_, dtype=np.bool_)
@@ -86,23 +130,18 @@ def _solve_greedy(p: Problem, X, sel, coef, bar):
     z = np.zeros((C_, K))
     rhs = np.zeros((C_, K))
     blocked = np.zeros((C_, K), dtype=np.bool_)
-    Q = np.zeros((C_, Eq), dtype=D.dtype)
+    Q = np.zeros((C_, Dq.shape[1]), dtype=D.dtype)
     Q[:, :E] = X
     signed = not p.positive
     exclude = p.method != "mp"
     comp = p.method == "comp"
 
-    # Gram trick: XD (C, M) plus a cache of D d_s rows, within the memory budget.
-    item = D.itemsize
-    cache_rows = min(C_ * (K - 1), MEMORY_BUDGET_BYTES // (M * item) - C_) if K > 1 else 0
-    use_gram = not sep_coh and cache_rows >= min(C_, 64)
+    use_gram = cache is not None
     gram_ok = np.full(C_, use_gram)
     if use_gram:
         XD = np.empty((C_, M), dtype=D.dtype)
         np.matmul(Q, D.T, out=XD)
-        cache = np.empty((cache_rows, M), dtype=D.dtype)
-        pos = np.full(M, -1, dtype=np.int64)
-        n_cached = 0
+        pinned = np.zeros(M, dtype=np.bool_)
 
     for step in range(K):
         rows = np.flatnonzero(~done).astype(np.int64)
@@ -112,19 +151,17 @@ def _solve_greedy(p: Problem, X, sel, coef, bar):
         g_rows = rows[gram_ok[rows]]
         if step > 0 and g_rows.size:
             last = sel[g_rows, nsel[g_rows] - 1]
-            new, counts = np.unique(last[pos[last] < 0], return_counts=True)
-            room = cache_rows - n_cached
-            if new.size > room:
-                # Keep the atoms most signals need (ties: lower index); the rest go the slow way.
-                new = np.sort(new[np.argsort(-counts, kind="stable")[:room]])
-            if new.size:
-                np.matmul(D[new], D.T, out=cache[n_cached:n_cached + new.size])
-                pos[new] = np.arange(n_cached, n_cached + new.size)
-                n_cached += new.size
-            lost = pos[last] < 0
-            if lost.any():
-                gram_ok[g_rows[lost]] = False
-                g_rows = g_rows[~lost]
+            missing = cache.pos[last] < 0
+            if missing.any():
+                wanted, counts = np.unique(last[missing], return_counts=True)
+                pinned[:] = False
+                pinned[sel[g_rows, :step].ravel()] = True
+                cache.add(wanted, counts, pinned)
+                lost = cache.pos[last] < 0
+                if lost.any():
+                    gram_ok[g_rows[lost]] = False
+                    g_rows = g_rows[~lost]
+            np.add.at(cache.uses, cache.pos[sel[g_rows, nsel[g_rows] - 1]], 1)
         r_rows = rows[~gram_ok[rows]]
         best_val = np.full(rows.size, -np.inf)
         best_idx = np.full(rows.size, -1, dtype=np.int64)
@@ -133,12 +170,12 @@ def _solve_greedy(p: Problem, X, sel, coef, bar):
             if step == 0:
                 kern.argmax_block(XD, 0, g_rows, sel, nsel, signed, exclude, best_val, best_idx)
             else:
-                kern.gram_argmax(XD, cache, pos, g_rows, sel, nsel, coef, p.lam, comp, signed, exclude,
-                                 best_val, best_idx)
+                kern.gram_argmax(XD, cache.rows, cache.pos, g_rows, sel, nsel, coef, p.lam, comp, signed,
+                                 exclude, best_val, best_idx)
         if r_rows.size:
             bv, bi = best_val[ng:], best_idx[ng:]
             Qr = Q[r_rows]
-            for m0, S in _score_blocks(Qr, Dq, _block_rows(r_rows.size, item, M)):
+            for m0, S in _score_blocks(Qr, Dq, _block_rows(r_rows.size, D.itemsize, M)):
                 kern.argmax_block(S, m0, r_rows, sel, nsel, signed, exclude, bv, bi)
         kern.greedy_update(np.concatenate([g_rows, r_rows]), best_idx, best_val, X, D, Cd, Q, sel, coef,
                            nsel, done, G, bS, L, P, npas, inP, r, coh, z, rhs, blocked, method, p.positive,
@@ -161,9 +198,8 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
     both_signs: also explain -x; rows of the result are [+x_1..+x_B, -x_1..-x_B] (see
                ``Explanation.split_signs``).
     coherence_dictionary: (M, E2), COMP only: atoms c_m for the coherence term (default: dictionary).
-    chunk_size: signals solved together. Default: as many as fit X D^T and an equal cache of Gram
-               rows in MEMORY_BUDGET_BYTES (1 GiB), at most 4096; more signals per chunk means
-               more atoms shared between them, so fewer dictionary products.
+    chunk_size: signals solved together. Default: X D^T of a chunk takes a quarter of
+               MEMORY_BUDGET_BYTES (1 GiB; at most 4096 signals), the cache of Gram rows the rest.
     progress:  show a progress bar (default: only for big problems).
 
     Returns an :class:`Explanation` with indices (N, K) int64 in selection order (-1 padding when a
@@ -177,11 +213,22 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
     D = p.dictionary
     sel = np.full((N, K), -1, dtype=np.int64)
     coef = np.zeros((N, K))
-    # Big chunks share more atoms in the Gram cache; the budget keeps X D^T plus an equal-sized cache.
-    chunk = p.chunk_size or int(max(64, min(DEFAULT_CHUNK, MEMORY_BUDGET_BYTES // (2 * D.shape[0] * D.itemsize))))
     steps = 1 if p.method == "topk" else K
+    M, item = D.shape[0], D.itemsize
+    budget_rows = MEMORY_BUDGET_BYTES // (M * item)  # length-M rows that fit in the budget
+    if p.chunk_size:
+        chunk = p.chunk_size
+    else:
+        # A quarter of the budget for X D^T of a chunk, the rest for the shared cache.
+        chunk = int(max(64, min(DEFAULT_CHUNK, budget_rows // 4)))
+    chunk = min(chunk, N)
+    cache = None
+    if p.method != "topk" and K > 1 and not (p.method == "comp" and p.coherence is not None):
+        capacity = int(min(N * (K - 1), M, budget_rows - chunk))
+        if capacity >= min(chunk, 64):
+            cache = _GramCache(D, capacity)
     n_chunks = -(-N // chunk)
-    work = float(N) * D.shape[0] * D.shape[1] * steps
+    work = float(N) * M * D.shape[1] * steps
     show = (work > _PROGRESS_WORK) if progress is None else bool(progress)
     with tqdm(total=n_chunks * steps, desc=f"{p.method} k={K}", unit="step", disable=not show) as bar:
         for c0 in range(0, N, chunk):
@@ -190,7 +237,7 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
             if p.method == "topk":
                 _solve_topk(p, Xc, sel[c0:c1], coef[c0:c1], bar)
             else:
-                _solve_greedy(p, Xc, sel[c0:c1], coef[c0:c1], bar)
+                _solve_greedy(p, Xc, sel[c0:c1], coef[c0:c1], bar, cache)
     res = np.zeros(N)
     fid = np.zeros(N)
     kern.finalize(X, D, sel, coef, res, fid)
