@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from weightscope import embed
+from weightscope import embed, vocab
 from weightscope.adapters import openclip_text as oct_
 from weightscope.errors import WeightscopeError
 
@@ -79,7 +79,7 @@ def test_at_limit_concept_fills_the_context_exactly(tok):
 
 
 def test_bucketed_equals_open_clip_vit_b32(vit_b32, tok):
-    texts = CONCEPTS + [AT_LIMIT] + [f"object number {i} " * (i % 5 + 1) for i in range(20)]
+    texts = CONCEPTS + [AT_LIMIT] + [f"object number {i} " * (i % 5 + 1) for i in range(12)]
     # batch_size 7 mixes lengths inside batches and splits equal lengths across batches
     got = embed.encode_texts(vit_b32, tok, texts, batch_size=7, bucketed=True, progress=False)
     ref = _reference(vit_b32, texts)
@@ -181,9 +181,10 @@ def test_input_validation(small, tok, tmp_path):
         embed.embed_concepts(small, tok, ["cat", "dog"], on_overlong="cut", **kw)
 
 
-def test_builtin_vocabulary_by_name(small, tok, tmp_path):
-    emb = embed.embed_concepts(small, tok, "cifar10", cache_dir=tmp_path, progress=False, normalize="l2")
-    assert emb.shape == (10, 24)
+def test_builtin_vocabulary_by_name_with_splice(small, tok, tmp_path):
+    emb = embed.embed_concepts(small, tok, "cifar10", cache_dir=tmp_path, progress=False)
+    ref = embed.normalize_embeddings(_reference(small, vocab.load_vocabulary("cifar10")), "splice")
+    assert emb.shape == (10, 24) and np.abs(emb - ref).max() <= TOL
 
 
 def test_template_is_applied(small, tok, tmp_path):

@@ -27,6 +27,7 @@ import re
 import tempfile
 import warnings
 import weakref
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,8 @@ __all__ = [
 
 NORMALIZATIONS = ("none", "l2", "splice")
 CACHE_ENV = "WEIGHTSCOPE_CACHE_DIR"
-_FORMAT = 1                      # bump when the cached content changes meaning
-_MAGIC = b"WSEMB\x01\n"
+_FORMAT = 2                      # bump when the cached content changes meaning
+_MAGIC = b"WSEMB\x02\n"
 _OVERLONG = ("error", "truncate")
 
 # model -> (tensor signature, digest): hashing a 250 MB tower costs ~0.3 s, a signature ~1 ms.
@@ -253,39 +254,44 @@ def cache_path(cache_dir: Path, model_name: str | None, key: str) -> Path:
 def _read_cache(path: Path, key: str, m: int) -> np.ndarray | None:
     """The cached matrix, or None when absent; a damaged file is reported and treated as absent."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            buf = bytearray(os.fstat(fh.fileno()).st_size)
+            got = fh.readinto(buf)
     except (FileNotFoundError, NotADirectoryError):
         return None      # not cached yet (an unusable folder is reported when writing)
     except OSError as err:
         warnings.warn(f"weightscope: cannot read embedding cache {path} ({err.strerror}); recomputing", stacklevel=3)
         return None
     try:
-        if not raw.startswith(_MAGIC):
+        if got != len(buf) or not buf.startswith(_MAGIC):
             raise ValueError("not a weightscope embedding cache file")
         pos = len(_MAGIC)
-        hlen = int.from_bytes(raw[pos:pos + 8], "little")
-        header = json.loads(raw[pos + 8:pos + 8 + hlen].decode("utf-8"))
-        data = raw[pos + 8 + hlen:]
+        hlen = int.from_bytes(buf[pos:pos + 8], "little")
+        header = json.loads(bytes(buf[pos + 8:pos + 8 + hlen]).decode("utf-8"))
+        offset = pos + 8 + hlen
         shape = tuple(header["shape"])
         if header.get("key") != key:
             raise ValueError("key mismatch")
         if header.get("dtype") != "float32" or len(shape) != 2 or shape[0] != m:
             raise ValueError(f"unexpected shape {shape}")
-        if len(data) != shape[0] * shape[1] * 4:
-            raise ValueError(f"truncated: {len(data)} of {shape[0] * shape[1] * 4} data bytes")
-        if hashlib.sha256(data).hexdigest() != header.get("sha256"):
+        if len(buf) - offset != shape[0] * shape[1] * 4:
+            raise ValueError(f"truncated: {len(buf) - offset} of {shape[0] * shape[1] * 4} data bytes")
+        if zlib.crc32(memoryview(buf)[offset:]) != header.get("crc32"):
             raise ValueError("checksum mismatch")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         warnings.warn(f"weightscope: embedding cache {path} is corrupt ({err}); recomputing it", stacklevel=3)
         return None
-    return np.frombuffer(data, dtype="<f4").reshape(shape).copy()
+    # a writable view on the bytearray: no copy of the (up to ~100 MB) matrix
+    return np.frombuffer(buf, dtype="<f4", offset=offset).reshape(shape)
 
 
 def _write_cache(path: Path, key: str, emb: np.ndarray, info: dict) -> None:
     emb = np.ascontiguousarray(emb, dtype="<f4")
     data = emb.tobytes()
+    # CRC-32 detects damage at memory speed; SHA-256 of an 80 MB matrix would dominate a cache hit.
     header = json.dumps({**info, "key": key, "shape": list(emb.shape), "dtype": "float32",
-                         "sha256": hashlib.sha256(data).hexdigest()}).encode("utf-8")
+                         "crc32": zlib.crc32(data)}).encode("utf-8")
+    header += b" " * (-(len(_MAGIC) + 8 + len(header)) % 64)    # data starts 64-byte aligned
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

@@ -104,9 +104,7 @@ def validate_concepts(items: Iterable, *, duplicates: str = "drop", what: str = 
     first_at: dict[str, int] = {}
     dropped: list[tuple[int, int, str]] = []
     for i, item in enumerate(items):
-        if isinstance(item, np.str_):
-            item = str(item)
-        if not isinstance(item, str):
+        if not isinstance(item, str):       # numpy.str_ is a str subclass and passes
             raise WeightscopeError(
                 f"{what} entry {i} is {type(item).__name__} ({item!r:.40}), not a string; every concept must be text"
             )
@@ -114,16 +112,16 @@ def validate_concepts(items: Iterable, *, duplicates: str = "drop", what: str = 
         if not text:
             raise WeightscopeError(f"{what} entry {i} is an empty string; remove it or give the concept's text")
         key = text.casefold()
-        if key in first_at:
+        j = first_at.setdefault(key, i)
+        if j != i:
             if duplicates == "error":
                 raise WeightscopeError(
-                    f"{what} entry {i} {item!r} duplicates entry {first_at[key]} (compared case-insensitively); "
+                    f"{what} entry {i} {item!r} duplicates entry {j} (compared case-insensitively); "
                     "remove duplicates, or load it with load_vocabulary(..., duplicates='drop')"
                 )
-            dropped.append((i, first_at[key], item))
+            dropped.append((i, j, item))
             continue
-        first_at[key] = i
-        out.append(text)
+        out.append(str(text))
     if not out:
         raise WeightscopeError(f"{what} is empty; give at least one concept")
     if dropped:
