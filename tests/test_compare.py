@@ -1,0 +1,308 @@
+"""Checkpoint comparison: constructed ground truth (rescaled and rotated directions), degenerate groups,
+exact energy split, architecture mismatch, JSON, labels, specs and the CLI."""
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from weightscope import WeightscopeError, decompose_head, describe_model
+from weightscope.adapters import write_attention
+from weightscope.compare import (
+    Comparison,
+    check_same_architecture,
+    compare_heads,
+    compare_models,
+    compare_weights,
+    label_comparison,
+    load_comparisons,
+    parse_checkpoint_spec,
+)
+from weightscope.decompose import HeadSVD, head_factors
+from weightscope.linalg import degenerate_groups
+
+from conftest import TINY_CFG, make_model, register_config
+
+RESCALE = {(0, 1): {2: 2.0, 5: 0.4}, (1, 0): {7: -1.0}}   # (layer, head): {direction: alpha}
+ROTATE = (1, 2, 0, 60.0)                                   # layer, head, write direction, degrees
+
+
+def _other_configs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cfg-other")
+    deep = copy.deepcopy(TINY_CFG)
+    deep["vision_cfg"]["layers"] = 3
+    wide = copy.deepcopy(TINY_CFG)
+    wide["vision_cfg"]["width"] = 96
+    return register_config(d, "ws-test-tiny-deep", deep), register_config(d, "ws-test-tiny-wide", wide)
+
+
+@pytest.fixture(scope="module")
+def other_names(tmp_path_factory):
+    return _other_configs(tmp_path_factory)
+
+
+def construct_tuned(model, rescale=RESCALE, rotate=ROTATE, seed=1):
+    """A copy of ``model`` whose heads differ only as stated: listed directions rescaled by alpha (read side),
+    one write direction rotated by ``rotate[3]`` degrees towards a random unit vector outside the head's write span.
+
+    Returns (tuned model, expected {(layer, head, index): alpha}, analytic change energies per head).
+    """
+    tuned = copy.deepcopy(model)
+    weights = describe_model(model)
+    rng = np.random.default_rng(seed)
+    expected_energy = {}
+    layers = {l for l, _ in rescale} | {rotate[0]}
+    for layer in sorted(layers):
+        attn = copy.deepcopy(weights.layers[layer].attn)
+        for (l, h), alphas in rescale.items():
+            if l != layer:
+                continue
+            svd = decompose_head(weights, l, h)
+            s = svd.s.copy()
+            for i, alpha in alphas.items():
+                s[i] *= alpha
+            attn.read_v[h], attn.write_o[h] = svd.read.T * s, svd.write.copy()
+            expected_energy[l, h] = float(np.sum((s - svd.s) ** 2))
+        if rotate[0] == layer:
+            l, h, i, deg = rotate
+            svd = decompose_head(weights, l, h)
+            w = rng.normal(size=svd.write.shape[1])
+            w -= svd.write.T @ (svd.write @ w)
+            w /= np.linalg.norm(w)
+            write = svd.write.copy()
+            write[i] = math.cos(math.radians(deg)) * write[i] + math.sin(math.radians(deg)) * w
+            attn.read_v[h], attn.write_o[h] = svd.read.T * svd.s, write
+            # ||s_i u_i (v_i' - v_i)||^2 = s_i^2 * 2 (1 - cos)
+            expected_energy[l, h] = float(svd.s[i] ** 2 * 2 * (1 - math.cos(math.radians(deg))))
+        write_attention(tuned, layer, attn)
+    return tuned, expected_energy
+
+
+@pytest.fixture(scope="module")
+def constructed(tiny_model):
+    tuned, energy = construct_tuned(tiny_model)
+    result = compare_models(tiny_model, tuned, progress=False)
+    return tuned, energy, result
+
+
+def test_ground_truth_reports_exactly_the_changed_heads_and_directions(constructed):
+    _, energy, result = constructed
+    assert len(result.heads) == 2 * 4
+    assert {(h.layer, h.head) for h in result.changed_heads()} == set(energy)
+    reweighted = {(l, h, d.index): d for l, h, d in result.directions("reweighted")}
+    assert set(reweighted) == {(l, h, i) for (l, h), a in RESCALE.items() for i in a}
+    for (l, h), alphas in RESCALE.items():
+        for i, alpha in alphas.items():
+            d = reweighted[l, h, i]
+            assert d.ratio == pytest.approx(alpha, rel=1e-5)
+            assert abs(d.cos) == pytest.approx(1.0, abs=1e-6)
+            assert d.gain == pytest.approx(alpha, rel=1e-5)
+    rotated = result.directions("rotated")
+    assert [(l, h, d.index) for l, h, d in rotated] == [ROTATE[:3]]
+    d = rotated[0][2]
+    assert d.cos == pytest.approx(math.cos(math.radians(ROTATE[3])), abs=1e-5)
+    assert d.cos_read == pytest.approx(1.0, abs=1e-6)
+    # nothing else moved: every other direction is stable with a match cosine of 1
+    for l, h, d in result.directions("stable"):
+        assert abs(d.cos) > 1 - 1e-5 and d.ratio == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ground_truth_energy_split_is_exact(constructed, tiny_model):
+    tuned, energy, result = constructed
+    base_w, tuned_w = describe_model(tiny_model), describe_model(tuned)
+    for (l, h), hc in result.heads.items():
+        A, B = head_factors(base_w, l, h)
+        At, Bt = head_factors(tuned_w, l, h)
+        dense = float(np.sum((At @ Bt - A @ B) ** 2))
+        assert hc.energy_total == pytest.approx(dense, rel=1e-6, abs=1e-9)
+        assert hc.energy_reweight + hc.energy_rotation == pytest.approx(hc.energy_total, rel=1e-12)
+        if (l, h) in energy:
+            assert hc.energy_total == pytest.approx(energy[l, h], rel=1e-5)
+    assert result[0, 1].reweight_share == pytest.approx(1.0, abs=1e-6)
+    assert result[1, 0].reweight_share == pytest.approx(1.0, abs=1e-6)
+    assert result[1, 2].rotation_share == pytest.approx(1.0, abs=1e-6)
+    assert result[1, 2].angle_write == pytest.approx(ROTATE[3], abs=1e-3)
+    assert result[1, 2].angle_read == pytest.approx(0.0, abs=1e-2)
+    total = sum(energy.values())
+    rew = energy[0, 1] + energy[1, 0]
+    assert result.reweight_share == pytest.approx(rew / total, rel=1e-5)
+    layers = {row["layer"]: row for row in result.layer_summary()}
+    assert layers[0]["reweight_share"] == pytest.approx(1.0, abs=1e-6)
+    assert layers[1]["energy_rotation"] == pytest.approx(energy[1, 2], rel=1e-5)
+    assert result.counts() == {"stable": 8 * 16 - 4, "reweighted": 3, "rotated": 1}
+
+
+def test_identical_checkpoints_report_no_change(tiny_model):
+    result = compare_models(tiny_model, copy.deepcopy(tiny_model), progress=False)
+    assert result.changed_heads() == [] and result.energy_total == 0.0
+    assert result.counts()["stable"] == 8 * 16 and result.reweight_share == 0.0
+
+
+def _head(s, seed=0, D=40):
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.normal(size=(D, len(s))))
+    P, _ = np.linalg.qr(rng.normal(size=(D, len(s))))
+    s = np.asarray(s, dtype=float)
+    return HeadSVD(0, 0, "vo", Q.T.copy(), s, P.T.copy(), degenerate_groups(s))
+
+
+def _rotation(r, i, j, angle):
+    R = np.eye(r)
+    c, s = math.cos(angle), math.sin(angle)
+    R[np.ix_([i, j], [i, j])] = [[c, -s], [s, c]]
+    return R
+
+
+def test_degenerate_group_basis_change_is_not_a_change():
+    base = _head([5.0, 3.0, 3.0, 2.0, 1.5, 1.0])
+    assert base.groups == [[1, 2]]
+    R = _rotation(6, 1, 2, 0.5)  # another basis of the same tied pair: the same matrix
+    tuned = HeadSVD(0, 0, "vo", R @ base.read, base.s.copy(), R @ base.write, base.groups)
+    assert np.allclose(tuned.matrix(), base.matrix())
+    # matching vectors one by one would call this a rotation: |cos| of the pair is cos(0.5)^2 = 0.77
+    assert (np.abs(base.read @ tuned.read.T) * np.abs(base.write @ tuned.write.T))[1, 1] < 0.8
+    hc = compare_heads(base, tuned, change_tol=0.0)
+    assert [d.kind for d in hc.directions] == ["stable"] * 6
+    assert min(abs(d.cos) for d in hc.directions) > 1 - 1e-9
+    assert hc.energy_total < 1e-20
+
+
+def test_degenerate_group_split_along_new_axes_is_reweighting():
+    base = _head([5.0, 3.0, 3.0, 2.0, 1.5, 1.0], seed=2)
+    R = _rotation(6, 1, 2, 0.7)
+    # tuned: the tie broken along axes the base never singled out (a rotated basis of the pair)
+    gains = np.array([1.0, 1.6, 1.0, 1.0, 1.0, 1.0])
+    M = R.T @ np.diag(gains) @ R                    # symmetric reweighting inside the group
+    W_t = base.read.T @ (M * base.s[:, None]) @ base.write
+    U, s, Vh = np.linalg.svd(W_t)
+    tuned = HeadSVD(0, 0, "vo", U[:, :6].T.copy(), s[:6], Vh[:6].copy(), degenerate_groups(s[:6]))
+    hc = compare_heads(base, tuned)
+    kinds = [d.kind for d in hc.directions]
+    assert kinds.count("reweighted") == 1 and kinds.count("rotated") == 0
+    d = next(d for d in hc.directions if d.kind == "reweighted")
+    assert d.index in (1, 2) and d.group == [1, 2]
+    assert d.ratio == pytest.approx(1.6, rel=1e-9)
+    assert hc.reweight_share == pytest.approx(1.0, abs=1e-9)
+
+
+def test_sign_flip_is_reweighting_by_minus_one():
+    base = _head([4.0, 2.0, 1.0], seed=3)
+    tuned = HeadSVD(0, 0, "vo", base.read.copy(), base.s.copy(), base.write * np.array([[1.0], [-1.0], [1.0]]), [])
+    hc = compare_heads(base, tuned)
+    assert [d.kind for d in hc.directions] == ["stable", "reweighted", "stable"]
+    assert hc.directions[1].ratio == pytest.approx(-1.0) and hc.energy_total == pytest.approx(16.0)
+
+
+def test_mismatched_architectures_are_named(tiny_model, other_names):
+    deep, wide = other_names
+    base = describe_model(tiny_model)
+    with pytest.raises(WeightscopeError, match="layer count 2 vs 3"):
+        compare_weights(base, describe_model(make_model(deep)), progress=False)
+    with pytest.raises(WeightscopeError, match="width 64 vs 96"):
+        check_same_architecture(base, describe_model(make_model(wide)))
+
+
+def test_json_round_trip(constructed, tmp_path):
+    _, _, result = constructed
+    back = Comparison.from_json(result.to_json())
+    assert back.summary() == result.summary()
+    assert back[1, 2].directions[0] == result[1, 2].directions[0]
+    path = tmp_path / "c.json"
+    result.to_json(path)
+    assert load_comparisons(path)[0].reweight_share == result.reweight_share
+    with pytest.raises(WeightscopeError, match="not a weightscope comparison"):
+        Comparison.from_json('{"format": "something-else"}')
+
+
+def test_labels_rank_amplified_and_suppressed_concepts(constructed):
+    from weightscope.inspection import Direction, HeadReport, Inspection
+
+    _, _, result = constructed
+    result = Comparison.from_json(result.to_json())  # leave the shared fixture unlabelled
+
+    def inspection(tag):
+        heads = {}
+        for (l, h), hc in result.heads.items():
+            dirs = [Direction(i, "write", 1, [f"{tag}-L{l}H{h}d{i}", "shared"], [0.7, 0.3], 0.9) for i in range(16)]
+            heads[l, h] = HeadReport(l, h, [1.0] * 16, [], dirs)
+        return Inspection(tag, "test", 1, {}, heads)
+
+    label_comparison(result, inspection("base"), inspection("tuned"))
+    d = result[0, 1].directions[2]
+    assert d.base_concepts == [["base-L0H1d2", 0.7], ["shared", 0.3]]
+    assert d.tuned_concepts[0][0] == f"tuned-L0H1d{d.tuned_index}"
+    amplified = [c for c, _ in result.amplified_concepts()]
+    suppressed = [c for c, _ in result.suppressed_concepts()]
+    assert amplified[0] == "base-L0H1d2"                      # x2
+    assert suppressed[0] == "base-L0H1d5"                      # x0.4
+    # only reweighted directions score: stable ones and the sign flip (|ratio| = 1) add nothing
+    assert set(amplified + suppressed) <= {"base-L0H1d2", "base-L0H1d5", "shared"}
+    lost, gained = result.rotated_concepts()
+    assert lost[0][0] == "base-L1H2d0" and gained[0][0].startswith("tuned-L1H2d")
+    assert "amplified concepts:  base-L0H1d2" in result.summary()
+
+
+@pytest.mark.parametrize("spec, model, expected", [
+    ("bundled", None, {"model": "bundled", "pretrained": "base", "checkpoint": None}),
+    ("bundled:tuned", None, {"model": "bundled", "pretrained": "tuned", "checkpoint": None}),
+    ("ViT-B-32:openai", None, {"model": "ViT-B-32", "pretrained": "openai", "checkpoint": None}),
+    ("ft.safetensors", "ViT-B-16", {"model": "ViT-B-16", "pretrained": None, "checkpoint": "ft.safetensors"}),
+    ("hf-hub:org/repo", None, {"model": "hf-hub:org/repo", "pretrained": None, "checkpoint": None}),
+    ("ViT-B-32", None, {"model": "ViT-B-32", "pretrained": None, "checkpoint": None}),
+])
+def test_parse_checkpoint_spec(spec, model, expected):
+    assert parse_checkpoint_spec(spec, model) == expected
+
+
+def test_parse_checkpoint_spec_errors():
+    with pytest.raises(WeightscopeError, match="--model NAME"):
+        parse_checkpoint_spec("ft.pt")
+    with pytest.raises(WeightscopeError, match="NAME:TAG"):
+        parse_checkpoint_spec("ViT-B-32:")
+
+
+def _save(model, path):
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def test_cli_compare_writes_report_and_json(constructed, tiny_model, tiny_name, tmp_path, capsys):
+    from weightscope.cli import main
+
+    tuned, energy, _ = constructed
+    base_path, tuned_path = _save(tiny_model, tmp_path / "base.safetensors"), _save(tuned, tmp_path / "tuned.safetensors")
+    out = tmp_path / "out"
+    assert main(["compare", base_path, tuned_path, base_path, "--model", tiny_name, "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "reweighting" in text and "L1 H2" in text
+    found = load_comparisons(out / "compare.json")
+    assert [len(c.changed_heads()) for c in found] == [3, 0]
+    assert {(h.layer, h.head) for h in found[0].changed_heads()} == set(energy)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 + 2 * 2 and "L1 H2" in html
+    data = json.loads((out / "compare.json").read_text())
+    assert data["comparisons"][0]["totals"]["rotated"] == 1
+
+
+def test_cli_compare_architecture_mismatch(tiny_model, tiny_name, other_names, tmp_path, capsys):
+    from weightscope.cli import main
+
+    base_path = _save(tiny_model, tmp_path / "base.safetensors")
+    assert main(["compare", base_path, other_names[0], "--model", tiny_name, "--quiet"]) == 2
+    assert "layer count 2 vs 3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ground_truth_vit_b32():
+    base = make_model("ViT-B-32")
+    rescale, rotate = {(3, 5): {0: 1.5, 10: 0.5}, (9, 1): {4: 3.0}}, (7, 11, 2, 45.0)
+    tuned, energy = construct_tuned(base, rescale, rotate)
+    result = compare_models(base, tuned, progress=False)
+    assert {(h.layer, h.head) for h in result.changed_heads()} == set(energy)
+    assert {(l, h, d.index) for l, h, d in result.directions("reweighted")} == {(3, 5, 0), (3, 5, 10), (9, 1, 4)}
+    assert [(l, h, d.index) for l, h, d in result.directions("rotated")] == [rotate[:3]]
+    assert result[7, 11].rotation_share == pytest.approx(1.0, abs=1e-6)
+    assert result.reweight_share == pytest.approx((energy[3, 5] + energy[9, 1]) / sum(energy.values()), rel=1e-4)
