@@ -1,0 +1,272 @@
+"""Head inspection: what does each attention head write and read? (load -> decompose -> embed -> explain)
+
+    from weightscope import inspect_model
+    result = inspect_model()                      # the bundled shapes-world model, default vocabulary
+    print(result.summary())
+    result[5, 2].direction(0).concepts            # top write direction of layer 5, head 2, explained
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .adapters import describe_model
+from .decompose import decompose_model
+from .embed import embed_concepts
+from .errors import WeightscopeError
+from .fileio import write_atomic
+from .joint import to_joint
+from .load import LoadedModel, load_model
+from .solvers import explain
+from .vocab import combine_vocabularies
+
+SIDES = ("write", "read")
+BUNDLED_VOCAB = "shapes_world,general:5000"
+GENERAL_VOCAB = "general"
+
+
+@dataclass
+class Direction:
+    """One singular direction of a head, explained with one sign.
+
+    index: position in the head's singular values; side: "write" (right singular vector, what the head adds to
+    the residual stream) or "read" (left singular vector, what it responds to); sign: +1 explains v, -1 explains -v;
+    concepts / coefficients: the sparse explanation in selection order; fidelity: cosine between the direction's
+    joint-space image and its reconstruction; group: the degenerate group it belongs to (only the span is defined).
+    """
+
+    index: int
+    side: str
+    sign: int
+    concepts: list[str]
+    coefficients: list[float]
+    fidelity: float
+    group: list[int] | None = None
+
+    def label(self, n: int = 3) -> str:
+        return ", ".join(f"{c} ({w:.2f})" for c, w in zip(self.concepts[:n], self.coefficients[:n]))
+
+
+@dataclass
+class HeadReport:
+    """One head: singular values s (r,), degenerate groups, and its explained directions."""
+
+    layer: int
+    head: int
+    s: list[float]
+    groups: list[list[int]]
+    directions: list[Direction]
+
+    def direction(self, index: int, side: str = "write", sign: int = 1) -> Direction:
+        for d in self.directions:
+            if d.index == index and d.side == side and d.sign == sign:
+                return d
+        raise WeightscopeError(
+            f"layer {self.layer} head {self.head} has no explained {side} direction {index} with sign {sign:+d}"
+        )
+
+    def theme(self, n_directions: int = 4, side: str = "write") -> str:
+        """The head's dominant concept: coefficient x singular value, summed over its leading directions."""
+        score: dict[str, float] = defaultdict(float)
+        for d in self.directions:
+            if d.side == side and d.index < n_directions:
+                for c, w in zip(d.concepts, d.coefficients):
+                    score[c] += w * self.s[d.index]
+        return max(sorted(score), key=score.__getitem__) if score else ""
+
+
+@dataclass
+class Inspection:
+    """Explanations of the chosen heads of one model. Index with ``result[layer, head]``."""
+
+    model: str
+    vocabulary: str
+    vocabulary_size: int
+    settings: dict
+    heads: dict[tuple[int, int], HeadReport] = field(default_factory=dict)
+
+    def __getitem__(self, key: tuple[int, int]) -> HeadReport:
+        if key not in self.heads:
+            raise WeightscopeError(f"layer {key[0]} head {key[1]} was not inspected; inspected: {sorted(self.heads)[:6]} ...")
+        return self.heads[key]
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({l for l, _ in self.heads})
+
+    def top_concepts(self, layer: int, head: int, n_directions: int = 3, side: str = "write") -> list[str]:
+        """Top concept of each leading direction (sign +) of one head."""
+        rep = self[layer, head]
+        return [rep.direction(i, side, 1).concepts[0] for i in range(min(n_directions, len(rep.s)))
+                if rep.direction(i, side, 1).concepts]
+
+    def summary(self, n_directions: int = 3, n_concepts: int = 3) -> str:
+        lines = [f"{self.model}: {len(self.heads)} heads, vocabulary {self.vocabulary} ({self.vocabulary_size} concepts), "
+                 f"{self.settings['method']} k={self.settings['k']} lambda={self.settings['lam']}"]
+        for (l, h), rep in sorted(self.heads.items()):
+            lines.append(f"L{l:<2} H{h:<2} theme: {rep.theme() or '-'}   s = " + " ".join(f"{x:.2f}" for x in rep.s[:n_directions]))
+            for i in range(min(n_directions, len(rep.s))):
+                d_pos, d_neg = rep.direction(i, "write", 1), rep.direction(i, "write", -1)
+                tied = f" (tied with {d_pos.group})" if d_pos.group else ""
+                lines.append(f"    w{i}{tied} +: {d_pos.label(n_concepts)} [fid {d_pos.fidelity:.2f}]")
+                lines.append(f"    {' ' * len(str(i))}{' ' * len(tied)}  -: {d_neg.label(n_concepts)} [fid {d_neg.fidelity:.2f}]")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model, "vocabulary": self.vocabulary, "vocabulary_size": self.vocabulary_size,
+            "settings": self.settings,
+            "heads": [asdict(rep) for _, rep in sorted(self.heads.items())],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Inspection":
+        heads = {}
+        for rep in data["heads"]:
+            dirs = [Direction(**d) for d in rep["directions"]]
+            heads[rep["layer"], rep["head"]] = HeadReport(rep["layer"], rep["head"], rep["s"], rep["groups"], dirs)
+        return cls(data["model"], data["vocabulary"], data["vocabulary_size"], data["settings"], heads)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            write_atomic(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "Inspection":
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise WeightscopeError(f"inspection JSON file not found: {path}")
+            text = path.read_text(encoding="utf-8")
+        try:
+            return cls.from_dict(json.loads(text))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise WeightscopeError(f"not a weightscope inspection JSON ({type(err).__name__}: {err})") from None
+
+
+def parse_vocabulary_spec(spec) -> tuple[list[str], str]:
+    """Vocabulary from a spec: a list of strings, or "name[:limit],name2[:limit]..." (built-in names or files).
+
+    Returns (concepts, description). Example: "shapes_world,general:5000" is the shapes-world vocabulary plus the
+    5,000 most frequent general concepts not already in it.
+    """
+    if not isinstance(spec, str):
+        concepts = combine_vocabularies(spec)
+        return concepts, "custom list"
+    sources, limits = [], []
+    for part in spec.split(","):
+        name, sep, limit = part.strip().rpartition(":")
+        if not (sep and limit.isdigit()):
+            name, limit = part.strip(), ""
+        if not name:
+            raise WeightscopeError(f"empty vocabulary name in {spec!r}; write e.g. 'shapes_world,general:5000'")
+        sources.append(name)
+        limits.append(int(limit) if limit else None)
+    return combine_vocabularies(*sources, limits=limits), spec
+
+
+def inspect_model(
+    model=None,
+    vocabulary=None,
+    *,
+    pretrained: str | None = None,
+    checkpoint: str | Path | None = None,
+    layers=None,
+    heads=None,
+    method: str = "comp",
+    k: int = 5,
+    lam: float = 0.3,
+    n_directions: int | None = None,
+    sides: tuple[str, ...] = SIDES,
+    image_mean: np.ndarray | None = None,
+    joint_mode: str = "linear",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Inspection:
+    """Explain the singular directions of chosen heads with concepts from a vocabulary.
+
+    model: a LoadedModel, an open_clip module, or a name (with pretrained/checkpoint as in ``load_model``);
+    None = the bundled shapes-world model. vocabulary: a spec for :func:`parse_vocabulary_spec` or a list; default
+    "shapes_world,general:5000" for the bundled model and "general" otherwise. layers / heads: indices (default all).
+    method, k, lam: the solver (see ``weightscope.solvers.explain``). n_directions: explain only the leading
+    directions of each head (default: all dh). sides: "write" and/or "read". image_mean (E,): modality-gap
+    correction (see ``image_mean_from_folder``); default none. Each direction is explained with both signs.
+    """
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained, checkpoint=checkpoint)
+    unknown = [s for s in sides if s not in SIDES]
+    if unknown or not sides:
+        raise WeightscopeError(f"sides must be a non-empty subset of {SIDES}, got {tuple(sides)}")
+    if n_directions is not None and (not isinstance(n_directions, int) or n_directions < 1):
+        raise WeightscopeError(f"n_directions must be a positive integer or None, got {n_directions!r}")
+    if vocabulary is None:
+        vocabulary = BUNDLED_VOCAB if loaded.source.startswith("bundled") else GENERAL_VOCAB
+    concepts, vocab_desc = parse_vocabulary_spec(vocabulary)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(concepts):
+        raise WeightscopeError(f"k = {k} must be between 1 and the vocabulary size ({len(concepts)})")
+
+    weights = describe_model(loaded)
+    svds = decompose_model(weights, layers=layers, heads=heads, progress=progress)
+    dictionary = embed_concepts(loaded.model, loaded.tokenizer, concepts, model_name=loaded.identity,
+                                cache_dir=cache_dir, progress=progress)
+
+    # one explain call for every direction of every head and side: the solver batches the dictionary products
+    keys, signals = [], []
+    for (l, h), svd in svds.items():
+        r = svd.rank if n_directions is None else min(n_directions, svd.rank)
+        for side in sides:
+            vectors = svd.write if side == "write" else svd.read
+            signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
+            keys.extend((l, h, side, i) for i in range(r))
+    result = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True, progress=progress)
+    plus, minus = result.split_signs()
+
+    reports = {key: HeadReport(key[0], key[1], svd.s.tolist(), svd.groups, []) for key, svd in svds.items()}
+    group_of = {(key, i): g for key, svd in svds.items() for g in svd.groups for i in g}
+    for row, (l, h, side, i) in enumerate(keys):
+        for sign, ex in ((1, plus), (-1, minus)):
+            picked = ex.indices[row] >= 0
+            reports[l, h].directions.append(Direction(
+                index=i, side=side, sign=sign,
+                concepts=[concepts[j] for j in ex.indices[row][picked]],
+                coefficients=[round(float(c), 6) for c in ex.coefficients[row][picked]],
+                fidelity=round(float(ex.fidelity[row]), 6),
+                group=group_of.get(((l, h), i)),
+            ))
+    settings = {"method": method, "k": int(k), "lam": float(lam), "joint_mode": joint_mode,
+                "image_mean": image_mean is not None, "sides": list(sides), "n_directions": n_directions}
+    return Inspection(loaded.identity, vocab_desc, len(concepts), settings, reports)
+
+
+def image_mean_from_folder(loaded: LoadedModel, folder: str | Path, batch_size: int = 64,
+                           max_images: int | None = None, progress: bool = True) -> np.ndarray:
+    """Mean normalised image embedding (E,) of the images in ``folder`` (recursively), with the model's preprocessing.
+
+    Use it as ``image_mean`` to correct for CLIP's modality gap (SITH used CC12M). Files are read in sorted order.
+    """
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WeightscopeError(f"image folder not found: {folder}")
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts)[:max_images]
+    if not files:
+        raise WeightscopeError(f"no images (.jpg, .png, .bmp, .webp) found under {folder}")
+    if loaded.preprocess is None:
+        raise WeightscopeError("this model came without its preprocessing; load it by name or checkpoint")
+    total = None
+    for start in tqdm(range(0, len(files), batch_size), desc="image mean", disable=not progress):
+        batch = torch.stack([loaded.preprocess(Image.open(p).convert("RGB")) for p in files[start:start + batch_size]])
+        with torch.no_grad():
+            emb = torch.nn.functional.normalize(loaded.model.encode_image(batch).double(), dim=-1).sum(0)
+        total = emb if total is None else total + emb
+    return (total / len(files)).numpy()

@@ -1,0 +1,88 @@
+"""The self-contained HTML report of an inspection: spectra, a layer x head theme map, one card per head."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import write_atomic
+from .htmlpage import esc, figure_to_img, page, table
+from .inspection import Inspection
+
+
+def _spectra_figure(result: Inspection):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = result.layers
+    cols = min(4, len(layers))
+    rows = -(-len(layers) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False, sharey=True)
+    for ax in axes.ravel()[len(layers):]:
+        ax.axis("off")
+    for ax, layer in zip(axes.ravel(), layers):
+        for (l, h), rep in sorted(result.heads.items()):
+            if l == layer:
+                ax.plot(np.arange(len(rep.s)), rep.s, marker=".", ms=3, lw=1, label=f"H{h}")
+        ax.set_title(f"layer {layer}", fontsize=9)
+        ax.set_xlabel("direction index", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].set_ylabel("singular value", fontsize=8)
+    axes[0, 0].legend(fontsize=6, ncol=2)
+    fig.suptitle("Value-output singular-value spectra", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _theme_map_figure(result: Inspection):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = result.layers
+    heads = sorted({h for _, h in result.heads})
+    themes = {key: rep.theme() for key, rep in result.heads.items()}
+    palette = {t: i for i, t in enumerate(sorted(set(themes.values())))}
+    grid = np.full((len(layers), len(heads)), np.nan)
+    for (l, h), t in themes.items():
+        grid[layers.index(l), heads.index(h)] = palette[t]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(heads)), max(2.5, 0.5 * len(layers))))
+    ax.imshow(grid, cmap="tab20", aspect="auto", vmin=0, vmax=max(19, len(palette)))
+    for (l, h), t in themes.items():
+        ax.text(heads.index(h), layers.index(l), t, ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(heads)), [f"H{h}" for h in heads], fontsize=8)
+    ax.set_yticks(range(len(layers)), [f"L{l}" for l in layers], fontsize=8)
+    ax.set_title("Dominant theme of each head (leading write directions)", fontsize=10)
+    return fig
+
+
+def _card(result: Inspection, key, n_directions: int) -> str:
+    rep = result.heads[key]
+    rows = []
+    for i in range(min(n_directions, len(rep.s))):
+        for side in result.settings["sides"]:
+            for sign in (1, -1):
+                d = rep.direction(i, side, sign)
+                tied = f" ~{d.group}" if d.group else ""
+                rows.append([f"{side[0]}{i}{'+' if sign > 0 else '-'}{tied}", f"{rep.s[i]:.3f}", d.label(5), f"{d.fidelity:.2f}"])
+    return (f"<div class='card'><h3>Layer {key[0]}, head {key[1]} &mdash; {esc(rep.theme())}</h3>"
+            + table(["dir", "sigma", "concepts (coefficient)", "fidelity"], rows) + "</div>")
+
+
+def write_report(result: Inspection, path: str | Path, n_directions: int = 4) -> Path:
+    """Write the HTML report of ``result`` to ``path`` (atomically); returns the path."""
+    s = result.settings
+    intro = (f"<p>Model <code>{esc(result.model)}</code>; vocabulary <code>{esc(result.vocabulary)}</code> "
+             f"({result.vocabulary_size} concepts); solver {esc(s['method'])}, k = {s['k']}, lambda = {s['lam']}; "
+             f"joint map {esc(s['joint_mode'])}{', image mean subtracted' if s['image_mean'] else ''}.</p>"
+             "<p class='muted'>Directions: w = write (right singular vector), r = read (left); + explains v, - explains -v; "
+             "~[i, j] marks a degenerate group (only the span is defined). Fidelity: cosine between the direction's "
+             "joint-space image and its sparse reconstruction.</p>")
+    body = (intro + "<h2>Singular-value spectra</h2>" + figure_to_img(_spectra_figure(result), "spectra")
+            + "<h2>Head themes</h2>" + figure_to_img(_theme_map_figure(result), "theme map")
+            + "<h2>Heads</h2><div class='cards'>"
+            + "".join(_card(result, key, n_directions) for key in sorted(result.heads)) + "</div>")
+    return write_atomic(path, page(f"weightscope inspection: {result.model}", body))
