@@ -187,6 +187,7 @@ def inspect_model(
     sides: tuple[str, ...] = SIDES,
     image_mean: np.ndarray | None = None,
     joint_mode: str = "linear",
+    normalize: str = "splice",
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Inspection:
@@ -197,7 +198,8 @@ def inspect_model(
     "shapes_world,general:5000" for the bundled model and "general" otherwise. layers / heads: indices (default all).
     method, k, lam: the solver (see ``weightscope.solvers.explain``). n_directions: explain only the leading
     directions of each head (default: all dh). sides: "write" and/or "read". image_mean (E,): modality-gap
-    correction (see ``image_mean_from_folder``); default none. Each direction is explained with both signs.
+    correction (see ``image_mean_from_folder``); default none. normalize: concept-embedding normalisation
+    ("splice" default, "l2", "none"; see ``weightscope.embed``). Each direction is explained with both signs.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained, checkpoint=checkpoint)
     unknown = [s for s in sides if s not in SIDES]
@@ -213,8 +215,8 @@ def inspect_model(
 
     weights = describe_model(loaded)
     svds = decompose_model(weights, layers=layers, heads=heads, progress=progress)
-    dictionary = embed_concepts(loaded.model, loaded.tokenizer, concepts, model_name=loaded.identity,
-                                cache_dir=cache_dir, progress=progress)
+    dictionary = embed_concepts(loaded.model, loaded.tokenizer, concepts, model_name=loaded.name,
+                                normalize=normalize, cache_dir=cache_dir, progress=progress)
 
     # one explain call for every direction of every head and side: the solver batches the dictionary products
     keys, signals = [], []
@@ -239,7 +241,7 @@ def inspect_model(
                 fidelity=round(float(ex.fidelity[row]), 6),
                 group=group_of.get(((l, h), i)),
             ))
-    settings = {"method": method, "k": int(k), "lam": float(lam), "joint_mode": joint_mode,
+    settings = {"method": method, "k": int(k), "lam": float(lam), "joint_mode": joint_mode, "normalize": normalize,
                 "image_mean": image_mean is not None, "sides": list(sides), "n_directions": n_directions}
     return Inspection(loaded.identity, vocab_desc, len(concepts), settings, reports)
 
