@@ -1,0 +1,160 @@
+"""``weightscope edit``: suppress or amplify directions chosen by a text query (or listed), save a checkpoint.
+
+    weightscope edit [MODEL] [--pretrained TAG | --checkpoint PATH]
+                     (--suppress QUERY | --amplify QUERY | --direction L:H:I[=A]) [--layers 3,4-5] [--heads ..]
+                     [--top N | --threshold T] [--alpha A] [--by joint|explanation] [--vocab NAME|PATH|none]
+                     --out edited.safetensors [--overwrite] [--dry-run]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+
+from ..errors import WeightscopeError
+
+AUTO = "auto"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "edit",
+        help="suppress or amplify head directions and save a checkpoint open_clip loads",
+        description="Rescale singular directions of attention heads' value-output matrices, chosen by a text "
+                    "query (closest joint-space images) or listed explicitly, and save the edited model as a "
+                    ".safetensors checkpoint that stock open_clip loads, with a JSON record next to it.",
+    )
+    p.add_argument("model", nargs="?", default=None, help="open_clip model name (default: the bundled shapes model)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--pretrained", metavar="TAG", help="open_clip pretrained tag (bundled model: base or tuned)")
+    src.add_argument("--checkpoint", metavar="PATH", help="local checkpoint file (.safetensors/.pt) for MODEL")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--suppress", metavar="QUERY", action="append",
+                      help="remove (alpha 0) the directions closest to this text; repeat for several queries")
+    what.add_argument("--amplify", metavar="QUERY", action="append",
+                      help="amplify (alpha 2) the directions closest to this text; repeat for several queries")
+    what.add_argument("--direction", metavar="L:H:I[=A]", action="append",
+                      help="edit this singular direction (layer:head:index, group as 4+5) by alpha A; repeatable")
+    p.add_argument("--layers", metavar="LIST", help="only search these layers, e.g. 3,4 or 2-5 (default: all)")
+    p.add_argument("--heads", metavar="LIST", help="only search these heads (default: all)")
+    n = p.add_mutually_exclusive_group()
+    n.add_argument("--top", type=int, metavar="N", help="edit the N best-scoring directions (default 5)")
+    n.add_argument("--threshold", type=float, metavar="T", help="edit every direction scoring at least T (a cosine)")
+    p.add_argument("--alpha", type=float, metavar="A",
+                   help="singular-value factor (default 0 for --suppress and --direction, 2 for --amplify)")
+    p.add_argument("--by", choices=("joint", "explanation"), default="joint",
+                   help="score a direction by its joint-space image (default) or by its concept explanation")
+    p.add_argument("--vocab", default=AUTO, metavar="NAME|PATH|none",
+                   help="concept vocabulary that centres the query (and explains directions with --by explanation); "
+                        "default: shapes_world for the bundled model, general otherwise; 'none' disables centring")
+    p.add_argument("--out", metavar="PATH", help="where to save the edited checkpoint (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--dry-run", action="store_true", help="show the chosen directions, save nothing")
+    p.set_defaults(func=run)
+
+
+def parse_indices(text: str | None, what: str) -> list[int] | None:
+    """``"3,4"``, ``"2-5"``, ``"0,2-3"`` -> sorted list of ints (None stays None)."""
+    if text is None:
+        return None
+    out = set()
+    for part in str(text).split(","):
+        m = re.match(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$", part)
+        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise WeightscopeError(f"cannot read --{what} {text!r}: give indices like 3,4 or a range like 2-5")
+        lo = int(m.group(1))
+        out.update(range(lo, int(m.group(2) or lo) + 1))
+    return sorted(out)
+
+
+def _source_record(loaded, args) -> dict:
+    from ..edit import sha256_file
+
+    rec = {"model": loaded.name, "source": loaded.source}
+    path = None
+    if args.checkpoint is not None:
+        path = Path(args.checkpoint)
+    elif args.model in (None, "bundled"):
+        from ..shapes import bundled
+
+        path = bundled.checkpoint_path(args.pretrained or "base")
+    if path is not None and path.is_file():
+        rec["checkpoint"] = str(path)
+        rec["checkpoint_sha256"] = sha256_file(path)
+    return rec
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import load_model
+    from ..adapters import describe_model
+    from ..edit import BASIS, apply_edits, edit_metadata, parse_edit, resolve_edits, save_checkpoint
+    from ..select import select_by_query
+
+    if args.out is None and not args.dry_run:
+        raise WeightscopeError("--out PATH is required (where to save the edited .safetensors), or pass --dry-run")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix != ".safetensors":
+            raise WeightscopeError(f"--out {out} must end in .safetensors (open_clip reads that format)")
+        if not args.overwrite and not args.dry_run and out.exists():
+            raise WeightscopeError(f"{out} already exists; choose another --out or pass --overwrite")
+    if args.alpha is not None and not math.isfinite(args.alpha):
+        raise WeightscopeError(f"--alpha must be a finite number, got {args.alpha}")
+    if args.top is not None and args.top < 1:
+        raise WeightscopeError(f"--top must be at least 1, got {args.top}")
+    if args.direction and (args.top is not None or args.threshold is not None or args.layers or args.heads):
+        raise WeightscopeError("--top/--threshold/--layers/--heads choose among query matches; "
+                               "with --direction list the directions themselves")
+
+    queries = args.suppress or args.amplify
+    mode = "suppress" if args.suppress else "amplify" if args.amplify else "direction"
+    alpha = args.alpha if args.alpha is not None else (2.0 if mode == "amplify" else 0.0)
+    if mode == "suppress" and alpha >= 1:
+        raise WeightscopeError(f"--suppress needs --alpha below 1 (0 removes), got {alpha:g}; use --amplify to amplify")
+    if mode == "amplify" and alpha <= 1:
+        raise WeightscopeError(f"--amplify needs --alpha above 1, got {alpha:g}; use --suppress to weaken")
+
+    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    weights = describe_model(loaded.model)
+    print(f"model: {loaded.identity} ({weights.n_layers} layers x {weights.n_heads} heads, width {weights.width})")
+
+    selection: dict = {"mode": mode}
+    if mode == "direction":
+        edits = [parse_edit(t, alpha=alpha) for t in args.direction]
+        selection["directions"] = list(args.direction)
+    else:
+        vocab = args.vocab
+        if vocab == AUTO:
+            vocab = "shapes_world" if args.model in (None, "bundled") else "general"
+        vocab = None if str(vocab).lower() == "none" else vocab
+        layers, heads = parse_indices(args.layers, "layers"), parse_indices(args.heads, "heads")
+        edits = select_by_query(loaded, queries, alpha=alpha, top=args.top, threshold=args.threshold,
+                                weights=weights, layers=layers, heads=heads, by=args.by, vocabulary=vocab)
+        selection.update(queries=queries, by=args.by, vocabulary=vocab, layers=layers, heads=heads,
+                         top=args.top if args.top is not None or args.threshold is not None else 5,
+                         threshold=args.threshold)
+        if not edits:
+            raise WeightscopeError(f"no direction scored at least {args.threshold} for {queries}; "
+                                   "lower --threshold or use --top N")
+        how = f"threshold {args.threshold}" if args.threshold is not None else f"top {selection['top']}"
+        where = f"layers {args.layers}" if args.layers else "all layers"
+        print(f"{mode}: directions closest to {' / '.join(repr(q) for q in queries)} "
+              f"(by {args.by}, {how}, {where}, alpha {alpha:g})")
+    resolved = resolve_edits(weights, edits)
+    for e in resolved:
+        score = f"score {e.score:.3f}  " if e.score is not None else ""
+        print(f"  {e.label():<14} alpha {e.alpha:<5g} {score}{e.reason}")
+    if args.dry_run:
+        print("dry run: nothing saved")
+        return 0
+    edited = apply_edits(loaded, resolved, weights=weights)
+    meta = edit_metadata(_source_record(loaded, args), resolved, selection, BASIS)
+    path, side = save_checkpoint(edited, args.out, metadata=meta, overwrite=args.overwrite,
+                                 protect=[args.checkpoint])
+    size = path.stat().st_size / 2**20
+    print(f"saved edited checkpoint: {path} ({size:.1f} MiB)")
+    print(f"edit record: {side}")
+    hint = "weightscope.shapes.register(); " if args.model in (None, "bundled") else ""
+    print(f"load it with: {hint}open_clip.create_model({loaded.name!r}, pretrained={str(path)!r})")
+    return 0
