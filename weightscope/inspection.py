@@ -35,7 +35,8 @@ class Direction:
 
     index: position in the head's singular values; side: "write" (right singular vector, what the head adds to
     the residual stream) or "read" (left singular vector, what it responds to); sign: +1 explains v, -1 explains -v;
-    concepts / coefficients: the sparse explanation in selection order; fidelity: cosine between the direction's
+    concepts / coefficients: the sparse explanation, largest coefficient first (atoms
+    the refit set to zero are dropped); fidelity: cosine between the direction's
     joint-space image and its reconstruction; group: the degenerate group it belongs to (only the span is defined).
     """
 
@@ -233,7 +234,9 @@ def inspect_model(
     group_of = {(key, i): g for key, svd in svds.items() for g in svd.groups for i in g}
     for row, (l, h, side, i) in enumerate(keys):
         for sign, ex in ((1, plus), (-1, minus)):
-            picked = ex.indices[row] >= 0
+            # report atoms by weight, largest first: the least-squares refit can zero an early pick
+            picked = np.flatnonzero((ex.indices[row] >= 0) & (ex.coefficients[row] != 0))
+            picked = picked[np.argsort(-np.abs(ex.coefficients[row][picked]), kind="stable")]
             reports[l, h].directions.append(Direction(
                 index=i, side=side, sign=sign,
                 concepts=[concepts[j] for j in ex.indices[row][picked]],

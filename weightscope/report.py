@@ -1,6 +1,7 @@
 """The self-contained HTML report of an inspection: spectra, a layer x head theme map, one card per head."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +50,10 @@ def _theme_map_figure(result: Inspection):
     grid = np.full((len(layers), len(heads)), np.nan)
     for (l, h), t in themes.items():
         grid[layers.index(l), heads.index(h)] = palette[t]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(heads)), max(2.5, 0.5 * len(layers))))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(heads)), max(2.5, 0.6 * len(layers))))
     ax.imshow(grid, cmap="tab20", aspect="auto", vmin=0, vmax=max(19, len(palette)))
     for (l, h), t in themes.items():
-        ax.text(heads.index(h), layers.index(l), t, ha="center", va="center", fontsize=7)
+        ax.text(heads.index(h), layers.index(l), textwrap.fill(t, 14), ha="center", va="center", fontsize=6)
     ax.set_xticks(range(len(heads)), [f"H{h}" for h in heads], fontsize=8)
     ax.set_yticks(range(len(layers)), [f"L{l}" for l in layers], fontsize=8)
     ax.set_title("Dominant theme of each head (leading write directions)", fontsize=10)
@@ -77,7 +78,7 @@ def write_report(result: Inspection, path: str | Path, n_directions: int = 4) ->
     s = result.settings
     intro = (f"<p>Model <code>{esc(result.model)}</code>; vocabulary <code>{esc(result.vocabulary)}</code> "
              f"({result.vocabulary_size} concepts); solver {esc(s['method'])}, k = {s['k']}, lambda = {s['lam']}; "
-             f"joint map {esc(s['joint_mode'])}{', image mean subtracted' if s['image_mean'] else ''}.</p>"
+             f"concept normalisation {esc(s.get('normalize', 'splice'))}; joint map {esc(s['joint_mode'])}{', image mean subtracted' if s['image_mean'] else ''}.</p>"
              "<p class='muted'>Directions: w = write (right singular vector), r = read (left); + explains v, - explains -v; "
              "~[i, j] marks a degenerate group (only the span is defined). Fidelity: cosine between the direction's "
              "joint-space image and its sparse reconstruction.</p>")
