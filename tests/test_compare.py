@@ -188,6 +188,17 @@ def test_degenerate_group_split_along_new_axes_is_reweighting():
     assert hc.reweight_share == pytest.approx(1.0, abs=1e-9)
 
 
+def test_tiny_change_energy_is_exact():
+    # a 1e-7 relative change: expanding ||W_t||^2 + ||W_b||^2 - 2<W_t, W_b> would lose it to rounding
+    base = _head([4.0, 2.0, 1.0, 0.5], seed=4)
+    s = base.s.copy()
+    s[0] *= 1 + 1e-7
+    tuned = HeadSVD(0, 0, "vo", base.read.copy(), s, base.write.copy(), [])
+    hc = compare_heads(base, tuned, change_tol=0.0)
+    assert hc.energy_total == pytest.approx((4e-7) ** 2, rel=1e-6)
+    assert hc.reweight_share == pytest.approx(1.0, rel=1e-6)
+
+
 def test_sign_flip_is_reweighting_by_minus_one():
     base = _head([4.0, 2.0, 1.0], seed=3)
     tuned = HeadSVD(0, 0, "vo", base.read.copy(), base.s.copy(), base.write * np.array([[1.0], [-1.0], [1.0]]), [])

@@ -58,7 +58,6 @@ from tqdm.auto import tqdm
 from .decompose import HeadSVD, decompose_model
 from .errors import WeightscopeError
 from .fileio import write_atomic
-from .linalg import factored_svd, principal_angles
 from .weights import VisionWeights
 
 KINDS = ("stable", "reweighted", "rotated")
@@ -414,16 +413,31 @@ def _sym_eig_desc(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lam, E * signs
 
 
-def _delta_energy(base: HeadSVD, tuned: HeadSVD) -> float:
-    """||W_t - W_b||_F^2 from the factors (the difference is rank <= 2r; never a D x D matrix when 2r < D)."""
-    P = np.vstack([base.read, tuned.read])          # (2r, D)
-    Q = np.vstack([base.write, tuned.write])        # (2r, D)
-    c = np.concatenate([-base.s, tuned.s])
-    if P.shape[0] >= P.shape[1]:  # tiny heads: the dense matrix is no bigger than the factors
-        return float(np.sum(((P.T * c) @ Q) ** 2))
-    # difference of two nearly equal matrices: summing Gram products would cancel catastrophically, the factored
-    # SVD takes the difference entry by entry in the small core instead
-    return float(np.sum(factored_svd(P.T * c, Q)[1] ** 2))
+def _delta_energy(base: HeadSVD, tuned: HeadSVD, Cu: np.ndarray, Cv: np.ndarray) -> float:
+    """||W_t - W_b||_F^2 from the SVDs; Cu = U_b U_t^T, Cv = V_b V_t^T (r, r), rows orthonormal.
+
+    Expanding the square gives sum s_b^2 + sum s_t^2 - 2 sum_ij s_b,i s_t,j Cu_ij Cv_ij (O(r^2)); its rounding error
+    is ~eps * ||W||^2, so when the change is small (below 1e-6 of the energies) the difference is instead taken
+    inside the triangular factors of the stacked directions, where it is exact to rounding of the change itself.
+    """
+    sb, st = base.s, tuned.s
+    big = float(np.sum(sb ** 2) + np.sum(st ** 2))
+    gram = big - 2.0 * float(sb @ (Cu * Cv) @ st)
+    if gram > 1e-6 * big:
+        return gram
+    Rp = np.linalg.qr(np.vstack([base.read, tuned.read]).T, mode="r")    # stacked reads = Qp Rp
+    Rq = np.linalg.qr(np.vstack([base.write, tuned.write]).T, mode="r")
+    c = np.concatenate([-sb, st])
+    return float(np.sum(((Rp * c) @ Rq.T) ** 2))                         # W_t - W_b = Qp (Rp diag(c) Rq^T) Qq^T
+
+
+def _largest_angle(C: np.ndarray) -> float:
+    """Largest principal angle (degrees) between two subspaces given by orthonormal rows, from their cosine
+    matrix C = P Q^T (r, r): the angles' cosines are C's singular values. (``linalg.principal_angles`` does the
+    same from the D-dimensional rows but re-orthonormalises them first, three D x r SVDs per call.)"""
+    if C.size == 0:
+        return 0.0
+    return float(np.degrees(np.arccos(np.clip(np.linalg.svd(C, compute_uv=False).min(), -1.0, 1.0))))
 
 
 def compare_heads(
@@ -446,6 +460,8 @@ def compare_heads(
     Ut, st, Vt = tuned.read.copy(), tuned.s.astype(np.float64), tuned.write.copy()
     r = sb.size
     Cu, Cv = Ub @ Ut.T, Vb @ Vt.T                     # (r, r) read / write cosines
+    energy_total = _delta_energy(base, tuned, Cu, Cv)
+    angle_read, angle_write = _largest_angle(Cu), _largest_angle(Cv)
     X = (Cu * st) @ Cv.T                              # X_ij = u_i W_t v_j^T in base coordinates
     Bdiag = np.diag(sb).astype(np.float64)            # W_b in base coordinates
     group_of: dict[int, list[int]] = {}
@@ -483,7 +499,6 @@ def compare_heads(
 
     a = np.diag(X).copy()
     b = np.diag(Bdiag).copy()
-    energy_total = _delta_energy(base, tuned)
     norm_base = float(np.sqrt(np.sum(sb ** 2)))
     changed = norm_base > 0 and math.sqrt(energy_total) > change_tol * norm_base
     null = 1e-9 * (sb[0] if r else 0.0)
@@ -515,8 +530,7 @@ def compare_heads(
     return HeadChange(
         layer=base.layer, head=base.head, norm_base=norm_base, norm_tuned=float(np.sqrt(np.sum(st ** 2))),
         energy_total=energy_total, energy_reweight=energy_reweight, energy_rotation=energy_total - energy_reweight,
-        angle_read=float(np.degrees(principal_angles(base.read, tuned.read).max(initial=0.0))),
-        angle_write=float(np.degrees(principal_angles(base.write, tuned.write).max(initial=0.0))),
+        angle_read=angle_read, angle_write=angle_write,
         changed=bool(changed), directions=directions,
     )
 
