@@ -13,24 +13,15 @@ import numpy as np
 
 from weightscope.errors import WeightscopeError
 
+# Tolerances live next to the Numba kernels, which bake them in as compile-time constants (Numba's
+# cache notices edits to _kernels.py only, so that is the one place to change them).
+from weightscope.solvers._kernels import DEPENDENT_TOL, KKT_TOL, SELECT_TOL  # noqa: F401
+
 #: Method names accepted by ``explain``; see METHODS.md section 5.
 METHODS = ("topk", "mp", "omp", "nnomp", "comp")
 
 #: Default sign constraint per method: OMP is the signed one, everything else non-negative.
 DEFAULT_POSITIVE = {"topk": True, "mp": True, "omp": False, "nnomp": True, "comp": True}
-
-#: A greedy step stops (and pads with -1) when the best selection score is not above this.
-#: Signals and atoms are unit vectors, so scores are O(1); this only catches exact fits and
-#: "nothing left that a non-negative coefficient could use".
-SELECT_TOL = 1e-10
-
-#: An atom whose squared distance to the span of the atoms already in a least-squares fit is below
-#: this is treated as linearly dependent: OMP stops there, NNLS leaves it at zero.
-DEPENDENT_TOL = 1e-10
-
-#: Lawson-Hanson's optimality test: a zero coefficient stays zero when its gradient is not above this.
-KKT_TOL = 1e-12
-
 
 @dataclass
 class Explanation:

@@ -22,9 +22,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from weightscope.solvers._common import DEPENDENT_TOL, KKT_TOL, SELECT_TOL
-
 MP, OMP, NNOMP, COMP = 0, 1, 2, 3
+
+#: A greedy step stops (and pads with -1) when the best selection score is not above this.
+#: Signals and atoms are unit vectors, so scores are O(1); this only catches exact fits and
+#: "nothing left that a non-negative coefficient could use".
+SELECT_TOL = 1e-10
+
+#: An atom whose squared distance to the span of the atoms already in a least-squares fit is below
+#: this is treated as linearly dependent: OMP stops there, NNLS leaves it at zero.
+DEPENDENT_TOL = 1e-10
+
+#: Lawson-Hanson's optimality test: a zero coefficient stays zero when its gradient is not above this.
+KKT_TOL = 1e-12
 
 
 # ---------------------------------------------------------------------------------------------

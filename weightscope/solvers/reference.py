@@ -138,8 +138,9 @@ def _pursue_one(x, D, C, method, k, lam, positive):
 
 
 def explain_reference(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, both_signs=False,
-                      coherence_dictionary=None, chunk_size=None) -> Explanation:
-    """Same contract as :func:`weightscope.solvers.explain` (see there); slow, for testing."""
+                      coherence_dictionary=None, chunk_size=None, progress=None) -> Explanation:
+    """Same contract as :func:`weightscope.solvers.explain` (see there); slow, for testing.
+    chunk_size and progress are checked but have no effect."""
     p = prepare(signals, dictionary, method, k, lam, positive, both_signs, coherence_dictionary, chunk_size)
     D = p.dictionary.astype(np.float64)
     C = D if p.coherence is None else p.coherence.astype(np.float64)
