@@ -188,6 +188,20 @@ def test_degenerate_group_split_along_new_axes_is_reweighting():
     assert hc.reweight_share == pytest.approx(1.0, abs=1e-9)
 
 
+def test_tie_created_by_tuning_is_matched_as_a_subspace():
+    base = _head([5.0, 3.0, 2.5, 1.0], seed=5)
+    assert base.groups == []
+    s = base.s.copy()
+    s[2] = 3.0                                      # tuning ties direction 2 with direction 1 ...
+    R = _rotation(4, 1, 2, 0.6)                     # ... so the tuned SVD may return any basis of the pair
+    tuned = HeadSVD(0, 0, "vo", R @ base.read, s, R @ base.write, degenerate_groups(s))
+    assert tuned.groups == [[1, 2]]
+    hc = compare_heads(base, tuned)
+    assert [d.kind for d in hc.directions] == ["stable", "stable", "reweighted", "stable"]
+    assert hc.directions[2].ratio == pytest.approx(1.2, rel=1e-9)
+    assert hc.reweight_share == pytest.approx(1.0, abs=1e-9)
+
+
 def test_tiny_change_energy_is_exact():
     # a 1e-7 relative change: expanding ||W_t||^2 + ||W_b||^2 - 2<W_t, W_b> would lose it to rounding
     base = _head([4.0, 2.0, 1.0, 0.5], seed=4)

@@ -456,10 +456,10 @@ def compare_heads(
     if base.read.shape != tuned.read.shape:
         raise WeightscopeError(f"layer {base.layer} head {base.head}: base directions {base.read.shape} vs tuned "
                                f"{tuned.read.shape}; compare heads of the same architecture")
-    Ub, sb, Vb = base.read.copy(), base.s.astype(np.float64), base.write.copy()
-    Ut, st, Vt = tuned.read.copy(), tuned.s.astype(np.float64), tuned.write.copy()
+    sb, st = base.s.astype(np.float64), tuned.s.astype(np.float64)
     r = sb.size
-    Cu, Cv = Ub @ Ut.T, Vb @ Vt.T                     # (r, r) read / write cosines
+    # everything below works on these r x r cosine matrices: rotations inside groups act on their rows / columns
+    Cu, Cv = base.read @ tuned.read.T, base.write @ tuned.write.T
     energy_total = _delta_energy(base, tuned, Cu, Cv)
     angle_read, angle_write = _largest_angle(Cu), _largest_angle(Cv)
     X = (Cu * st) @ Cv.T                              # X_ij = u_i W_t v_j^T in base coordinates
@@ -471,7 +471,6 @@ def compare_heads(
         g = list(g)
         _, E = _sym_eig_desc(0.5 * (X[np.ix_(g, g)] + X[np.ix_(g, g)].T))
         R = E.T                                       # rows: new basis vectors in group coordinates
-        Ub[g], Vb[g] = R @ Ub[g], R @ Vb[g]
         Cu[g], Cv[g] = R @ Cu[g], R @ Cv[g]
         X[g, :] = R @ X[g, :]
         X[:, g] = X[:, g] @ R.T
@@ -484,11 +483,10 @@ def compare_heads(
     for g in tuned.groups:
         g = list(g)
         weight = np.linalg.norm(Cu[:, g], axis=1) * np.linalg.norm(Cv[:, g], axis=1)
-        rows = np.sort(np.argsort(-weight, kind="stable")[: len(g)])
-        # new rows Q Ut[g]: Cu_S becomes Cu_S Q^T, and trace((Cu_S + Cv_S) Q^T) is largest for Q = P Rh
-        P, _, Rh = np.linalg.svd(Cu[np.ix_(rows, g)] + Cv[np.ix_(rows, g)])
+        near = np.sort(np.argsort(-weight, kind="stable")[: len(g)])
+        # new tuned rows Q U_t[g]: Cu_S becomes Cu_S Q^T, and trace((Cu_S + Cv_S) Q^T) is largest for Q = P Rh
+        P, _, Rh = np.linalg.svd(Cu[np.ix_(near, g)] + Cv[np.ix_(near, g)])
         Q = P @ Rh
-        Ut[g], Vt[g] = Q @ Ut[g], Q @ Vt[g]
         Cu[:, g], Cv[:, g] = Cu[:, g] @ Q.T, Cv[:, g] @ Q.T
         st_eff[g] = np.einsum("ij,j,ij->i", Q, st[g], Q)  # diagonal of Q diag(s_g) Q^T
 

@@ -9,6 +9,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from ..compare import SPEC_HELP, compare_many, comparison_rows, text_table, write_report
 
@@ -17,9 +18,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "compare",
         help="compare a base checkpoint with fine-tuned ones, head by head (reweighting vs rotation)",
-        description="Compare the attention heads of a base checkpoint with one or more fine-tuned checkpoints of the "
-                    "same architecture: match singular directions, split each head's change into reweighting "
-                    "(rescaled base directions) and rotation (new directions). " + SPEC_HELP,
+        description=textwrap.fill(
+            "Compare the attention heads of a base checkpoint with one or more fine-tuned checkpoints of the same "
+            "architecture: match singular directions, split each head's change into reweighting (rescaled base "
+            "directions) and rotation (new directions).", 100) + "\n\n" + textwrap.fill(SPEC_HELP, 100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
     )
