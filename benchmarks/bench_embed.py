@@ -21,7 +21,6 @@ Measured in one run:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
