@@ -312,6 +312,27 @@ def test_cli_compare_writes_report_and_json(constructed, tiny_model, tiny_name, 
     assert data["comparisons"][0]["totals"]["rotated"] == 1
 
 
+def test_cli_compare_label_with_inspections(constructed, tiny_model, tiny_name, tmp_path, capsys):
+    from weightscope.cli import main
+
+    tuned, _, _ = constructed
+    base_path, tuned_path = _save(tiny_model, tmp_path / "b.safetensors"), _save(tuned, tmp_path / "t.safetensors")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["red", "blue", "green", "circle", "square", "dog", "cat", "tree", "car", "sky"]))
+    out = tmp_path / "out"
+    argv = ["compare", base_path, tuned_path, "--model", tiny_name, "--label", "--vocabulary", str(vocab),
+            "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    assert "amplified concepts:" in capsys.readouterr().out
+    (c,) = load_comparisons(out / "compare.json")
+    assert c.labelled
+    rotated = c[ROTATE[0], ROTATE[1]].directions[ROTATE[2]]
+    words = set(vocab.read_text().split("\n"))
+    assert rotated.kind == "rotated" and rotated.base_concepts and rotated.tuned_concepts
+    assert {w for w, _ in rotated.base_concepts + rotated.tuned_concepts} <= words
+    assert c.amplified_concepts() and c.suppressed_concepts()
+
+
 def test_cli_compare_architecture_mismatch(tiny_model, tiny_name, other_names, tmp_path, capsys):
     from weightscope.cli import main
 
