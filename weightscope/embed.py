@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 import weakref
 import zlib
@@ -35,6 +34,7 @@ import torch
 
 from .adapters import openclip_text as oct_
 from .errors import WeightscopeError
+from .fileio import write_atomic
 from .vocab import load_vocabulary, validate_concepts
 
 __all__ = [
@@ -293,17 +293,7 @@ def _write_cache(path: Path, key: str, emb: np.ndarray, info: dict) -> None:
                          "crc32": zlib.crc32(data)}).encode("utf-8")
     header += b" " * (-(len(_MAGIC) + 8 + len(header)) % 64)    # data starts 64-byte aligned
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_MAGIC + len(header).to_bytes(8, "little") + header + data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)   # atomic: readers see the old file or the complete new one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, _MAGIC + len(header).to_bytes(8, "little") + header + data)
     except OSError as err:
         warnings.warn(f"weightscope: could not write embedding cache {path} ({err.strerror}); continuing without", stacklevel=3)
 
