@@ -360,3 +360,27 @@ def test_select_by_concepts_and_relevance():
     assert {(e.layer, e.head, e.index): e.alpha for e in boosted}[0, 1, 0] == pytest.approx(1.2)
     with pytest.raises(WeightscopeError, match="Inspection"):
         select_by_concepts(SimpleNamespace(), ["x"])
+
+
+def test_evaluate_edit_reports_before_after_and_change(tiny_name, tiny_model):
+    import open_clip
+    from weightscope import zeroshot
+    from weightscope.edit import evaluate_edit
+
+    tok = open_clip.get_tokenizer(tiny_name)
+    x = _images(tiny_model, 12, seed=5)
+    labels = np.arange(12) % 3
+    groups = np.array(["a", "b"] * 6)
+    classes, templates = ["circle", "square", "star"], ["a {}"]
+    edited = copy.deepcopy(tiny_model)  # any vision change will do; a negated projection changes every prediction
+    with torch.no_grad():
+        edited.visual.proj.neg_()
+    res = evaluate_edit(tiny_model, edited, tok, x, labels, classes, templates, groups=groups)
+    clf = zeroshot.build_classifier(tiny_model, tok, classes, templates)
+    for key, model in (("before", tiny_model), ("after", edited)):
+        direct = zeroshot.zero_shot_accuracy(model, x, labels, clf, groups=groups)
+        assert np.array_equal(res[key]["predictions"], direct["predictions"])
+        assert res[key]["groups"] == direct["groups"]
+    assert not np.array_equal(res["before"]["predictions"], res["after"]["predictions"])
+    assert res["change"]["accuracy"] == pytest.approx(res["after"]["accuracy"] - res["before"]["accuracy"])
+    assert res["change"]["groups"]["b"] == pytest.approx(res["after"]["groups"]["b"] - res["before"]["groups"]["b"])

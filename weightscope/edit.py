@@ -289,3 +289,30 @@ def edit_metadata(source: dict, edits: Iterable[Edit], selection: dict | None = 
         "edits": [e.to_dict() for e in edits],
         "selection": selection or {},
     }
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+def evaluate_edit(before, after, tokenizer, images, labels, classnames, templates, groups=None,
+                  preprocess=None, batch_size: int = 256) -> dict:
+    """Zero-shot accuracy (overall, and per group when ``groups`` is given) of a model before and after an edit.
+
+    before / after: open_clip CLIPs (or LoadedModels) sharing a text tower; edits change only the vision tower,
+    so one classifier (C, E), built from ``before``'s text tower with ``classnames`` x ``templates``, serves
+    both. images, labels (N,), groups (N,), preprocess: as in :func:`weightscope.zeroshot.zero_shot_accuracy`.
+    Returns {"before": result, "after": result, "change": {"accuracy": a - b, ["worst_accuracy": ...,
+    "groups": {g: a - b}]}} with accuracies as fractions.
+    """
+    from .zeroshot import build_classifier, zero_shot_accuracy
+
+    b_mod, a_mod = _module(before)[0], _module(after)[0]
+    clf = build_classifier(b_mod, tokenizer, classnames, templates)
+    res = {k: zero_shot_accuracy(m, images, labels, clf, groups=groups, preprocess=preprocess, batch_size=batch_size)
+           for k, m in (("before", b_mod), ("after", a_mod))}
+    b, a = res["before"], res["after"]
+    change = {"accuracy": a["accuracy"] - b["accuracy"]}
+    if groups is not None:
+        change["worst_accuracy"] = a["worst_accuracy"] - b["worst_accuracy"]
+        change["groups"] = {g: a["groups"][g] - b["groups"][g] for g in b["groups"]}
+    res["change"] = change
+    return res
