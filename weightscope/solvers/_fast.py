@@ -1,6 +1,10 @@
 """The fast driver: batched BLAS products over dictionary blocks + Numba per-signal kernels."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -18,6 +22,34 @@ MEMORY_BUDGET_BYTES = 1024 * 2**20
 DEFAULT_CHUNK = 4096
 #: Work (signals x atoms x width x steps) above which a progress bar is shown by default.
 _PROGRESS_WORK = 5e11
+
+
+#: Below this many rows a kernel runs on the calling thread alone.
+_MIN_ROWS_PER_THREAD = 32
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _threads() -> int:
+    # Numba's thread setting (NUMBA_NUM_THREADS / numba.set_num_threads) governs ours too.
+    return max(1, min(numba.get_num_threads(), os.cpu_count() or 1))
+
+
+def _run_rows(kernel, n, *args):
+    """kernel(a0, a1, *args) over rows 0..n-1, split into one contiguous range per thread. The
+    kernels release the GIL and write disjoint rows, so the ranges run truly in parallel."""
+    global _pool, _pool_size
+    nt = min(_threads(), n // _MIN_ROWS_PER_THREAD)
+    if nt <= 1:
+        kernel(0, n, *args)
+        return
+    if _pool is None or _pool_size < nt:
+        _pool_size = _threads()
+        _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="weightscope-solver")
+    bounds = np.linspace(0, n, nt + 1).astype(np.int64)
+    futures = [_pool.submit(kernel, int(bounds[t]), int(bounds[t + 1]), *args) for t in range(nt)]
+    for f in futures:
+        f.result()
 
 
 def _score_blocks(Q, Dq, block_rows):
@@ -44,11 +76,11 @@ def _solve_topk(p: Problem, X, sel, coef, bar):
     Q = X.astype(D.dtype)
     rows = _block_rows(N, D.itemsize, D.shape[0])
     for m0, S in _score_blocks(Q, D, rows):
-        kern.topk_block(S, m0, not p.positive, top_val, top_idx)
+        _run_rows(kern.topk_block, N, S, m0, not p.positive, top_val, top_idx)
     bar.update(1)
     G = np.zeros((N, K, K))
     L = np.zeros((N, K, K))
-    kern.fit_fixed_support(X, D, top_idx, coef, p.positive, G, np.zeros((N, K)), L,
+    _run_rows(kern.fit_fixed_support, N, X, D, top_idx, coef, p.positive, G, np.zeros((N, K)), L,
                            np.zeros((N, K), dtype=np.int64), np.zeros((N, K), dtype=np.bool_),
                            np.zeros((N, K)), np.zeros((N, K)), np.zeros((N, K), dtype=np.bool_))
     sel[:] = top_idx
@@ -168,18 +200,18 @@ def _solve_greedy(p: Problem, X, sel, coef, bar, cache):
         ng = g_rows.size
         if ng:
             if step == 0:
-                kern.argmax_block(XD, 0, g_rows, sel, nsel, signed, exclude, best_val, best_idx)
+                _run_rows(kern.argmax_block, ng, XD, 0, g_rows, sel, nsel, signed, exclude, best_val, best_idx)
             else:
-                kern.gram_argmax(XD, cache.rows, cache.pos, g_rows, sel, nsel, coef, p.lam, comp, signed,
-                                 exclude, best_val, best_idx)
+                _run_rows(kern.gram_argmax, ng, XD, cache.rows, cache.pos, g_rows, sel, nsel, coef, p.lam,
+                          comp, signed, exclude, best_val, best_idx)
         if r_rows.size:
             bv, bi = best_val[ng:], best_idx[ng:]
             Qr = Q[r_rows]
             for m0, S in _score_blocks(Qr, Dq, _block_rows(r_rows.size, D.itemsize, M)):
-                kern.argmax_block(S, m0, r_rows, sel, nsel, signed, exclude, bv, bi)
-        kern.greedy_update(np.concatenate([g_rows, r_rows]), best_idx, best_val, X, D, Cd, Q, sel, coef,
-                           nsel, done, G, bS, L, P, npas, inP, r, coh, z, rhs, blocked, method, p.positive,
-                           p.lam, sep_coh)
+                _run_rows(kern.argmax_block, r_rows.size, S, m0, r_rows, sel, nsel, signed, exclude, bv, bi)
+        _run_rows(kern.greedy_update, rows.size, np.concatenate([g_rows, r_rows]), best_idx, best_val, X, D,
+                  Cd, Q, sel, coef, nsel, done, G, bS, L, P, npas, inP, r, coh, z, rhs, blocked, method,
+                  p.positive, p.lam, sep_coh)
         bar.update(1)
 
 
@@ -240,5 +272,5 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
                 _solve_greedy(p, Xc, sel[c0:c1], coef[c0:c1], bar, cache)
     res = np.zeros(N)
     fid = np.zeros(N)
-    kern.finalize(X, D, sel, coef, res, fid)
+    _run_rows(kern.finalize, N, X, D, sel, coef, res, fid)
     return Explanation(sel, coef, res, fid, p.signal_norm.copy(), p.method, p.both_signs)

@@ -1,8 +1,10 @@
 """Numba kernels of the sparse solvers: per-signal greedy bookkeeping, incremental Cholesky, exact NNLS.
 
 The dictionary products (the heavy part) are BLAS matrix products done by the caller in numpy; these
-kernels do what is left, one signal per ``prange`` iteration: pick the best atom from a block of
-scores, grow the support, re-fit, and write the next query vector. Everything per signal is float64
+kernels do what is left, signal by signal: pick the best atom from a block of scores, grow the
+support, re-fit, and write the next query vector. The batched kernels take a row range [a0, a1)
+and release the GIL, and the caller runs disjoint ranges on a thread pool: Numba's own
+``parallel=True`` would do the same but triples compile time. Everything per signal is float64
 (the dictionary may be float32; its entries are promoted when read).
 
 All functions are compiled with ``cache=True`` so a later process loads machine code instead of
@@ -20,7 +22,7 @@ Layout of the per-signal state (C signals in a chunk, K = max atoms):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 MP, OMP, NNOMP, COMP = 0, 1, 2, 3
 
@@ -216,7 +218,7 @@ def _residual(x, D, sel, coef, n, r):
 
 
 # ---------------------------------------------------------------------------------------------
-# Batched kernels (one signal per prange iteration)
+# Batched kernels: rows a0 .. a1-1, one signal at a time (the caller splits rows over threads)
 # ---------------------------------------------------------------------------------------------
 
 _LANES = 16
@@ -265,15 +267,15 @@ def _row_first(v, signed, target):
     return -1
 
 
-@njit(cache=True, parallel=True)
-def argmax_block(S, m0, rows, sel, nsel, signed, exclude, best_val, best_idx):
+@njit(cache=True, nogil=True)
+def argmax_block(a0, a1, S, m0, rows, sel, nsel, signed, exclude, best_val, best_idx):
     """Fold a block of scores S (n, mb) -- columns are atoms m0 .. m0+mb-1, row a belongs to chunk
     signal rows[a] -- into the running best (best_val, best_idx) (n,). The block is scanned in
     increasing atom order and must beat the running best strictly, so the lowest index wins exact
     ties. signed: compare |score|. exclude: skip atoms already selected for that signal (their
     entries of S are overwritten with -inf)."""
-    n, mb = S.shape
-    for a in prange(n):
+    mb = S.shape[1]
+    for a in range(a0, a1):
         i = rows[a]
         row = S[a]
         if exclude:
@@ -287,20 +289,19 @@ def argmax_block(S, m0, rows, sel, nsel, signed, exclude, best_val, best_idx):
             best_idx[a] = m0 + _row_first(row, signed, bv)
 
 
-@njit(cache=True, parallel=True)
-def gram_argmax(XD, Gc, pos, rows, sel, nsel, coef, lam, comp, signed, exclude, best_val, best_idx):
+@njit(cache=True, nogil=True)
+def gram_argmax(a0, a1, XD, Gc, pos, rows, sel, nsel, coef, lam, comp, signed, exclude, best_val, best_idx):
     """Scores from the Gram trick, then the best atom, for chunk signals rows (n,).
 
     <r, d_m> = <x, d_m> - sum_q coef_q <d_sel_q, d_m>, so with XD = X D^T (C, M) computed once and
     Gc[pos[s]] = D d_s (cached rows for selected atoms s) a step costs a few length-M axpys per
     signal instead of a product with the whole dictionary. COMP adds lam/|S| * sum_s <d_s, d_m>.
     Scores are accumulated in float64. Ties and exclusion as in argmax_block."""
-    n = rows.shape[0]
     M = XD.shape[1]
-    for a in prange(n):
+    tmp = np.empty(M)
+    for a in range(a0, a1):
         i = rows[a]
         t = nsel[i]
-        tmp = np.empty(M)
         xd = XD[i]
         for m in range(M):
             tmp[m] = xd[m]
@@ -320,14 +321,14 @@ def gram_argmax(XD, Gc, pos, rows, sel, nsel, coef, lam, comp, signed, exclude, 
         best_idx[a] = _row_first(tmp, signed, bv)
 
 
-@njit(cache=True, parallel=True)
-def topk_block(S, m0, signed, top_val, top_idx):
+@njit(cache=True, nogil=True)
+def topk_block(a0, a1, S, m0, signed, top_val, top_idx):
     """Fold a block of scores S (n, mb) into each row's running top-K list (top_val, top_idx) (n, K),
     kept sorted by decreasing score; a later atom must beat an equal score strictly, so the lowest
     index wins ties."""
-    n, mb = S.shape
+    mb = S.shape[1]
     K = top_val.shape[1]
-    for a in prange(n):
+    for a in range(a0, a1):
         worst = top_val[a, K - 1]
         for m in range(mb):
             v = np.float64(S[a, m])
@@ -344,17 +345,16 @@ def topk_block(S, m0, signed, top_val, top_idx):
                 worst = top_val[a, K - 1]
 
 
-@njit(cache=True, parallel=True)
-def greedy_update(rows, best_idx, best_val, X, D, Cd, Q, sel, coef, nsel, done, G, bS, L, P, npas, inP,
+@njit(cache=True, nogil=True)
+def greedy_update(a0, a1, rows, best_idx, best_val, X, D, Cd, Q, sel, coef, nsel, done, G, bS, L, P, npas, inP,
                   r, coh, z, rhs, blocked, method, positive, lam, sep_coh):
     """One greedy step for the chunk signals rows (n,): take atom best_idx[a] (score best_val[a]),
     re-fit, update the residual r, and write the signal's next query row Q[rows[a]] (gemm dtype):
     r for MP/OMP/NN-OMP; r + lam * mean(coherence atoms of S) for COMP (as extra columns when the
     coherence dictionary Cd is separate, sep_coh). Signals that stop get done[i] = True."""
-    n = rows.shape[0]
     K = sel.shape[1]
     E = X.shape[1]
-    for a in prange(n):
+    for a in range(a0, a1):
         i = rows[a]
         j = best_idx[a]
         if j < 0 or best_val[a] <= SELECT_TOL:
@@ -419,12 +419,12 @@ def greedy_update(rows, best_idx, best_val, X, D, Cd, Q, sel, coef, nsel, done, 
                 Q[i, e] = ri[e]
 
 
-@njit(cache=True, parallel=True)
-def fit_fixed_support(X, D, top_idx, coef, positive, G, bS, L, P, inP, z, rhs, blocked):
+@njit(cache=True, nogil=True)
+def fit_fixed_support(a0, a1, X, D, top_idx, coef, positive, G, bS, L, P, inP, z, rhs, blocked):
     """Top-k re-fit: coefficients of each signal on its K given atoms, by NNLS (positive) or by least
     squares over the atoms independent of those before them (the rest stay 0)."""
-    N, K = top_idx.shape
-    for i in prange(N):
+    K = top_idx.shape[1]
+    for i in range(a0, a1):
         Gi = G[i]
         for p in range(K):
             jp = top_idx[i, p]
@@ -453,12 +453,12 @@ def fit_fixed_support(X, D, top_idx, coef, positive, G, bS, L, P, inP, z, rhs, b
                 coef[i, P[i, q]] = z[i, q]
 
 
-@njit(cache=True, parallel=True)
-def finalize(X, D, sel, coef, residual_norm, fidelity):
+@njit(cache=True, nogil=True)
+def finalize(a0, a1, X, D, sel, coef, residual_norm, fidelity):
     """Residual norm and cosine(signal, reconstruction) from the final supports and coefficients."""
-    N, K = sel.shape
+    K = sel.shape[1]
     E = X.shape[1]
-    for i in prange(N):
+    for i in range(a0, a1):
         rec = np.zeros(E)
         for q in range(K):
             j = sel[i, q]
