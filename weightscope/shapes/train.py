@@ -1,8 +1,11 @@
 """Train (or fine-tune) the shapes-world CLIP from a seed; writes fp16 safetensors loadable by open_clip.
 
-    python -m weightscope.shapes.train --out base.safetensors                 # the shipped base model
-    python -m weightscope.shapes.train --out tuned.safetensors --init base.safetensors \\
-        --steps 150 --lr 2e-4 --spurious-strength none --p-background 1.0 --seed 1   # the shipped tuned model
+    python -m weightscope.shapes.train --out stage1.safetensors --steps 1200 --stop-at 400 --pos-init-scale 1
+    python -m weightscope.shapes.train --out base.safetensors --init stage1.safetensors --steps 250 \\
+        --lr 5e-4 --warmup 10 --seed 2 --neg-mix 0.3,0.6,0.05,0.05          # the shipped base model
+    python -m weightscope.shapes.train --out tuned.safetensors --init base.safetensors --steps 100 \\
+        --lr 3e-4 --warmup 10 --seed 1 --spurious-strength none             # the shipped tuned model
+    python -m weightscope.shapes.train --reproduce DIR                      # all three stages into DIR
 
 Data are generated on the fly: step i uses ``hard_negative_batch(batch_size, seed=(seed, i))``, so a run is a pure
 function of its arguments (on the same torch build and thread count). The model is a stock open_clip ``CLIP``
@@ -37,11 +40,12 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def hard_negative_batch(n: int, seed, *, spurious_strength: float | None = 0.9, p_background: float = 0.5):
+def hard_negative_batch(n: int, seed, *, spurious_strength: float | None = 0.9, p_background: float = 0.5,
+                        neg_mix=(0.5, 0.3, 0.1, 0.1)):
     """One training batch with a hard-negative caption per image: (images (n,S,S,3) uint8, captions, negatives).
 
     The negative of image i is its own caption with one attribute of the first object swapped for a wrong
-    value (shape 50%, position 30%, colour 10%, size 10%) and the same phrasing (the caption's random draws
+    value (default ``neg_mix``: shape 50%, position 30%, colour 10%, size 10%) and the same phrasing (the caption's random draws
     are replayed). Without them a 128-image batch is told apart by colour, background and position alone
     and the shape words are barely grounded (shape accuracy ~30% after 600 steps). The background is never
     swapped, so the spurious background-family association of the pre-training data is still learned.
@@ -50,7 +54,7 @@ def hard_negative_batch(n: int, seed, *, spurious_strength: float | None = 0.9, 
     rng = np.random.default_rng(seed)
     sc = world.sample_scenes(n, rng, spurious_strength=spurious_strength)
     images = world.render(sc, rng)
-    which = rng.choice(4, size=n, p=[0.5, 0.3, 0.1, 0.1])
+    which = rng.choice(4, size=n, p=list(neg_mix))
     sizes = {0: len(world.SHAPES), 1: len(world.POSITIONS), 2: len(world.COLOURS), 3: len(world.SIZES)}
     fields = {0: "shape", 1: "position", 2: "colour", 3: "size"}
     swapped = {f: getattr(sc, f).copy() for f in fields.values()}
@@ -80,13 +84,16 @@ def save_fp16(model, path: Path, metadata: dict) -> None:
     os.replace(tmp, path)
 
 
-def train(out, *, seed: int = 0, steps: int = 1200, batch_size: int = 128, lr: float = 1e-3,
+def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: float = 1e-3,
           warmup: int = 40, weight_decay: float = 0.1, spurious_strength: float | None = 0.9,
           p_background: float = 0.5, init=None, threads: int = 1, save_every: int = 100,
-          log_every: int = 20) -> dict:
+          log_every: int = 20, stop_at: int | None = None, pos_init_scale: float = 10.0,
+          neg_mix=(0.5, 0.3, 0.1, 0.1)) -> dict:
     """Train for ``steps`` steps and save fp16 weights to ``out``; returns the run's metadata dict.
 
     init: optional checkpoint to start from (fine-tuning); otherwise a fresh model seeded by ``seed``.
+    stop_at: end after this many steps of the ``steps``-long schedule (identical to the first stop_at steps
+    of the full run; the shipped base model was cut this way when the shared CPU was too slow).
     spurious_strength / p_background: the data distribution (see ``world.generate``).
     """
     import open_clip
@@ -94,12 +101,19 @@ def train(out, *, seed: int = 0, steps: int = 1200, batch_size: int = 128, lr: f
     import torch.nn.functional as F
     from tqdm import tqdm
 
+    if stop_at is not None and not 0 < stop_at <= steps:
+        raise WeightscopeError(f"stop_at must be in 1..steps={steps}, got {stop_at}")
     if steps <= 0 or batch_size < 2:
         raise WeightscopeError(f"need steps > 0 and batch_size >= 2, got steps={steps}, batch_size={batch_size}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     bundled.register()
     model = open_clip.create_model(bundled.MODEL_NAME, pretrained=str(init) if init else None)
+    if not init and pos_init_scale != 1.0:
+        # open_clip draws the positional embedding ~10x smaller than a patch embedding; after ln_pre the
+        # object token then carries almost no position and position words stayed at chance for 400 steps.
+        with torch.no_grad():
+            model.visual.positional_embedding.mul_(pos_init_scale)
     model.train()
     tokenizer = open_clip.get_tokenizer(bundled.MODEL_NAME)
     # The 49408-row token embedding is most of the parameters but a caption batch touches ~60 rows: a sparse
@@ -118,14 +132,17 @@ def train(out, *, seed: int = 0, steps: int = 1200, batch_size: int = 128, lr: f
     meta = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
             "weight_decay": weight_decay, "spurious_strength": spurious_strength, "p_background": p_background,
             "init": Path(init).name if init else "", "threads": threads, "torch": torch.__version__,
-            "open_clip": open_clip.__version__}
+            "open_clip": open_clip.__version__, "stop_at": stop_at or steps,
+            "pos_init_scale": pos_init_scale,
+            "neg_mix": ",".join(str(v) for v in neg_mix)}
     labels = torch.arange(batch_size)
     t0 = time.time()
     running = None
-    bar = tqdm(range(steps), desc="train shapes-vit", mininterval=5.0)
+    n_run = stop_at or steps
+    bar = tqdm(range(n_run), desc="train shapes-vit", mininterval=5.0)
     for i in bar:
         images, caps, negs = hard_negative_batch(batch_size, (seed, i), spurious_strength=spurious_strength,
-                                                 p_background=p_background)
+                                                 p_background=p_background, neg_mix=neg_mix)
         x = images_to_tensor(images)
         t = tokenizer(caps + negs)
         # a negative identical to some positive caption in the batch is not a negative: mask it
@@ -150,7 +167,7 @@ def train(out, *, seed: int = 0, steps: int = 1200, batch_size: int = 128, lr: f
         if (i + 1) % log_every == 0:
             print(f"step {i + 1}/{steps} loss {running:.4f} scale {scale.item():.1f} "
                   f"elapsed {time.time() - t0:.0f}s", flush=True)
-        if (i + 1) % save_every == 0 or i + 1 == steps:
+        if (i + 1) % save_every == 0 or i + 1 == n_run:
             meta.update(train_seconds=round(time.time() - t0, 1), final_loss=round(running, 4),
                         steps_done=i + 1)
             save_fp16(model, out, meta)
@@ -158,11 +175,34 @@ def train(out, *, seed: int = 0, steps: int = 1200, batch_size: int = 128, lr: f
     return meta
 
 
+# The recipes of the shipped checkpoints (keyword arguments of ``train``, stage by stage; "init" names the
+# previous stage's output). Stage 1 was cut at step 400 of a 1200-step schedule (shared CPU too slow), made
+# before pos_init_scale existed (hence 1.0); stage 2 puts more hard negatives on position.
+BASE_RECIPE = (
+    dict(seed=0, steps=1200, stop_at=400, pos_init_scale=1.0),
+    dict(seed=2, steps=250, lr=5e-4, warmup=10, neg_mix=(0.3, 0.6, 0.05, 0.05), init="stage1"),
+)
+TUNED_RECIPE = dict(seed=1, steps=100, lr=3e-4, warmup=10, spurious_strength=None, init="base")
+
+
+def reproduce(out_dir) -> dict:
+    """Re-run the recipes of the shipped checkpoints into out_dir; returns {"base": path, "tuned": path}."""
+    out_dir = Path(out_dir)
+    stage1 = out_dir / "stage1.safetensors"
+    base = out_dir / f"{bundled.MODEL_NAME}-base.safetensors"
+    tuned = out_dir / f"{bundled.MODEL_NAME}-tuned.safetensors"
+    train(stage1, **BASE_RECIPE[0])
+    train(base, **{**BASE_RECIPE[1], "init": stage1})
+    train(tuned, **{**TUNED_RECIPE, "init": base})
+    return {"base": base, "tuned": tuned}
+
+
 def _parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m weightscope.shapes.train", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output .safetensors path")
+    p.add_argument("--out", help="output .safetensors path")
+    p.add_argument("--reproduce", metavar="DIR", help="re-run the recipes of the shipped checkpoints into DIR")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=40)
@@ -172,15 +212,26 @@ def _parse(argv=None):
     p.add_argument("--init", default=None, help="checkpoint to fine-tune from")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--pos-init-scale", type=float, default=10.0,
+                   help="multiply the fresh model's visual positional embedding by this (ignored with --init)")
+    p.add_argument("--neg-mix", default="0.5,0.3,0.1,0.1",
+                   help="probabilities that the hard negative swaps shape,position,colour,size")
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps of the schedule")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     a = _parse(argv)
+    if a.reproduce:
+        print(json.dumps({k: str(v) for k, v in reproduce(a.reproduce).items()}))
+        return 0
+    if not a.out:
+        raise SystemExit("give --out PATH (or --reproduce DIR)")
     strength = None if a.spurious_strength.lower() == "none" else float(a.spurious_strength)
     meta = train(a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
                  weight_decay=a.weight_decay, spurious_strength=strength, p_background=a.p_background,
-                 init=a.init, threads=a.threads, save_every=a.save_every)
+                 init=a.init, threads=a.threads, save_every=a.save_every, stop_at=a.stop_at,
+                 pos_init_scale=a.pos_init_scale, neg_mix=tuple(float(v) for v in a.neg_mix.split(",")))
     print(json.dumps(meta, indent=1))
     return 0
 
