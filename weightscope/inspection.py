@@ -188,7 +188,7 @@ def inspect_model(
     sides: tuple[str, ...] = SIDES,
     image_mean: np.ndarray | None = None,
     joint_mode: str = "linear",
-    normalize: str = "splice",
+    normalize: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Inspection:
@@ -200,7 +200,11 @@ def inspect_model(
     method, k, lam: the solver (see ``weightscope.solvers.explain``). n_directions: explain only the leading
     directions of each head (default: all dh). sides: "write" and/or "read". image_mean (E,): modality-gap
     correction (see ``image_mean_from_folder``); default none. normalize: concept-embedding normalisation
-    ("splice" default, "l2", "none"; see ``weightscope.embed``). Each direction is explained with both signs.
+    ("splice", "l2", "none"; see ``weightscope.embed``); default "splice" (SITH's recipe), except "l2" for the
+    bundled model: its text tower never saw the general words, which therefore sit in one tight cluster that
+    dominates the dictionary mean, and subtracting that mean turns their residual noise into strong false
+    matches (measured: 20 % vs 87 % of leading directions explained by a shapes-world concept).
+    Each direction is explained with both signs.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained, checkpoint=checkpoint)
     unknown = [s for s in sides if s not in SIDES]
@@ -208,8 +212,11 @@ def inspect_model(
         raise WeightscopeError(f"sides must be a non-empty subset of {SIDES}, got {tuple(sides)}")
     if n_directions is not None and (not isinstance(n_directions, int) or n_directions < 1):
         raise WeightscopeError(f"n_directions must be a positive integer or None, got {n_directions!r}")
+    bundled = loaded.source.startswith("bundled")
     if vocabulary is None:
-        vocabulary = BUNDLED_VOCAB if loaded.source.startswith("bundled") else GENERAL_VOCAB
+        vocabulary = BUNDLED_VOCAB if bundled else GENERAL_VOCAB
+    if normalize is None:
+        normalize = "l2" if bundled else "splice"
     concepts, vocab_desc = parse_vocabulary_spec(vocabulary)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(concepts):
         raise WeightscopeError(f"k = {k} must be between 1 and the vocabulary size ({len(concepts)})")
