@@ -211,6 +211,68 @@ def test_omp_residual_orthogonal_to_support():
         assert np.isclose(ex.fidelity[i], Xn[i] @ rec / np.linalg.norm(rec))
 
 
+def _gram_argmax_direct(XD, Gc, sel, coef, lam, comp, signed, exclude=True):
+    """Run the pruned Gram-trick kernel on hand-made arrays; Gc rows are the sorted distinct atoms of sel."""
+    C, M = XD.shape
+    nb = -(-M // kern.PRUNE_BLOCK)
+    xbm, gbm = np.empty((C, nb)), np.empty((Gc.shape[0], nb))
+    uniq = np.unique(sel)
+    kern.block_max(0, C, XD, np.arange(C), np.full(C, -1), signed, xbm)
+    kern.block_max(0, uniq.size, Gc, np.arange(uniq.size), uniq, True, gbm)
+    pos = np.full(M, -1)
+    pos[uniq] = np.arange(uniq.size)
+    rows = np.arange(C)
+    nsel = np.full(C, sel.shape[1])
+    bv, bi = np.full(C, -np.inf), np.full(C, -1)
+    kern.gram_argmax(0, C, XD, xbm, Gc, gbm, pos, rows, sel, nsel, coef, lam, comp, signed, exclude, bv, bi)
+    return bv, bi
+
+
+@pytest.mark.parametrize("signed,comp,exclude", [(False, False, True), (False, True, True), (True, False, True),
+                                                 (False, False, False), (True, False, False)])
+def test_pruned_gram_sweep_equals_brute_force(signed, comp, exclude):
+    # exclude=False is MP, which may pick a selected atom again: the bounds must allow for that.
+    rng = np.random.default_rng(21)
+    C, M, t = 40, 1000, 3
+    sel = np.stack([rng.choice(M, t, replace=False) for _ in range(C)])
+    uniq = np.unique(sel)
+    D = unit(rng.standard_normal((M, 24)))
+    x = unit(rng.standard_normal((C, 24)))
+    XD = (x @ D.T).astype(np.float32)
+    Gc = (D[uniq] @ D.T).astype(np.float32)  # slot order = sorted atoms, as pos maps them
+    coef = rng.uniform(0, 0.5, (C, t)) * (-1 if not exclude else 1)
+    bv, bi = _gram_argmax_direct(XD, Gc, sel, coef, 0.3, comp, signed, exclude)
+    w = -coef + (0.3 / t if comp else 0.0)
+    score = XD.astype(np.float64)
+    for q in range(t):
+        score = score + w[:, q:q + 1] * Gc[np.searchsorted(uniq, sel[:, q])].astype(np.float64)
+    if signed:
+        score = np.abs(score)
+    if exclude:
+        np.put_along_axis(score, sel, -np.inf if not signed else 0.0, axis=1)
+    else:  # negative coefficients push the selected atoms' own scores up: they must be found
+        assert (score.argmax(axis=1)[:, None] == sel).any()
+    np.testing.assert_array_equal(bi, score.argmax(axis=1))
+    np.testing.assert_allclose(bv, score.max(axis=1), rtol=1e-12)
+
+
+def test_pruned_gram_sweep_breaks_ties_across_blocks_by_lowest_index():
+    M = 3 * kern.PRUNE_BLOCK
+    XD = np.zeros((2, M))
+    # Row 0: equal maxima in blocks 0 and 2, and block 2 has the larger bound (scanned first).
+    XD[0, 5] = XD[0, 300] = 0.5
+    XD[0, 301] = -0.4
+    # Row 1: the same, with the maxima in blocks 1 and 2.
+    XD[1, 200] = XD[1, 260] = 0.5
+    Gc = np.zeros((1, M))
+    Gc[0, 301] = 1.0   # raises block 2's bound only
+    sel = np.array([[7], [7]])
+    coef = np.array([[0.5], [0.5]])
+    bv, bi = _gram_argmax_direct(XD, Gc, sel, coef, 0.0, False, False)
+    np.testing.assert_array_equal(bi, [5, 200])
+    np.testing.assert_array_equal(bv, [0.5, 0.5])
+
+
 # ------------------------------------------------------------------------------------------ recovery
 
 @pytest.mark.parametrize("method", ["nnomp", "comp"])

@@ -96,6 +96,8 @@ class _GramCache:
     def __init__(self, D, capacity):
         self.D = D
         self.rows = np.empty((capacity, D.shape[0]), dtype=D.dtype)
+        # Block maxima of |row| (see kern.gram_argmax): bounds that skip most of a sweep.
+        self.block_max = np.zeros((capacity, -(-D.shape[0] // kern.PRUNE_BLOCK)))
         self.pos = np.full(D.shape[0], -1, dtype=np.int64)   # atom -> slot
         self.atom = np.full(capacity, -1, dtype=np.int64)    # slot -> atom
         self.uses = np.zeros(capacity, dtype=np.int64)
@@ -127,6 +129,7 @@ class _GramCache:
                 self.rows[sl] = self.D[w] @ self.D.T
         self.pos[wanted] = slots
         self.atom[slots] = wanted
+        _run_rows(kern.block_max, slots.size, self.rows, slots, wanted, True, self.block_max)
 
 
 def _solve_greedy(p: Problem, X, sel, coef, bar, cache):
@@ -173,6 +176,8 @@ def _solve_greedy(p: Problem, X, sel, coef, bar, cache):
     if use_gram:
         XD = np.empty((C_, M), dtype=D.dtype)
         np.matmul(Q, D.T, out=XD)
+        XD_block_max = np.empty((C_, cache.block_max.shape[1]))
+        _run_rows(kern.block_max, C_, XD, np.arange(C_), np.full(C_, -1), signed, XD_block_max)
         pinned = np.zeros(M, dtype=np.bool_)
 
     for step in range(K):
@@ -202,8 +207,8 @@ def _solve_greedy(p: Problem, X, sel, coef, bar, cache):
             if step == 0:
                 _run_rows(kern.argmax_block, ng, XD, 0, g_rows, sel, nsel, signed, exclude, best_val, best_idx)
             else:
-                _run_rows(kern.gram_argmax, ng, XD, cache.rows, cache.pos, g_rows, sel, nsel, coef, p.lam,
-                          comp, signed, exclude, best_val, best_idx)
+                _run_rows(kern.gram_argmax, ng, XD, XD_block_max, cache.rows, cache.block_max, cache.pos,
+                          g_rows, sel, nsel, coef, p.lam, comp, signed, exclude, best_val, best_idx)
         if r_rows.size:
             bv, bi = best_val[ng:], best_idx[ng:]
             Qr = Q[r_rows]

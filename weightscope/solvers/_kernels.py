@@ -225,12 +225,12 @@ _LANES = 16
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _row_max(v, signed):
-    """max(v) (or max |v|). LLVM will not vectorise a plain max reduction here, but it does compile
-    this 16-lane running maximum into wide compare/blend code: ~4x faster on long rows. Scores are
-    finite (inputs are checked), so fastmath's NaN assumptions hold."""
+def _row_max_into(v, signed, acc):
+    """max(v) (or max |v|) using the caller's scratch acc (_LANES,). LLVM will not vectorise a plain
+    max reduction here, but it does compile this 16-lane running maximum into wide compare/blend
+    code (~4x faster on long rows). Scores are finite (inputs are checked), so fastmath's NaN
+    assumptions hold."""
     n = v.shape[0]
-    acc = np.empty(_LANES, v.dtype)
     for j in range(_LANES):
         acc[j] = -np.inf
     nb = n // _LANES
@@ -255,6 +255,11 @@ def _row_max(v, signed):
         if x > bv:
             bv = x
     return bv
+
+
+@njit(cache=True, nogil=True)
+def _row_max(v, signed):
+    return _row_max_into(v, signed, np.empty(_LANES, v.dtype))
 
 
 @njit(cache=True, nogil=True)
@@ -289,36 +294,170 @@ def argmax_block(a0, a1, S, m0, rows, sel, nsel, signed, exclude, best_val, best
             best_idx[a] = m0 + _row_first(row, signed, bv)
 
 
+#: Atoms per block of the bounds that let gram_argmax skip most of the dictionary.
+PRUNE_BLOCK = 128
+#: Absolute slack added to those bounds: covers float64 rounding of O(1) scores many times over.
+_BOUND_SLACK = 1e-9
+
+
 @njit(cache=True, nogil=True)
-def gram_argmax(a0, a1, XD, Gc, pos, rows, sel, nsel, coef, lam, comp, signed, exclude, best_val, best_idx):
-    """Scores from the Gram trick, then the best atom, for chunk signals rows (n,).
+def block_max(a0, a1, A, idx, skip, signed, out):
+    """out[idx[a], b] = max over atom block b (PRUNE_BLOCK atoms) of A[idx[a]] (of |A[idx[a]]| if
+    signed), leaving out column skip[a] when it is >= 0 (the diagonal of a Gram row: an atom's own
+    correlation 1 would otherwise dominate its block's bound, and the atom is never a candidate for
+    the signals that use its row)."""
+    M = A.shape[1]
+    nb = out.shape[1]
+    acc = np.empty(_LANES, A.dtype)
+    for a in range(a0, a1):
+        i = idx[a]
+        row = A[i]
+        for b in range(nb):
+            m0 = b * PRUNE_BLOCK
+            m1 = min(M, m0 + PRUNE_BLOCK)
+            if m0 <= skip[a] < m1:
+                bv = -np.inf
+                for m in range(m0, m1):
+                    x = abs(row[m]) if signed else row[m]
+                    if m != skip[a] and x > bv:
+                        bv = x
+                out[i, b] = bv
+            else:
+                out[i, b] = _row_max_into(row[m0:m1], signed, acc)
+
+
+@njit(cache=True, nogil=True)
+def _scores(xd, Gc, slot, w, nw, m0, m1, v):
+    # v[:m1-m0] = exact scores of atoms m0..m1-1. Every path computes a score with these operations
+    # in this order, so a score has the same bits however the sweep is cut up.
+    n = m1 - m0
+    xs = xd[m0:m1]
+    for j in range(n):
+        v[j] = xs[j]
+    for q in range(nw):
+        wq = w[q]
+        g = Gc[slot[q], m0:m1]
+        for j in range(n):
+            v[j] += wq * g[j]
+
+
+@njit(cache=True, nogil=True)
+def _fold(v, n, m0, sel_i, t, exclude, signed, acc, best, bidx):
+    # Fold scores v[:n] of atoms m0.. into (best, bidx): larger wins, equal goes to the lower index.
+    if exclude:
+        for q in range(t):
+            s = sel_i[q]
+            if m0 <= s < m0 + n:
+                v[s - m0] = -np.inf if not signed else 0.0
+    bm = _row_max_into(v[:n], signed, acc)
+    if bm > best or (bm == best and m0 < bidx):
+        j = _row_first(v[:n], signed, bm)
+        if bm > best or m0 + j < bidx:
+            best = bm
+            bidx = m0 + j
+    return best, bidx
+
+
+@njit(cache=True, nogil=True)
+def _atom_of_slot(sel_i, pos, sl, t):
+    for q in range(t):
+        if pos[sel_i[q]] == sl:
+            return sel_i[q]
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def gram_argmax(a0, a1, XD, xbm, Gc, gbm, pos, rows, sel, nsel, coef, lam, comp, signed, exclude,
+                best_val, best_idx):
+    """Scores from the Gram trick, then the best atom, for chunk signals rows[a0:a1].
 
     <r, d_m> = <x, d_m> - sum_q coef_q <d_sel_q, d_m>, so with XD = X D^T (C, M) computed once and
-    Gc[pos[s]] = D d_s (cached rows for selected atoms s) a step costs a few length-M axpys per
-    signal instead of a product with the whole dictionary. COMP adds lam/|S| * sum_s <d_s, d_m>.
-    Scores are accumulated in float64. Ties and exclusion as in argmax_block."""
+    Gc[pos[s]] = D d_s (cached rows for selected atoms s) a step needs no product with the dictionary.
+    COMP adds lam/|S| * sum_s <d_s, d_m>. Scores are accumulated in float64.
+
+    Most of the sweep is skipped, exactly: with block maxima xbm[i, b] of XD[i] (of |XD[i]| if signed)
+    and gbm[slot, b] of |Gc[slot]|, every score in block b is at most
+    xbm[i, b] + sum_q |w_q| gbm[slot_q, b]; the block with the largest bound is scanned first and any
+    block whose bound is below the best score found is never read (when the bounds are too loose
+    to skip much, the whole row is swept instead). Ties and exclusion as in argmax_block (lowest
+    index wins)."""
+    nb = xbm.shape[1]
     M = XD.shape[1]
+    K = sel.shape[1]
+    ub = np.empty(nb)
+    v = np.empty(PRUNE_BLOCK)
     tmp = np.empty(M)
+    acc = np.empty(_LANES)
+    w = np.empty(K)
+    slot = np.empty(K, dtype=np.int64)
     for a in range(a0, a1):
         i = rows[a]
         t = nsel[i]
-        xd = XD[i]
-        for m in range(M):
-            tmp[m] = xd[m]
+        nw = 0
         for q in range(t):
-            w = -coef[i, q]
+            wq = -coef[i, q]
             if comp:
-                w += lam / t
-            if w != 0.0:
-                g = Gc[pos[sel[i, q]]]
-                for m in range(M):
-                    tmp[m] += w * g[m]
+                wq += lam / t
+            if wq != 0.0:
+                w[nw] = wq
+                slot[nw] = pos[sel[i, q]]
+                nw += 1
+        xb = xbm[i]
+        xd = XD[i]
+        sel_i = sel[i]
+        for b in range(nb):
+            ub[b] = xb[b]
         if exclude:
+            # The selected atoms are no candidates: their (large) XD values leave their blocks' bounds.
             for q in range(t):
-                tmp[sel[i, q]] = -np.inf if not signed else 0.0
-        bv = _row_max(tmp, signed)
-        best_val[a] = bv
-        best_idx[a] = _row_first(tmp, signed, bv)
+                b = sel_i[q] // PRUNE_BLOCK
+                bv = -np.inf
+                for m in range(b * PRUNE_BLOCK, min(M, (b + 1) * PRUNE_BLOCK)):
+                    x = abs(xd[m]) if signed else xd[m]
+                    if x > bv:
+                        own = False
+                        for r in range(t):
+                            if sel_i[r] == m:
+                                own = True
+                        if not own:
+                            bv = x
+                ub[b] = bv
+        for q in range(nw):
+            aw = abs(w[q])
+            gb = gbm[slot[q]]
+            for b in range(nb):
+                ub[b] += aw * gb[b]
+        if not exclude:
+            # gbm leaves out the diagonal; MP may pick a selected atom again, so add it back.
+            for q in range(nw):
+                s_q = _atom_of_slot(sel_i, pos, slot[q], t)
+                ub[s_q // PRUNE_BLOCK] += abs(w[q]) * abs(Gc[slot[q], s_q])
+        bstar = 0
+        for b in range(nb):
+            ub[b] += _BOUND_SLACK
+            if ub[b] > ub[bstar]:
+                bstar = b
+        m0 = bstar * PRUNE_BLOCK
+        m1 = min(M, m0 + PRUNE_BLOCK)
+        _scores(xd, Gc, slot, w, nw, m0, m1, v)
+        best, bidx = _fold(v, m1 - m0, m0, sel_i, t, exclude, signed, acc, -np.inf, -1)
+        left = 0
+        for b in range(nb):
+            if ub[b] >= best:
+                left += 1
+        if 4 * left > nb:
+            # Bounds too loose (late steps): one straight sweep is cheaper than many short ones.
+            _scores(xd, Gc, slot, w, nw, 0, M, tmp)
+            best, bidx = _fold(tmp, M, 0, sel_i, t, exclude, signed, acc, -np.inf, -1)
+        else:
+            for b in range(nb):
+                if b != bstar and ub[b] >= best:
+                    m0 = b * PRUNE_BLOCK
+                    m1 = min(M, m0 + PRUNE_BLOCK)
+                    _scores(xd, Gc, slot, w, nw, m0, m1, v)
+                    best, bidx = _fold(v, m1 - m0, m0, sel_i, t, exclude, signed, acc, best, bidx)
+        best_val[a] = best
+        best_idx[a] = bidx
 
 
 @njit(cache=True, nogil=True)
