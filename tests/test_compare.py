@@ -133,6 +133,7 @@ def test_ground_truth_energy_split_is_exact(constructed, tiny_model):
     assert layers[0]["reweight_share"] == pytest.approx(1.0, abs=1e-6)
     assert layers[1]["energy_rotation"] == pytest.approx(energy[1, 2], rel=1e-5)
     assert result.counts() == {"stable": 8 * 16 - 4, "reweighted": 3, "rotated": 1}
+    assert result.chance_reweight_share == pytest.approx(1 / (2 * 64 - 16))
 
 
 def test_identical_checkpoints_report_no_change(tiny_model):
@@ -200,6 +201,35 @@ def test_tie_created_by_tuning_is_matched_as_a_subspace():
     assert [d.kind for d in hc.directions] == ["stable", "stable", "reweighted", "stable"]
     assert hc.directions[2].ratio == pytest.approx(1.2, rel=1e-9)
     assert hc.reweight_share == pytest.approx(1.0, abs=1e-9)
+
+
+def _mixed(base, s_new, i, j, angle):
+    """base with singular values s_new and directions i, j mixed coherently (reads and writes) by ``angle``."""
+    R = _rotation(base.s.size, i, j, angle)
+    s_new = np.asarray(s_new, dtype=float)
+    return HeadSVD(0, 0, "vo", R @ base.read, s_new, R @ base.write, degenerate_groups(s_new))
+
+
+def test_near_tie_mixed_by_a_larger_change_is_not_a_rotation():
+    # gap 0.01 (above the decomposition's 1e-3 * s0 ties) but far below the change elsewhere (||dW||_2 = 0.4)
+    base = _head([5.0, 3.01, 3.0, 1.0], seed=6)
+    assert base.groups == []
+    tuned = _mixed(base, [5.0, 3.01, 3.0, 1.4], 1, 2, math.radians(40))
+    plain = compare_heads(base, tuned, tie_factor=0.0)
+    assert [d.kind for d in plain.directions] == ["stable", "rotated", "rotated", "reweighted"]
+    hc = compare_heads(base, tuned)
+    assert [d.kind for d in hc.directions] == ["stable", "stable", "stable", "reweighted"]
+    assert hc.directions[1].group == [1, 2] and hc.directions[3].ratio == pytest.approx(1.4)
+    # the mixing itself changes W by (gap * sin 80deg)^2 / 2 per pair side: tiny next to the reweighting
+    assert hc.reweight_share > 0.999 and hc.energy_total == pytest.approx(plain.energy_total)
+
+
+def test_well_separated_mixing_stays_a_rotation():
+    base = _head([5.0, 3.0, 2.0, 1.0], seed=7)
+    tuned = _mixed(base, base.s, 1, 2, math.radians(40))
+    hc = compare_heads(base, tuned)
+    assert [d.kind for d in hc.directions] == ["stable", "rotated", "rotated", "stable"]
+    assert hc.rotation_share > 0.99
 
 
 def test_tiny_change_energy_is_exact():

@@ -10,8 +10,15 @@ so a direction only counts as kept when both what it reads and what it writes ar
 assignment (``scipy.optimize.linear_sum_assignment``) on |C| pairs every base direction with one tuned
 direction; |C| of the pair is its *match cosine*, sign(C) < 0 means the pair flipped (alpha < 0 in METHODS 6).
 
-Degenerate groups (near-equal singular values, ``HeadSVD.groups``) only define a subspace, so the vectors inside
-a group are first put in a canonical basis before matching:
+Tie groups. Directions with (near-)equal singular values only define a subspace, so the vectors inside a group
+are put in a canonical basis before matching. What counts as "near" depends on the size of the change: by
+perturbation theory (Davis-Kahan; for a 2 x 2 block, tan 2theta = 2 e / gap for a coupling e) a change of spectral
+norm ||W_t - W_b||_2 can mix two directions whose singular values differ by a small fraction of it by any angle,
+without changing the operator on their span much. So a head's tie groups are the decomposition's own
+``HeadSVD.groups`` joined with runs of neighbours (base, and separately tuned) whose gap is at most
+``tie_factor * ||W_t - W_b||_2`` (default 0.25: a gap a quarter of the change lets a typical coupling mix the pair
+past the 0.8 match threshold). On the shipped shapes-world pair every direction the plain matching called rotated
+was such a pair (gap 2-12% of ||dW||_2, both vectors kept > 0.99 inside the pair's span). Canonical bases:
   * base group G: the eigenvectors of sym(X_GG), X_ij = u_i W_t v_j^T -- the axes along which the fine-tuning
     rescaled the group (a tie the tuning broke is matched along the axes it chose);
   * tuned group T: the orthogonal Procrustes rotation that best aligns it with the base directions it overlaps
@@ -24,7 +31,9 @@ groups). The components u_i v_i^T are orthonormal in the Frobenius inner product
 
     ||W_t - W_b||_F^2 = sum_i (a_i - b_i)^2  +  ||W_t - sum_i a_i u_i v_i^T||_F^2 .
 
-The *reweighting energy* of a head is sum_i (a_i - b_i)^2 over the well-matched directions (match cosine >=
+Inside a tie group the canonical basis diagonalises the symmetric part of W_t on the group, so the reweighting
+of the group along any axes counts as reweighting (only its span was defined). The *reweighting energy* of a
+head is sum_i (a_i - b_i)^2 over the well-matched directions (match cosine >=
 ``cos_threshold``): the change a pure rescaling of the base's own directions explains. The *rotation energy* is
 everything else (the change of poorly matched directions plus the part of W_t outside the base components). The
 two add up to ||W_t - W_b||_F^2 exactly; per layer and for the whole model the energies are summed, so the model's
@@ -61,6 +70,7 @@ from .fileio import write_atomic
 from .weights import VisionWeights
 
 KINDS = ("stable", "reweighted", "rotated")
+RATIO_NOISE = 1e-3  # singular-value ratios this close to 1 are rounding (fp16 checkpoints), not a change
 FORMAT = "weightscope-compare/1"
 
 
@@ -76,7 +86,7 @@ class DirectionChange:
     s_tuned / s_base (negative when the pair flipped); cos: signed match cosine (u.u')(v.v'); cos_read, cos_write:
     |u.u'| and |v.v'|; gain: a_i / b_i, W_t's coefficient on the base component over the base's; energy:
     (a_i - b_i)^2, this direction's share of ||W_t - W_b||_F^2 along its own component; kind: stable / reweighted /
-    rotated; group: the base degenerate group it belongs to; base_concepts / tuned_concepts: [concept,
+    rotated; group: the base tie group it belongs to (see the module doc); base_concepts / tuned_concepts: [concept,
     coefficient] pairs of the base direction and of its tuned partner (write side, sign +1), when labelled.
     """
 
@@ -191,6 +201,29 @@ class Comparison:
         return _share(self.energy_rotation, self.energy_total)
 
     @property
+    def chance_reweight_share(self) -> float:
+        """Reweighting share a random change of the head factors would have: 1 / (2 D - r).
+
+        A small change of A (D, r) and B (r, D) moves W = A B inside the (2 D r - r^2)-dimensional tangent space of
+        rank-r matrices; the r base components u_i v_i^T span r of those dimensions, so an isotropic random change
+        puts r / (2 D r - r^2) of its energy on them. Compare ``reweight_share`` with it.
+        """
+        D, r = self.settings.get("width"), self.settings.get("rank")
+        return 1.0 / (2 * D - r) if D and r else 0.0
+
+    @property
+    def mean_match_cos(self) -> float:
+        """Mean match cosine |(u.u')(v.v')| over the directions of changed heads, weighted by s_base^2: how stable the
+        basis is (1: every direction kept exactly)."""
+        num = den = 0.0
+        for hc in self.heads.values():
+            if hc.changed:
+                for d in hc.directions:
+                    num += d.s_base ** 2 * abs(d.cos)
+                    den += d.s_base ** 2
+        return num / den if den > 0 else 1.0
+
+    @property
     def rel_change(self) -> float:
         """sqrt(sum of change energies) / sqrt(sum of base energies) over all compared heads."""
         base = sum(h.norm_base ** 2 for h in self.heads.values())
@@ -234,21 +267,21 @@ class Comparison:
         return rows
 
     def concept_scores(self) -> dict[str, float]:
-        """Concept -> amplification score, summed over well-matched labelled directions.
+        """Concept -> amplification score, summed over the matched (not rotated) labelled directions of changed heads.
 
-        Each reweighted direction contributes coefficient x log2 |ratio| x (s_base / ||s_base|| of its head) to each
-        concept of its base explanation (or of its tuned partner's when the base is unlabelled). Positive: the model
-        writes the concept more strongly after tuning; negative: less. Stable directions (ratio within ratio_tol)
-        add nothing, nor does a pure sign flip (|ratio| within ratio_tol of 1: the head writes the opposite, not more or less).
+        Each such direction contributes coefficient x log2 |ratio| x (s_base / ||s_base|| of its head) to each
+        concept of its base explanation (or of its tuned partner's when the base is unlabelled): a continuous
+        measure, so the many small singular-value changes of a gentle fine-tune add up. Positive: the model writes
+        the concept more strongly after tuning; negative: less. Ratios within RATIO_NOISE of +-1 add nothing
+        (rounding of re-saved weights; a pure sign flip writes the opposite, not more or less).
         """
         scores: dict[str, float] = defaultdict(float)
-        tol = self.settings.get("ratio_tol", 0.0)
         for (l, h), hc in self.heads.items():
             if not hc.changed:
                 continue
             norm = math.sqrt(sum(d.s_base ** 2 for d in hc.directions)) or 1.0
             for d in hc.directions:
-                if (d.kind != "reweighted" or d.ratio == 0 or abs(abs(d.ratio) - 1) <= tol
+                if (d.kind == "rotated" or d.ratio == 0 or abs(abs(d.ratio) - 1) <= RATIO_NOISE
                         or not (d.base_concepts or d.tuned_concepts)):
                     continue
                 weight = math.log2(abs(d.ratio)) * d.s_base / norm
@@ -289,8 +322,10 @@ class Comparison:
             f"(relative change above {self.settings['change_tol']:g})",
             f"  relative change of the attention heads: {self.rel_change:.4f}",
             f"  change energy: reweighting {100 * self.reweight_share:.1f}%, rotation {100 * self.rotation_share:.1f}%"
-            f"  (match cosine threshold {self.settings['cos_threshold']:g})",
-            f"  directions: {c['stable']} stable, {c['reweighted']} reweighted, {c['rotated']} rotated of {n_dirs}",
+            f"  (a random change of the factors: {100 * self.chance_reweight_share:.2f}% reweighting)",
+            f"  directions: {c['stable']} stable, {c['reweighted']} reweighted, {c['rotated']} rotated of {n_dirs} "
+            f"(match cosine threshold {self.settings['cos_threshold']:g}, ratio tolerance {self.settings['ratio_tol']:g}); "
+            f"mean match cosine {self.mean_match_cos:.3f}",
         ]
         if self.heads:
             lines.append("  per layer:   layer  changed  rel.change  reweight  rotation  rotated dirs")
@@ -327,7 +362,8 @@ class Comparison:
             "labelled": self.labelled,
             "totals": {"energy_total": self.energy_total, "energy_reweight": self.energy_reweight,
                        "energy_rotation": self.energy_rotation, "reweight_share": self.reweight_share,
-                       "rotation_share": self.rotation_share, "rel_change": self.rel_change, **self.counts()},
+                       "rotation_share": self.rotation_share, "chance_reweight_share": self.chance_reweight_share,
+                       "rel_change": self.rel_change, "mean_match_cos": self.mean_match_cos, **self.counts()},
             "layers": self.layer_summary(),
             "heads": [asdict(hc) for _, hc in sorted(self.heads.items())],
         }
@@ -403,32 +439,55 @@ def check_same_architecture(base: VisionWeights, tuned: VisionWeights) -> None:
                                    "(base vs tuned); compare checkpoints of the same model")
 
 
-def _sym_eig_desc(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigen-decomposition of a symmetric matrix, eigenvalues descending, each eigenvector's largest entry positive."""
-    lam, E = np.linalg.eigh(S)
-    lam, E = lam[::-1], E[:, ::-1]
-    pivot = np.argmax(np.abs(E), axis=0)
-    signs = np.sign(E[pivot, np.arange(E.shape[1])])
-    signs[signs == 0] = 1.0
-    return lam, E * signs
+def _eigenbasis_near_identity(S: np.ndarray) -> np.ndarray:
+    """Orthonormal eigenvectors of a symmetric k x k matrix as columns, ordered and signed to stay closest to the
+    current basis: column k is the eigenvector assigned (Hungarian on |E|) to basis vector k, with E[k, k] >= 0.
 
-
-def _delta_energy(base: HeadSVD, tuned: HeadSVD, Cu: np.ndarray, Cv: np.ndarray) -> float:
-    """||W_t - W_b||_F^2 from the SVDs; Cu = U_b U_t^T, Cv = V_b V_t^T (r, r), rows orthonormal.
-
-    Expanding the square gives sum s_b^2 + sum s_t^2 - 2 sum_ij s_b,i s_t,j Cu_ij Cv_ij (O(r^2)); its rounding error
-    is ~eps * ||W||^2, so when the change is small (below 1e-6 of the energies) the difference is instead taken
-    inside the triangular factors of the stacked directions, where it is exact to rounding of the change itself.
+    So a group whose basis already diagonalises S keeps its indices, and ties broken by the tuning keep as much of
+    each direction's identity as the new axes allow.
     """
-    sb, st = base.s, tuned.s
-    big = float(np.sum(sb ** 2) + np.sum(st ** 2))
-    gram = big - 2.0 * float(sb @ (Cu * Cv) @ st)
-    if gram > 1e-6 * big:
-        return gram
-    Rp = np.linalg.qr(np.vstack([base.read, tuned.read]).T, mode="r")    # stacked reads = Qp Rp
+    _, E = np.linalg.eigh(S)
+    rows, cols = linear_sum_assignment(-np.abs(E))   # rows are 0..k-1 in order
+    E = E[:, cols]
+    signs = np.sign(np.diag(E))
+    signs[signs == 0] = 1.0
+    return E * signs
+
+
+def _delta_norms(base: HeadSVD, tuned: HeadSVD) -> tuple[float, float]:
+    """(||W_t - W_b||_F^2, ||W_t - W_b||_2) from the two SVDs, without a D x D matrix.
+
+    With P = [U_b; U_t], Q = [V_b; V_t] (2r, D) and c = [-s_b, s_t], W_t - W_b = P^T diag(c) Q. QR of P^T and Q^T
+    leaves the 2r x 2r core Rp diag(c) Rq^T with the same singular values. Taking the difference inside the core
+    keeps it exact to rounding of the change itself (expanding ||W_t||^2 + ||W_b||^2 - 2 <W_t, W_b> would lose a
+    small change to rounding of the large terms).
+    """
+    Rp = np.linalg.qr(np.vstack([base.read, tuned.read]).T, mode="r")
     Rq = np.linalg.qr(np.vstack([base.write, tuned.write]).T, mode="r")
-    c = np.concatenate([-sb, st])
-    return float(np.sum(((Rp * c) @ Rq.T) ** 2))                         # W_t - W_b = Qp (Rp diag(c) Rq^T) Qq^T
+    core = (Rp * np.concatenate([-base.s, tuned.s])) @ Rq.T
+    sv = np.linalg.svd(core, compute_uv=False)
+    return float(np.sum(sv ** 2)), float(sv[0]) if sv.size else 0.0
+
+
+def _tie_groups(s: np.ndarray, groups: list[list[int]], tie: float) -> list[list[int]]:
+    """Index groups of s (descending) in which neighbours are linked by a gap <= ``tie`` or by a shared group."""
+    linked = np.zeros(max(s.size - 1, 0), dtype=bool)
+    if s.size > 1:
+        linked |= (s[:-1] - s[1:]) <= tie
+    for g in groups:
+        for i, j in zip(sorted(g)[:-1], sorted(g)[1:]):
+            linked[i:j] = True  # decomposition groups are runs of neighbours
+    out, current = [], [0]
+    for i in range(1, s.size):
+        if linked[i - 1]:
+            current.append(i)
+        else:
+            if len(current) > 1:
+                out.append(current)
+            current = [i]
+    if len(current) > 1:
+        out.append(current)
+    return out
 
 
 def _largest_angle(C: np.ndarray) -> float:
@@ -446,12 +505,15 @@ def compare_heads(
     cos_threshold: float = 0.8,
     ratio_tol: float = 0.05,
     change_tol: float = 1e-4,
+    tie_factor: float = 0.25,
 ) -> HeadChange:
     """Compare one head of two checkpoints (see the module doc for the method).
 
     base, tuned: HeadSVD of the same (layer, head) with the same rank r and width D. cos_threshold: match cosine
     below which a direction counts as rotated; ratio_tol: |ratio - 1| above which a matched direction counts as
-    reweighted; change_tol: relative change at or below which the head counts as unchanged.
+    reweighted; change_tol: relative change at or below which the head counts as unchanged; tie_factor: neighbours
+    whose singular values differ by at most tie_factor * ||W_t - W_b||_2 are compared as one subspace (0: only the
+    decompositions' own groups).
     """
     if base.read.shape != tuned.read.shape:
         raise WeightscopeError(f"layer {base.layer} head {base.head}: base directions {base.read.shape} vs tuned "
@@ -460,16 +522,17 @@ def compare_heads(
     r = sb.size
     # everything below works on these r x r cosine matrices: rotations inside groups act on their rows / columns
     Cu, Cv = base.read @ tuned.read.T, base.write @ tuned.write.T
-    energy_total = _delta_energy(base, tuned, Cu, Cv)
+    energy_total, change_norm = _delta_norms(base, tuned)
+    base_groups = _tie_groups(sb, base.groups, tie_factor * change_norm)
+    tuned_groups = _tie_groups(st, tuned.groups, tie_factor * change_norm)
     angle_read, angle_write = _largest_angle(Cu), _largest_angle(Cv)
     X = (Cu * st) @ Cv.T                              # X_ij = u_i W_t v_j^T in base coordinates
     Bdiag = np.diag(sb).astype(np.float64)            # W_b in base coordinates
     group_of: dict[int, list[int]] = {}
 
     # base groups: rotate to the eigenbasis of the symmetric part of W_t restricted to the group
-    for g in base.groups:
-        g = list(g)
-        _, E = _sym_eig_desc(0.5 * (X[np.ix_(g, g)] + X[np.ix_(g, g)].T))
+    for g in base_groups:
+        E = _eigenbasis_near_identity(0.5 * (X[np.ix_(g, g)] + X[np.ix_(g, g)].T))
         R = E.T                                       # rows: new basis vectors in group coordinates
         Cu[g], Cv[g] = R @ Cu[g], R @ Cv[g]
         X[g, :] = R @ X[g, :]
@@ -480,8 +543,7 @@ def compare_heads(
 
     # tuned groups: Procrustes-align with the base rows they overlap most
     st_eff = st.copy()
-    for g in tuned.groups:
-        g = list(g)
+    for g in tuned_groups:
         weight = np.linalg.norm(Cu[:, g], axis=1) * np.linalg.norm(Cv[:, g], axis=1)
         near = np.sort(np.argsort(-weight, kind="stable")[: len(g)])
         # new tuned rows Q U_t[g]: Cu_S becomes Cu_S Q^T, and trace((Cu_S + Cv_S) Q^T) is largest for Q = P Rh
@@ -536,8 +598,9 @@ def compare_heads(
 def _settings(cos_threshold: float, ratio_tol: float, change_tol: float, **extra) -> dict:
     if not 0.0 < cos_threshold <= 1.0:
         raise WeightscopeError(f"cos_threshold must be in (0, 1], got {cos_threshold}")
-    if ratio_tol < 0 or change_tol < 0:
-        raise WeightscopeError(f"ratio_tol and change_tol must be >= 0, got {ratio_tol} and {change_tol}")
+    if min(ratio_tol, change_tol, extra.get("tie_factor", 0.0)) < 0:
+        raise WeightscopeError(f"ratio_tol, change_tol and tie_factor must be >= 0, got {ratio_tol}, {change_tol} "
+                               f"and {extra.get('tie_factor')}")
     return {"cos_threshold": float(cos_threshold), "ratio_tol": float(ratio_tol), "change_tol": float(change_tol), **extra}
 
 
@@ -550,6 +613,7 @@ def compare_decompositions(
     cos_threshold: float = 0.8,
     ratio_tol: float = 0.05,
     change_tol: float = 1e-4,
+    tie_factor: float = 0.25,
     settings: dict | None = None,
     progress: bool = True,
 ) -> Comparison:
@@ -558,11 +622,14 @@ def compare_decompositions(
         only = sorted(set(base_svds) ^ set(tuned_svds))[:3]
         raise WeightscopeError(f"the two decompositions cover different heads (e.g. {only}); decompose the same "
                                "layers and heads of both checkpoints")
-    cfg = _settings(cos_threshold, ratio_tol, change_tol, **(settings or {}))
+    first = next(iter(base_svds.values()), None)
+    shape = {"width": int(first.read.shape[1]), "rank": int(first.s.size)} if first is not None else {}
+    cfg = _settings(cos_threshold, ratio_tol, change_tol, tie_factor=float(tie_factor), **shape, **(settings or {}))
     result = Comparison(base_name, tuned_name, cfg)
     with threadpool_limits(limits=1, user_api="blas"):  # r x r problems: threads only add overhead (see decompose)
         for key in tqdm(sorted(base_svds), desc="compare heads", unit="head", disable=not progress):
-            result.heads[key] = compare_heads(base_svds[key], tuned_svds[key], cos_threshold, ratio_tol, change_tol)
+            result.heads[key] = compare_heads(base_svds[key], tuned_svds[key], cos_threshold, ratio_tol, change_tol,
+                                              tie_factor)
     return result
 
 
@@ -578,6 +645,7 @@ def compare_weights(
     cos_threshold: float = 0.8,
     ratio_tol: float = 0.05,
     change_tol: float = 1e-4,
+    tie_factor: float = 0.25,
     base_name: str | None = None,
     tuned_name: str | None = None,
     base_svds: dict[tuple[int, int], HeadSVD] | None = None,
@@ -597,7 +665,7 @@ def compare_weights(
     return compare_decompositions(
         base_svds, tuned_svds,
         base_name=base_name or base.meta.get("name", "base"), tuned_name=tuned_name or tuned.meta.get("name", "tuned"),
-        cos_threshold=cos_threshold, ratio_tol=ratio_tol, change_tol=change_tol,
+        cos_threshold=cos_threshold, ratio_tol=ratio_tol, change_tol=change_tol, tie_factor=tie_factor,
         settings={"fold_ln": fold_ln, "center_write": center_write, "rtol": rtol}, progress=progress,
     )
 
@@ -891,8 +959,8 @@ def figure_layers(comparisons: list[Comparison]):
 
 def comparison_rows(comparisons: list[Comparison], n_concepts: int = 3) -> tuple[list[str], list[list]]:
     """(header, rows) of the one-line-per-checkpoint table used on stdout and in the HTML report."""
-    header = ["tuned checkpoint", "rel. change", "reweighting %", "rotation %", "stable", "reweighted", "rotated",
-              "most changed heads", "amplified", "suppressed"]
+    header = ["tuned checkpoint", "rel. change", "reweighting %", "rotation %", "chance reweighting %",
+              "mean match cos", "stable", "reweighted", "rotated", "most changed heads", "amplified", "suppressed"]
     rows = []
     for c in comparisons:
         k = c.counts()
@@ -900,7 +968,7 @@ def comparison_rows(comparisons: list[Comparison], n_concepts: int = 3) -> tuple
         amp = ", ".join(x for x, _ in c.amplified_concepts(n_concepts)) if c.labelled else "(no labels)"
         sup = ", ".join(x for x, _ in c.suppressed_concepts(n_concepts)) if c.labelled else "(no labels)"
         rows.append([c.tuned, f"{c.rel_change:.4f}", f"{100 * c.reweight_share:.1f}", f"{100 * c.rotation_share:.1f}",
-                     k["stable"], k["reweighted"], k["rotated"], heads, amp or "-", sup or "-"])
+                     f"{100 * c.chance_reweight_share:.2f}", f"{c.mean_match_cos:.3f}", k["stable"], k["reweighted"], k["rotated"], heads, amp or "-", sup or "-"])
     return header, rows
 
 
@@ -938,8 +1006,10 @@ def report_html(comparisons: list[Comparison], figures: dict[str, str] | None = 
         f"<p>Base checkpoint <code>{esc(base)}</code>, {len(comparisons)} tuned checkpoint(s). Each head's change "
         f"||W_tuned - W_base||<sub>F</sub><sup>2</sup> (value-output matrix) is split exactly into <b>reweighting</b> "
         f"(rescaling base singular directions matched with match cosine |(u.u')(v.v')| &ge; {s.get('cos_threshold', '')}) "
-        f"and <b>rotation</b> (everything else). Heads with relative change &le; {s.get('change_tol', '')} count as "
-        f"unchanged.</p>",
+        f"and <b>rotation</b> (everything else). Directions whose singular values differ by at most "
+        f"{s.get('tie_factor', '')} &times; the head's change (spectral norm) are matched as one subspace. Heads with "
+        f"relative change &le; {s.get('change_tol', '')} count as unchanged. A random change of the head factors would "
+        f"put 1/(2D - r) of its energy on reweighting (the <i>chance</i> column).</p>",
         "<h2>Summary</h2>", table(*comparison_rows(comparisons)),
     ]
     for name in ("shares", "layers"):

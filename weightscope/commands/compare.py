@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    help="|sigma ratio - 1| above which a matched direction counts as reweighted (default 0.05)")
     p.add_argument("--change-tol", type=float, default=1e-4,
                    help="relative change at or below which a head counts as unchanged (default 1e-4)")
+    p.add_argument("--tie-factor", type=float, default=0.25,
+                   help="neighbouring directions whose singular values differ by at most this times the head's "
+                        "change (spectral norm) are compared as one subspace (default 0.25; 0: exact ties only)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="most changed heads to list (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -53,6 +56,7 @@ def run(args) -> int:
         args.base, args.tuned, model=args.model, label=args.label, vocabulary=args.vocabulary,
         n_directions=args.n_directions, progress=not args.quiet, layers=args.layers,
         cos_threshold=args.cos_threshold, ratio_tol=args.ratio_tol, change_tol=args.change_tol,
+        tie_factor=args.tie_factor,
     )
     for c in comparisons:
         print(c.summary(n_heads=args.top))
