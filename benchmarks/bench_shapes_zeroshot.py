@@ -12,14 +12,12 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 
 def main(argv=None) -> int:
     import open_clip
     import torch
 
-    from weightscope.shapes import bundled, world
+    from weightscope.shapes import bundled
     from weightscope.shapes import evaluate as sev
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import save_file
 
 from weightscope import WeightscopeError, decompose_head, describe_model

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from ..compare import SPEC_HELP, compare_many, comparison_rows, text_table, write_report
+from ..compare import SPEC_HELP, compare_many
+from ..compare_report import comparison_rows, text_table, write_report
 
 
 def register(subparsers) -> None:
