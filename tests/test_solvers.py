@@ -312,6 +312,15 @@ def test_exact_ties_pick_the_lowest_index():
             assert ex.indices[1, 0] == 17, method
     top = explain(D[4], D, method="topk", k=2)
     np.testing.assert_array_equal(top.indices[0], [4, 31])
+    # Duplicates far apart (different blocks of the pruned sweep), first and later steps.
+    big = rng.standard_normal((3 * kern.PRUNE_BLOCK, 8))
+    big[300] = big[20]
+    big[290] = big[150]
+    sig = np.stack([big[300], 2 * big[7] + big[290]])
+    for method in ("nnomp", "comp", "omp", "mp"):
+        ex = explain(sig, big, method=method, k=2, lam=0.0)
+        assert ex.indices[0, 0] == 20, method
+        assert list(ex.indices[1]) == [7, 150], method
 
 
 def test_both_signs_layout():

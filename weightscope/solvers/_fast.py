@@ -205,7 +205,7 @@ def _solve_greedy(p: Problem, X, sel, coef, bar, cache):
         ng = g_rows.size
         if ng:
             if step == 0:
-                _run_rows(kern.argmax_block, ng, XD, 0, g_rows, sel, nsel, signed, exclude, best_val, best_idx)
+                _run_rows(kern.argmax_from_blocks, ng, XD, XD_block_max, g_rows, signed, best_val, best_idx)
             else:
                 _run_rows(kern.gram_argmax, ng, XD, XD_block_max, cache.rows, cache.block_max, cache.pos,
                           g_rows, sel, nsel, coef, p.lam, comp, signed, exclude, best_val, best_idx)

@@ -327,6 +327,24 @@ def block_max(a0, a1, A, idx, skip, signed, out):
 
 
 @njit(cache=True, nogil=True)
+def argmax_from_blocks(a0, a1, A, amax, rows, signed, best_val, best_idx):
+    """First step's best atom from block maxima amax (block_max of A, nothing excluded): the first
+    block holding the row maximum, then the first atom in it (lowest index wins ties)."""
+    M = A.shape[1]
+    nb = amax.shape[1]
+    for a in range(a0, a1):
+        i = rows[a]
+        ab = amax[i]
+        bb = 0
+        for b in range(1, nb):
+            if ab[b] > ab[bb]:
+                bb = b
+        m0 = bb * PRUNE_BLOCK
+        best_val[a] = ab[bb]
+        best_idx[a] = m0 + _row_first(A[i, m0:min(M, m0 + PRUNE_BLOCK)], signed, ab[bb])
+
+
+@njit(cache=True, nogil=True)
 def _scores(xd, Gc, slot, w, nw, m0, m1, v):
     # v[:m1-m0] = exact scores of atoms m0..m1-1. Every path computes a score with these operations
     # in this order, so a score has the same bits however the sweep is cut up.
