@@ -1,4 +1,20 @@
-"""The fast driver: batched BLAS products over dictionary blocks + Numba per-signal kernels."""
+"""The fast driver: BLAS products with the dictionary + Numba per-signal kernels.
+
+How a greedy pursuit (MP / OMP / NN-OMP / COMP) runs, per chunk of signals:
+  1. XD = X D^T, one GEMM in the dictionary's precision (float32 dictionaries stay float32).
+  2. Each later step needs <r, d_m> = XD[m] - sum_{s in S} c_s <d_s, d_m> (COMP adds
+     lam/|S| sum_s <d_s, d_m>). The rows D d_s of the atoms selected so far come from a cache shared
+     by all signals and chunks: one GEMM over the *distinct* newly selected atoms per step, so an atom
+     chosen by many signals costs one row. Never an M x M Gram matrix: the cache is bounded by
+     MEMORY_BUDGET_BYTES and evicts atoms no current signal needs.
+  3. The argmax over M uses block bounds (max of XD and of |D d_s| per block of atoms) to skip,
+     exactly, every block that cannot hold the winner (kern.gram_argmax).
+  4. The re-fit is per signal in Numba, float64: incremental Cholesky of the support Gram matrix
+     (OMP) or Lawson-Hanson active-set NNLS warm-started from the previous step (NN-OMP, COMP).
+Signals whose atoms do not fit in the cache (and COMP with a separate coherence dictionary) use
+one GEMM of their query vector with the dictionary per step instead, in dictionary blocks.
+The cost is therefore one GEMM plus one GEMM row per distinct selected atom, plus linear passes.
+"""
 from __future__ import annotations
 
 import os
@@ -138,9 +154,9 @@ def _solve_greedy(p: Problem, X, sel, coef, bar, cache):
     With a cache (the Gram trick): step 1 computes XD = X D^T; at later steps the rows D d_s of newly
     selected atoms are computed in one product over the *distinct* atoms of all signals (an atom
     shared by many signals is paid for once, and stays cached for later chunks), and scores are
-    XD - sum_s c_s D d_s (+ COMP's coherence) from a few length-M sweeps per signal. Without a cache,
-    or for signals whose atoms did not fit in it: one product of the query vector with the dictionary
-    per step, in dictionary blocks.
+    XD - sum_s c_s D d_s (+ COMP's coherence), swept with exact block pruning. Without a cache, or for
+    signals whose atoms did not fit in it: one product of the query vector with the dictionary per
+    step, in dictionary blocks.
     """
     D = p.dictionary
     C_, K = sel.shape
@@ -225,16 +241,20 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
     """Sparse explanation of each signal by a few dictionary atoms (METHODS.md section 5).
 
     signals:   (B, E) array (or one signal (E,)); each is unit-normalised internally.
-    dictionary: (M, E) array of atoms, unit-normalised internally. float32 keeps the dictionary
-               products in float32 (about twice as fast); every re-fit is float64 either way.
+    dictionary: (M, E) array of atoms, unit-normalised internally (rows already unit are used as
+               they are, no copy). float32 keeps the dictionary products, hence the selection
+               scores, in float32 (about twice as fast; near-ties closer than ~1e-7 may then
+               resolve differently than in float64); every re-fit is float64 either way.
     method:    "topk" | "mp" | "omp" | "nnomp" | "comp".
     k:         atoms per signal (1 <= k <= M).
-    lam:       COMP coherence weight (>= 0); score_m = <r, d_m> + lam * <mean_{s in S} c_s, c_m>.
+    lam:       COMP coherence weight (>= 0): COMP picks argmax over m not in S of
+               <r, d_m> + lam * <mean_{s in S} h_s, h_m>, h = coherence_dictionary rows (default d).
+               An atom picked for its coherence alone may get NNLS coefficient 0; it stays listed.
     positive:  non-negative coefficients; default True except for "omp" (signed).
                "nnomp"/"comp" require True; "mp"/"topk" allow False (selection by |<r, d>|).
     both_signs: also explain -x; rows of the result are [+x_1..+x_B, -x_1..-x_B] (see
                ``Explanation.split_signs``).
-    coherence_dictionary: (M, E2), COMP only: atoms c_m for the coherence term (default: dictionary).
+    coherence_dictionary: (M, E2), COMP only: rows h_m for the coherence term (default: dictionary).
     chunk_size: signals solved together. Default: X D^T of a chunk takes a quarter of
                MEMORY_BUDGET_BYTES (1 GiB; at most 4096 signals), the cache of Gram rows the rest.
     progress:  show a progress bar (default: only for big problems).
