@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-TOPS = (1, 2, 3, 5, 8, 12, 20)
+TOPS = (1, 2, 3, 5, 8, 12, 20, 30, 50)
 QUERIES = {
     "home backgrounds": ["blue background", "green background"],
     "all backgrounds": ["blue background", "green background", "gray background", "black background"],

@@ -18,6 +18,12 @@ from weightscope.select import select_by_concepts, select_by_query, select_by_re
 from conftest import TINY_CFG, make_model, register_config
 
 
+@pytest.fixture(autouse=True)
+def _private_embedding_cache(monkeypatch, tmp_path_factory):
+    """Concept embeddings cached under this session's temp folder, not the user's cache."""
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "edit-embedding-cache"))
+
+
 def _with_biases(model, seed=1):
     """A copy of ``model`` with random attention biases (random init leaves them at zero, hiding the fold)."""
     model = copy.deepcopy(model)
@@ -384,3 +390,40 @@ def test_evaluate_edit_reports_before_after_and_change(tiny_name, tiny_model):
     assert not np.array_equal(res["before"]["predictions"], res["after"]["predictions"])
     assert res["change"]["accuracy"] == pytest.approx(res["after"]["accuracy"] - res["before"]["accuracy"])
     assert res["change"]["groups"]["b"] == pytest.approx(res["after"]["groups"]["b"] - res["before"]["groups"]["b"])
+
+
+# ------------------------------------------------------------------------------------ the bundled model
+
+
+def test_bundled_model_edit_is_exact_and_saves_loadable_checkpoint(tmp_path, capsys):
+    import open_clip
+    from weightscope import load_model
+    from weightscope.shapes import bundled, world
+    from weightscope.shapes.evaluate import images_to_tensor
+
+    loaded = load_model()
+    source = bundled.checkpoint_path("base")
+    digest = sha256_file(source)
+    x = images_to_tensor(world.single_objects(4, seed=7)[0])
+    edits = select_by_query(loaded, ["blue background", "green background"], vocabulary="shapes_world", top=6,
+                            progress=False) + [Edit(0, 1, 2, -1.0), Edit(2, 3, 0, 2.0)]
+    edited = apply_edits(loaded, edits)
+    assert edited.source == "bundled:base+edited" and edited.model is not loaded.model
+    predicted = encode_image(edit_weights(describe_model(loaded), edits), x.double().numpy())
+    assert _rel(_embed(edited.model, x), predicted) <= 1e-5
+    assert _rel(_embed(edited.model, x), _embed(loaded.model, x)) > 1e-3
+    same = apply_edits(loaded, [Edit(e.layer, e.head, e.index, 1.0) for e in edits])
+    assert _rel(_embed(same.model, x), _embed(loaded.model, x)) <= 1e-6
+    # the CLI's checkpoint loads in stock open_clip and matches the in-memory edit; the bundled file is untouched
+    out = tmp_path / "bundled-edited.safetensors"
+    rc, text, _ = _cli(["edit", "--suppress", "blue background", "--suppress", "green background", "--top", "6",
+                        "--out", str(out)], capsys)
+    assert rc == 0 and "L" in text and "sigma" in text
+    meta = json.loads(sidecar_path(out).read_text())
+    cli_edits = [Edit.from_dict(d) for d in meta["edits"]]
+    assert [(e.layer, e.head, e.indices) for e in cli_edits] == [(e.layer, e.head, e.indices) for e in
+                                                                 resolve_edits(describe_model(loaded), edits[:6])]
+    bundled.register()
+    reloaded = open_clip.create_model(bundled.MODEL_NAME, pretrained=str(out)).eval()
+    assert np.array_equal(_embed(reloaded, x), _embed(apply_edits(loaded, cli_edits).model, x))
+    assert sha256_file(source) == digest == meta["source"]["checkpoint_sha256"]

@@ -88,6 +88,7 @@ def _source_record(loaded, args) -> dict:
 def run(args: argparse.Namespace) -> int:
     from .. import load_model
     from ..adapters import describe_model
+    from ..decompose import decompose_head
     from ..edit import BASIS, apply_edits, edit_metadata, parse_edit, resolve_edits, save_checkpoint
     from ..select import select_by_query
 
@@ -143,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
               f"(by {args.by}, {how}, {where}, alpha {alpha:g})")
     resolved = resolve_edits(weights, edits)
     for e in resolved:
+        s = decompose_head(weights, e.layer, e.head).s[list(e.indices)]
         score = f"score {e.score:.3f}  " if e.score is not None else ""
-        print(f"  {e.label():<14} alpha {e.alpha:<5g} {score}{e.reason}")
+        print(f"  {e.label():<14} sigma {' '.join(f'{x:.3g}' for x in s):<6} alpha {e.alpha:<4g} {score}{e.reason}")
     if args.dry_run:
         print("dry run: nothing saved")
         return 0
