@@ -72,6 +72,30 @@ def hard_negative_batch(n: int, seed, *, spurious_strength: float | None = 0.9, 
     return images, caps, negs
 
 
+def _position_loss(model, tokenizer, img, scale, seed, device, spurious_strength=0.9):
+    """Cross-entropy of each image's first-object position against the nine one-position captions.
+
+    img: (B, D) normalised image embeddings of ``hard_negative_batch(B, seed)``; the scenes are redrawn
+    from the same seed (cheap: no rendering). A second object's cell is also true, so it is masked.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    sc = world.sample_scenes(img.shape[0], rng, spurious_strength=spurious_strength)
+    draw = np.random.default_rng((*seed, 7))
+    noun = ("object", "shape", "thing")[draw.integers(3)]
+    prefix = ("", "a photo of ", "an image of ", "a picture of ")[draw.integers(4)]
+    art = "an" if noun[0] in "aeiou" else "a"
+    prompts = [f"{prefix}{art} {noun} in the {p}" for p in world.POSITIONS]
+    txt = model.encode_text(tokenizer(prompts).to(device), normalize=True)
+    logits = scale * img @ txt.T
+    second = torch.as_tensor(sc.position[:, 1] if sc.position.shape[1] > 1 else np.full(len(sc), -1))
+    mask = F.one_hot(second.clamp(min=0), len(world.POSITIONS)).bool() & (second >= 0)[:, None]
+    logits = logits.masked_fill(mask.to(device), float("-inf"))
+    return F.cross_entropy(logits, torch.as_tensor(sc.position[:, 0], device=device))
+
+
 def save_fp16(model, path: Path, metadata: dict) -> None:
     """Write the state dict as fp16 safetensors (atomically: a tmp file then rename)."""
     from safetensors.torch import save_file
@@ -88,13 +112,20 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
           warmup: int = 40, weight_decay: float = 0.1, spurious_strength: float | None = 0.9,
           p_background: float = 0.5, init=None, threads: int = 1, save_every: int = 100,
           log_every: int = 20, stop_at: int | None = None, pos_init_scale: float = 10.0,
-          neg_mix=(0.5, 0.3, 0.1, 0.1)) -> dict:
+          neg_mix=(0.5, 0.3, 0.1, 0.1), rescale_pos: float = 1.0, position_weight: float = 0.0,
+          device: str = "cpu") -> dict:
     """Train for ``steps`` steps and save fp16 weights to ``out``; returns the run's metadata dict.
 
     init: optional checkpoint to start from (fine-tuning); otherwise a fresh model seeded by ``seed``.
     stop_at: end after this many steps of the ``steps``-long schedule (identical to the first stop_at steps
     of the full run; the shipped base model was cut this way when the shared CPU was too slow).
     spurious_strength / p_background: the data distribution (see ``world.generate``).
+    rescale_pos: multiply the *loaded* (init) model's visual positional embedding by this before training.
+    position_weight: weight of an extra image->text term that contrasts every image with the nine captions
+    "<prefix>a(n) <noun> in the <position>" (one per grid cell, phrasing drawn per step): eight hard
+    negatives that differ only in the position words. Needed because the image and text towers sit at a
+    saddle for position (neither side carries it, so neither gets a gradient for it from the pair loss).
+    device: torch device for the model ("cpu" or "cuda"); data are always generated on the CPU.
     """
     import open_clip
     import torch
@@ -114,6 +145,14 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
         # object token then carries almost no position and position words stayed at chance for 400 steps.
         with torch.no_grad():
             model.visual.positional_embedding.mul_(pos_init_scale)
+    if init and rescale_pos != 1.0:
+        # With 16-pixel patches aligned to the 3x3 grid an object sits inside one patch, so where it is lives
+        # only in the positional embedding; in the shipped stage-1/2 weights that embedding has norm ~1 against
+        # ~12 for a patch embedding (background colour and pixel noise), so after ln_pre the tokens carry almost
+        # no position, no image embedding differs by position and position words never got a gradient.
+        with torch.no_grad():
+            model.visual.positional_embedding.mul_(rescale_pos)
+    model.to(device)
     model.train()
     tokenizer = open_clip.get_tokenizer(bundled.MODEL_NAME)
     # The 49408-row token embedding is most of the parameters but a caption batch touches ~60 rows: a sparse
@@ -134,8 +173,9 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
             "init": Path(init).name if init else "", "threads": threads, "torch": torch.__version__,
             "open_clip": open_clip.__version__, "stop_at": stop_at or steps,
             "pos_init_scale": pos_init_scale,
-            "neg_mix": ",".join(str(v) for v in neg_mix)}
-    labels = torch.arange(batch_size)
+            "neg_mix": ",".join(str(v) for v in neg_mix), "rescale_pos": rescale_pos,
+            "position_weight": position_weight, "device": device}
+    labels = torch.arange(batch_size, device=device)
     t0 = time.time()
     running = None
     n_run = stop_at or steps
@@ -143,18 +183,21 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
     for i in bar:
         images, caps, negs = hard_negative_batch(batch_size, (seed, i), spurious_strength=spurious_strength,
                                                  p_background=p_background, neg_mix=neg_mix)
-        x = images_to_tensor(images)
-        t = tokenizer(caps + negs)
+        x = images_to_tensor(images).to(device)
+        t = tokenizer(caps + negs).to(device)
         # a negative identical to some positive caption in the batch is not a negative: mask it
         pos_set = set(caps)
-        neg_mask = torch.tensor([ng in pos_set for ng in negs])
+        neg_mask = torch.tensor([ng in pos_set for ng in negs], device=device)
         for g in opt.param_groups + opt_emb.param_groups:
             g["lr"] = lr_at(i)
         img, txt, scale = model(x, t)[:3]
         logits = scale * img @ txt.T  # (B, 2B): positives then hard negatives
-        logits_i2t = logits.masked_fill(torch.cat([torch.zeros(batch_size, dtype=torch.bool), neg_mask])[None],
+        logits_i2t = logits.masked_fill(torch.cat([torch.zeros(batch_size, dtype=torch.bool, device=device), neg_mask])[None],
                                         float("-inf"))
         loss = 0.5 * (F.cross_entropy(logits_i2t, labels) + F.cross_entropy(logits[:, :batch_size].T, labels))
+        if position_weight > 0:
+            loss = loss + position_weight * _position_loss(model, tokenizer, img, scale, (seed, i), device,
+                                                             spurious_strength)
         opt.zero_grad(set_to_none=True)
         opt_emb.zero_grad(set_to_none=True)
         loss.backward()
@@ -177,7 +220,9 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
 
 # The recipes of the shipped checkpoints (keyword arguments of ``train``, stage by stage; "init" names the
 # previous stage's output). Stage 1 was cut at step 400 of a 1200-step schedule (shared CPU too slow), made
-# before pos_init_scale existed (hence 1.0); stage 2 puts more hard negatives on position.
+# before pos_init_scale existed (hence 1.0); stage 2 puts more hard negatives on position. Neither learned
+# position (see MODEL_CARD.md): the positional embedding stays ~12x smaller than a patch embedding and both
+# towers sit at a position-invariant saddle; ``rescale_pos`` / ``position_weight`` are the tools tried on it.
 BASE_RECIPE = (
     dict(seed=0, steps=1200, stop_at=400, pos_init_scale=1.0),
     dict(seed=2, steps=250, lr=5e-4, warmup=10, neg_mix=(0.3, 0.6, 0.05, 0.05), init="stage1"),
@@ -217,6 +262,11 @@ def _parse(argv=None):
     p.add_argument("--neg-mix", default="0.5,0.3,0.1,0.1",
                    help="probabilities that the hard negative swaps shape,position,colour,size")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps of the schedule")
+    p.add_argument("--rescale-pos", type=float, default=1.0,
+                   help="multiply the --init model's visual positional embedding by this before training")
+    p.add_argument("--position-weight", type=float, default=0.0,
+                   help="weight of the image vs nine one-position captions term (0: off)")
+    p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
     return p.parse_args(argv)
 
 
@@ -231,7 +281,7 @@ def main(argv=None) -> int:
     meta = train(a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
                  weight_decay=a.weight_decay, spurious_strength=strength, p_background=a.p_background,
                  init=a.init, threads=a.threads, save_every=a.save_every, stop_at=a.stop_at,
-                 pos_init_scale=a.pos_init_scale, neg_mix=tuple(float(v) for v in a.neg_mix.split(",")))
+                 pos_init_scale=a.pos_init_scale, rescale_pos=a.rescale_pos, position_weight=a.position_weight, device=a.device, neg_mix=tuple(float(v) for v in a.neg_mix.split(",")))
     print(json.dumps(meta, indent=1))
     return 0
 
