@@ -117,6 +117,10 @@ class _GramCache:
         self.pos = np.full(D.shape[0], -1, dtype=np.int64)   # atom -> slot
         self.atom = np.full(capacity, -1, dtype=np.int64)    # slot -> atom
         self.uses = np.zeros(capacity, dtype=np.int64)
+        # Rows are computed in pieces into this reusable buffer when their slots are not contiguous
+        # (a fresh temporary would cost page faults on every step).
+        self.piece = int(max(1, min(capacity, SCORE_BLOCK_BYTES // (D.shape[0] * D.itemsize))))
+        self.tmp = None
 
     def add(self, wanted, counts, pinned):
         """Compute rows for the atoms wanted (not cached; needed by counts[i] signals), best first, as
@@ -135,20 +139,21 @@ class _GramCache:
             free = np.sort(np.concatenate([free, evict]))
         wanted = wanted[: free.size]
         slots = free[: wanted.size]
-        # In pieces, so the temporary stays small; a contiguous run of slots is written in place.
-        piece = max(1, SCORE_BLOCK_BYTES // (self.D.shape[0] * self.D.itemsize))
-        for a in range(0, wanted.size, piece):
-            w, sl = wanted[a:a + piece], slots[a:a + piece]
-            if sl[-1] - sl[0] == sl.size - 1:
+        for a in range(0, wanted.size, self.piece):
+            w, sl = wanted[a:a + self.piece], slots[a:a + self.piece]
+            if sl[-1] - sl[0] == sl.size - 1:  # a contiguous run of slots is written in place
                 np.matmul(self.D[w], self.D.T, out=self.rows[sl[0]:sl[-1] + 1])
             else:
-                self.rows[sl] = self.D[w] @ self.D.T
+                if self.tmp is None:
+                    self.tmp = np.empty((self.piece, self.D.shape[0]), dtype=self.D.dtype)
+                np.matmul(self.D[w], self.D.T, out=self.tmp[: w.size])
+                self.rows[sl] = self.tmp[: w.size]
         self.pos[wanted] = slots
         self.atom[slots] = wanted
         _run_rows(kern.block_max, slots.size, self.rows, slots, wanted, True, self.block_max)
 
 
-def _solve_greedy(p: Problem, X, sel, coef, bar, cache):
+def _solve_greedy(p: Problem, X, sel, coef, bar, cache, xd_buf):
     """Greedy pursuit for the chunk signals X (C, E) float64 unit rows; fills sel, coef (C, K).
 
     With a cache (the Gram trick): step 1 computes XD = X D^T; at later steps the rows D d_s of newly
@@ -190,7 +195,7 @@ def _solve_greedy(p: Problem, X, sel, coef, bar, cache):
     use_gram = cache is not None
     gram_ok = np.full(C_, use_gram)
     if use_gram:
-        XD = np.empty((C_, M), dtype=D.dtype)
+        XD = xd_buf[: C_ * M].reshape(C_, M)  # reused across chunks: no fresh page faults
         np.matmul(Q, D.T, out=XD)
         XD_block_max = np.empty((C_, cache.block_max.shape[1]))
         _run_rows(kern.block_max, C_, XD, np.arange(C_), np.full(C_, -1), signed, XD_block_max)
@@ -279,11 +284,12 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
         # A quarter of the budget for X D^T of a chunk, the rest for the shared cache.
         chunk = int(max(64, min(DEFAULT_CHUNK, budget_rows // 4)))
     chunk = min(chunk, N)
-    cache = None
+    cache = xd_buf = None
     if p.method != "topk" and K > 1 and not (p.method == "comp" and p.coherence is not None):
         capacity = int(min(N * (K - 1), M, budget_rows - chunk))
         if capacity >= min(chunk, 64):
             cache = _GramCache(D, capacity)
+            xd_buf = np.empty(chunk * M, dtype=D.dtype)
     n_chunks = -(-N // chunk)
     work = float(N) * M * D.shape[1] * steps
     show = (work > _PROGRESS_WORK) if progress is None else bool(progress)
@@ -294,7 +300,7 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
             if p.method == "topk":
                 _solve_topk(p, Xc, sel[c0:c1], coef[c0:c1], bar)
             else:
-                _solve_greedy(p, Xc, sel[c0:c1], coef[c0:c1], bar, cache)
+                _solve_greedy(p, Xc, sel[c0:c1], coef[c0:c1], bar, cache, xd_buf)
     res = np.zeros(N)
     fid = np.zeros(N)
     _run_rows(kern.finalize, N, X, D, sel, coef, res, fid)
