@@ -300,12 +300,13 @@ PRUNE_BLOCK = 128
 _BOUND_SLACK = 1e-9
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def block_max(a0, a1, A, idx, skip, signed, out):
     """out[idx[a], b] = max over atom block b (PRUNE_BLOCK atoms) of A[idx[a]] (of |A[idx[a]]| if
     signed), leaving out column skip[a] when it is >= 0 (the diagonal of a Gram row: an atom's own
     correlation 1 would otherwise dominate its block's bound, and the atom is never a candidate for
-    the signals that use its row)."""
+    the signals that use its row). Full blocks use _LANES running maxima written out inline
+    (vectorised; see _row_max_into); values are finite, as fastmath assumes."""
     M = A.shape[1]
     nb = out.shape[1]
     acc = np.empty(_LANES, A.dtype)
@@ -315,15 +316,25 @@ def block_max(a0, a1, A, idx, skip, signed, out):
         for b in range(nb):
             m0 = b * PRUNE_BLOCK
             m1 = min(M, m0 + PRUNE_BLOCK)
-            if m0 <= skip[a] < m1:
+            if m1 - m0 == PRUNE_BLOCK and not (m0 <= skip[a] < m1):
+                for j in range(_LANES):
+                    acc[j] = abs(row[m0 + j]) if signed else row[m0 + j]
+                for g in range(1, PRUNE_BLOCK // _LANES):
+                    o = m0 + g * _LANES
+                    for j in range(_LANES):
+                        x = abs(row[o + j]) if signed else row[o + j]
+                        acc[j] = x if x > acc[j] else acc[j]
+                bv = acc[0]
+                for j in range(1, _LANES):
+                    if acc[j] > bv:
+                        bv = acc[j]
+            else:
                 bv = -np.inf
                 for m in range(m0, m1):
                     x = abs(row[m]) if signed else row[m]
                     if m != skip[a] and x > bv:
                         bv = x
-                out[i, b] = bv
-            else:
-                out[i, b] = _row_max_into(row[m0:m1], signed, acc)
+            out[i, b] = bv
 
 
 @njit(cache=True, nogil=True)
