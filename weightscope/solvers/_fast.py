@@ -284,6 +284,7 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
         # A quarter of the budget for X D^T of a chunk, the rest for the shared cache.
         chunk = int(max(64, min(DEFAULT_CHUNK, budget_rows // 4)))
     chunk = min(chunk, N)
+    chunk = -(-N // -(-N // chunk))  # equal chunks: no small tail with inefficient small products
     cache = xd_buf = None
     if p.method != "topk" and K > 1 and not (p.method == "comp" and p.coherence is not None):
         capacity = int(min(N * (K - 1), M, budget_rows - chunk))
