@@ -67,6 +67,7 @@ from tqdm.auto import tqdm
 from .decompose import HeadSVD, decompose_model
 from .errors import WeightscopeError
 from .fileio import write_atomic
+from .linalg import factored_singular_values, linked_runs
 from .weights import VisionWeights
 
 KINDS = ("stable", "reweighted", "rotated")
@@ -462,10 +463,9 @@ def _delta_norms(base: HeadSVD, tuned: HeadSVD) -> tuple[float, float]:
     keeps it exact to rounding of the change itself (expanding ||W_t||^2 + ||W_b||^2 - 2 <W_t, W_b> would lose a
     small change to rounding of the large terms).
     """
-    Rp = np.linalg.qr(np.vstack([base.read, tuned.read]).T, mode="r")
-    Rq = np.linalg.qr(np.vstack([base.write, tuned.write]).T, mode="r")
-    core = (Rp * np.concatenate([-base.s, tuned.s])) @ Rq.T
-    sv = np.linalg.svd(core, compute_uv=False)
+    # W_t - W_b = [U_b, U_t] diag(-s_b, s_t) [V_b; V_t]: a rank-2r product measured from its factors
+    sv = factored_singular_values(np.vstack([base.read, tuned.read]).T,
+                                  np.concatenate([-base.s, tuned.s])[:, None] * np.vstack([base.write, tuned.write]))
     return float(np.sum(sv ** 2)), float(sv[0]) if sv.size else 0.0
 
 
@@ -477,17 +477,7 @@ def _tie_groups(s: np.ndarray, groups: list[list[int]], tie: float) -> list[list
     for g in groups:
         for i, j in zip(sorted(g)[:-1], sorted(g)[1:]):
             linked[i:j] = True  # decomposition groups are runs of neighbours
-    out, current = [], [0]
-    for i in range(1, s.size):
-        if linked[i - 1]:
-            current.append(i)
-        else:
-            if len(current) > 1:
-                out.append(current)
-            current = [i]
-    if len(current) > 1:
-        out.append(current)
-    return out
+    return linked_runs(linked)
 
 
 def _largest_angle(C: np.ndarray) -> float:

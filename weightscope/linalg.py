@@ -40,6 +40,17 @@ def factored_svd(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return U, s, Vh
 
 
+def factored_singular_values(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Singular values (r,) of ``A @ B`` (A (D, r), B (r, N)) from the factors alone, as in :func:`factored_svd`.
+
+    Exact to rounding of the product itself, so it measures small differences (A = [U1, U2], B = [-S1 V1; S2 V2])
+    without the cancellation of ||W1||^2 + ||W2||^2 - 2 <W1, W2>.
+    """
+    Ra = np.linalg.qr(np.asarray(A, dtype=np.float64), mode="r")
+    Rb = np.linalg.qr(np.asarray(B, dtype=np.float64).T, mode="r")
+    return np.linalg.svd(Ra @ Rb.T, compute_uv=False)
+
+
 def degenerate_groups(s: np.ndarray, rtol: float = 1e-3) -> list[list[int]]:
     """Group indices of singular values whose neighbours are within ``rtol`` relative gap.
 
@@ -50,17 +61,22 @@ def degenerate_groups(s: np.ndarray, rtol: float = 1e-3) -> list[list[int]]:
     s = np.asarray(s, dtype=np.float64)
     if s.size < 2 or s[0] <= 0:
         return []
-    groups, current = [], [0]
-    for i in range(1, s.size):
-        if s[i - 1] - s[i] <= rtol * s[0]:
+    return linked_runs((s[:-1] - s[1:]) <= rtol * s[0])
+
+
+def linked_runs(linked: np.ndarray) -> list[list[int]]:
+    """Maximal runs of indices 0..n joined by ``linked`` (n,), where linked[i] ties i to i + 1; runs of size >= 2."""
+    runs, current = [], [0]
+    for i, tied in enumerate(np.asarray(linked, dtype=bool), start=1):
+        if tied:
             current.append(i)
         else:
             if len(current) > 1:
-                groups.append(current)
+                runs.append(current)
             current = [i]
     if len(current) > 1:
-        groups.append(current)
-    return groups
+        runs.append(current)
+    return runs
 
 
 def orthonormal_basis(X: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
