@@ -17,6 +17,9 @@ from weightscope.errors import WeightscopeError
 # cache notices edits to _kernels.py only, so that is the one place to change them).
 from weightscope.solvers._kernels import DEPENDENT_TOL, KKT_TOL, SELECT_TOL  # noqa: F401
 
+__all__ = ["METHODS", "DEFAULT_POSITIVE", "SELECT_TOL", "DEPENDENT_TOL", "KKT_TOL", "Explanation", "Problem",
+           "prepare"]
+
 #: Method names accepted by ``explain``; see METHODS.md section 5.
 METHODS = ("topk", "mp", "omp", "nnomp", "comp")
 
