@@ -53,7 +53,6 @@ center_write=False; so do the defaults here).
 from __future__ import annotations
 
 import gc
-import json
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -66,7 +65,7 @@ from tqdm.auto import tqdm
 
 from .decompose import HeadSVD, decompose_model
 from .errors import WeightscopeError
-from .fileio import write_atomic
+from .fileio import dump_json, parse_json
 from .linalg import factored_singular_values, linked_runs
 from .weights import VisionWeights
 
@@ -382,10 +381,7 @@ class Comparison:
         return cls(data["base"], data["tuned"], data["settings"], heads, bool(data.get("labelled", False)))
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            write_atomic(path, text)
-        return text
+        return dump_json(self.to_dict(), path)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "Comparison":
@@ -398,26 +394,15 @@ class Comparison:
 
 def load_comparisons(text_or_path: str | Path) -> list[Comparison]:
     """All comparisons in a compare.json (``{"comparisons": [...]}``) or in one comparison's JSON (text or path)."""
-    text = str(text_or_path)
-    if not text.lstrip().startswith("{"):
-        path = Path(text)
-        if not path.is_file():
-            raise WeightscopeError(f"comparison JSON file not found: {path}")
-        text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-        records = data["comparisons"] if "comparisons" in data else [data]
-        return [Comparison.from_dict(r) for r in records]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise WeightscopeError(f"not a weightscope comparison JSON ({type(err).__name__}: {err})") from None
+    def build(data):
+        return [Comparison.from_dict(r) for r in (data["comparisons"] if "comparisons" in data else [data])]
+
+    return parse_json(text_or_path, "comparison", build)
 
 
 def comparisons_to_json(comparisons: list[Comparison], path: str | Path | None = None) -> str:
     """The compare.json format: ``{"format": ..., "comparisons": [one dict per tuned checkpoint]}``."""
-    text = json.dumps({"format": FORMAT, "comparisons": [c.to_dict() for c in comparisons]}, indent=1)
-    if path is not None:
-        write_atomic(path, text)
-    return text
+    return dump_json({"format": FORMAT, "comparisons": [c.to_dict() for c in comparisons]}, path)
 
 
 # --------------------------------------------------------------------------------------------------- core

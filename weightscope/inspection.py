@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from .adapters import describe_model
 from .decompose import decompose_model
 from .embed import embed_concepts
 from .errors import WeightscopeError
-from .fileio import write_atomic
+from .fileio import dump_json, parse_json
 from .joint import to_joint
 from .load import LoadedModel, load_model
 from .solvers import explain
@@ -133,23 +132,11 @@ class Inspection:
         return cls(data["model"], data["vocabulary"], data["vocabulary_size"], data["settings"], heads)
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            write_atomic(path, text)
-        return text
+        return dump_json(self.to_dict(), path)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "Inspection":
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            path = Path(text)
-            if not path.is_file():
-                raise WeightscopeError(f"inspection JSON file not found: {path}")
-            text = path.read_text(encoding="utf-8")
-        try:
-            return cls.from_dict(json.loads(text))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise WeightscopeError(f"not a weightscope inspection JSON ({type(err).__name__}: {err})") from None
+        return parse_json(text_or_path, "inspection", cls.from_dict)
 
 
 def parse_vocabulary_spec(spec) -> tuple[list[str], str]:
