@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from pathlib import Path
 
 from ..errors import WeightscopeError
+from . import add_model_arguments, parse_indices
 
 AUTO = "auto"
 
@@ -25,10 +25,7 @@ def register(subparsers) -> None:
                     "query (closest joint-space images) or listed explicitly, and save the edited model as a "
                     ".safetensors checkpoint that stock open_clip loads, with a JSON record next to it.",
     )
-    p.add_argument("model", nargs="?", default=None, help="open_clip model name (default: the bundled shapes model)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--pretrained", metavar="TAG", help="open_clip pretrained tag (bundled model: base or tuned)")
-    src.add_argument("--checkpoint", metavar="PATH", help="local checkpoint file (.safetensors/.pt) for MODEL")
+    add_model_arguments(p)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--suppress", metavar="QUERY", action="append",
                       help="remove (alpha 0) the directions closest to this text; repeat for several queries")
@@ -52,20 +49,6 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--dry-run", action="store_true", help="show the chosen directions, save nothing")
     p.set_defaults(func=run)
-
-
-def parse_indices(text: str | None, what: str) -> list[int] | None:
-    """``"3,4"``, ``"2-5"``, ``"0,2-3"`` -> sorted list of ints (None stays None)."""
-    if text is None:
-        return None
-    out = set()
-    for part in str(text).split(","):
-        m = re.match(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$", part)
-        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
-            raise WeightscopeError(f"cannot read --{what} {text!r}: give indices like 3,4 or a range like 2-5")
-        lo = int(m.group(1))
-        out.update(range(lo, int(m.group(2) or lo) + 1))
-    return sorted(out)
 
 
 def _source_record(loaded, args) -> dict:
@@ -129,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         if vocab == AUTO:
             vocab = "shapes_world" if args.model in (None, "bundled") else "general"
         vocab = None if str(vocab).lower() == "none" else vocab
-        layers, heads = parse_indices(args.layers, "layers"), parse_indices(args.heads, "heads")
+        layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
         edits = select_by_query(loaded, queries, alpha=alpha, top=args.top, threshold=args.threshold,
                                 weights=weights, layers=layers, heads=heads, by=args.by, vocabulary=vocab)
         selection.update(queries=queries, by=args.by, vocabulary=vocab, layers=layers, heads=heads,

@@ -1,36 +1,10 @@
 """`weightscope inspect`: explain every head of a model; print a summary, write JSON and an HTML report."""
 from __future__ import annotations
 
-import argparse
-import re
 from pathlib import Path
 
 from ..errors import WeightscopeError
-
-
-_RANGE = re.compile(r"^(-?\d+)(?:-(-?\d+))?$")
-
-
-def parse_indices(text: str | None) -> list[int] | None:
-    """'0,3-5,-1' -> [0, 3, 4, 5, -1]; None -> None (all)."""
-    if text is None:
-        return None
-    out = []
-    for part in text.split(","):
-        match = _RANGE.match(part.strip())
-        if not match:
-            raise WeightscopeError(f"cannot read index list {text!r}: write e.g. '0,3-5,-1'")
-        lo, hi = match.group(1), match.group(2)
-        out.extend(range(int(lo), int(hi) + 1) if hi is not None else [int(lo)])
-    return out
-
-
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default=None,
-                   help="open_clip model name (default: the bundled shapes-world model)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--pretrained", help="open_clip pretrained tag (or 'base'/'tuned' for the bundled model)")
-    src.add_argument("--checkpoint", help="local checkpoint file (.safetensors, .pt, .bin)")
+from . import add_model_arguments, parse_indices
 
 
 def register(sub) -> None:
@@ -71,7 +45,7 @@ def run(args) -> int:
             image_mean = np.load(path)
         else:
             raise WeightscopeError(f"--image-mean {path}: give a .npy file or a folder of images")
-    result = inspect_model(loaded, args.vocab, layers=parse_indices(args.layers), heads=parse_indices(args.heads),
+    result = inspect_model(loaded, args.vocab, layers=parse_indices(args.layers, "--layers"), heads=parse_indices(args.heads, "--heads"),
                            method=args.method, k=args.k, lam=args.lam, n_directions=args.directions,
                            image_mean=image_mean)
     print(result.summary(n_directions=args.show))
