@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 from .decompose import HeadSVD, decompose_model
 from .errors import WeightscopeError
 from .fileio import dump_json, parse_json
-from .linalg import factored_singular_values, linked_runs
+from .linalg import angles_from_cosines, factored_singular_values, linked_runs
 from .weights import VisionWeights
 
 KINDS = ("stable", "reweighted", "rotated")
@@ -466,12 +466,9 @@ def _tie_groups(s: np.ndarray, groups: list[list[int]], tie: float) -> list[list
 
 
 def _largest_angle(C: np.ndarray) -> float:
-    """Largest principal angle (degrees) between two subspaces given by orthonormal rows, from their cosine
-    matrix C = P Q^T (r, r): the angles' cosines are C's singular values. (``linalg.principal_angles`` does the
-    same from the D-dimensional rows but re-orthonormalises them first, three D x r SVDs per call.)"""
-    if C.size == 0:
-        return 0.0
-    return float(np.degrees(np.arccos(np.clip(np.linalg.svd(C, compute_uv=False).min(), -1.0, 1.0))))
+    """Largest principal angle (degrees) between two orthonormal bases, from their cosine matrix C (r, r)."""
+    angles = angles_from_cosines(C)
+    return float(np.degrees(angles.max())) if angles.size else 0.0
 
 
 def compare_heads(

@@ -122,10 +122,16 @@ def principal_angles(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
     Rows need not be orthonormal; each is orthonormalised first. Returns min(p, q) angles.
     """
     Bp, Bq = orthonormal_basis(P), orthonormal_basis(Q)
-    if Bp.shape[0] == 0 or Bq.shape[0] == 0:
+    return angles_from_cosines(Bp @ Bq.T)
+
+
+def angles_from_cosines(C: np.ndarray) -> np.ndarray:
+    """Principal angles (radians, ascending) from the cosine matrix ``C = P Q^T`` (p, q) of two orthonormal bases
+    (rows of P and Q): the cosines of the angles are C's singular values. Use it when the bases are already
+    orthonormal (singular vectors are), skipping principal_angles' re-orthonormalisation."""
+    if C.size == 0:
         return np.zeros(0)
-    cos = np.linalg.svd(Bp @ Bq.T, compute_uv=False)
-    return np.arccos(np.clip(cos, -1.0, 1.0))
+    return np.arccos(np.clip(np.linalg.svd(C, compute_uv=False), -1.0, 1.0))
 
 
 def normalize_rows(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
