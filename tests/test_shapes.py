@@ -122,6 +122,27 @@ def test_group_split_is_balanced_and_counter_correlated():
         world.group_split(0)
 
 
+def test_attribute_captions_differ_only_in_the_attribute():
+    """One caption per class, same phrasing, each naming only its class (the training contrast terms)."""
+    phrasings = set()
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        for attribute, names in world.ATTRIBUTES.items():
+            caps = world.attribute_captions(attribute, rng)
+            assert len(caps) == len(names)
+            # removing the class words (and the article, which follows the first word) leaves one phrasing
+            stems = {re.sub(r"\b(a|an) ", "A ", c.replace(name, "X")) for c, name in zip(caps, names)}
+            assert len(stems) == 1, caps
+            phrasings |= stems
+            for c, name in zip(caps, names):
+                assert re.search(rf"\b{name}\b", c), (c, name)
+                others = [o for o in names if o != name and not re.search(rf"\b{o}\b", name)]
+                assert not any(re.search(rf"\b{o}\b", c) for o in others), c
+    assert len(phrasings) > 10  # the phrasing is drawn, not fixed
+    with pytest.raises(WeightscopeError, match="unknown attribute"):
+        world.attribute_captions("texture", np.random.default_rng(0))
+
+
 def test_bad_generator_arguments_raise():
     with pytest.raises(WeightscopeError):
         world.sample_scenes(4, spurious_strength=1.5)
@@ -211,11 +232,21 @@ def test_short_training_is_reproducible(tmp_path):
     outs = []
     for name in ("a", "b"):
         path = tmp_path / f"{name}.safetensors"
-        train.train(path, seed=3, steps=2, batch_size=16, save_every=10)
+        train.train(path, seed=3, steps=2, batch_size=16, save_every=10, contrast={"position": 0.5, "shape": 0.5})
         outs.append(load_file(str(path)))
     assert outs[0].keys() == outs[1].keys()
     for k in outs[0]:
         assert np.array_equal(outs[0][k].numpy(), outs[1][k].numpy()), k
+
+
+def test_training_arguments_are_checked():
+    from weightscope.shapes import train
+
+    with pytest.raises(WeightscopeError, match="unknown contrast attribute"):
+        train.train("unused.safetensors", steps=1, contrast={"texture": 1.0})
+    assert train._parse(["--contrast", "position=0.5,shape=1"]).contrast == {"position": 0.5, "shape": 1.0}
+    with pytest.raises(SystemExit):
+        train._parse(["--contrast", "position"])
 
 
 @pytest.mark.slow

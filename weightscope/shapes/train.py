@@ -1,17 +1,16 @@
 """Train (or fine-tune) the shapes-world CLIP from a seed; writes fp16 safetensors loadable by open_clip.
 
-    python -m weightscope.shapes.train --out stage1.safetensors --steps 1200 --stop-at 400 --pos-init-scale 1
-    python -m weightscope.shapes.train --out base.safetensors --init stage1.safetensors --steps 250 \\
-        --lr 5e-4 --warmup 10 --seed 2 --neg-mix 0.3,0.6,0.05,0.05          # the shipped base model
+    python -m weightscope.shapes.train --out base.safetensors --steps 1200 --contrast position=0.5,shape=0.5
     python -m weightscope.shapes.train --out tuned.safetensors --init base.safetensors --steps 100 \\
-        --lr 3e-4 --warmup 10 --seed 1 --spurious-strength none             # the shipped tuned model
-    python -m weightscope.shapes.train --reproduce DIR                      # all three stages into DIR
+        --lr 3e-4 --warmup 10 --seed 1 --spurious-strength none --contrast position=0.5,shape=0.5
+    python -m weightscope.shapes.train --reproduce DIR      # the shipped base and tuned checkpoints into DIR
 
 Data are generated on the fly: step i uses ``hard_negative_batch(batch_size, seed=(seed, i))``, so a run is a pure
 function of its arguments (on the same torch build and thread count). The model is a stock open_clip ``CLIP``
 built from ``assets/shapes-vit.json`` (VisionTransformer vision tower, default BPE tokenizer, context 32).
 Loss: the symmetric InfoNCE of CLIP with a learnable temperature, plus one hard-negative caption per image
-on the image->text side (NegCLIP-style, see ``hard_negative_batch``); AdamW, linear warm-up, cosine decay.
+on the image->text side (NegCLIP-style, see ``hard_negative_batch``), plus optional attribute-contrast terms
+(``_attribute_contrast``); AdamW, linear warm-up, cosine decay.
 """
 from __future__ import annotations
 
@@ -42,7 +41,7 @@ def _param_groups(model, weight_decay: float):
 
 def hard_negative_batch(n: int, seed, *, spurious_strength: float | None = 0.9, p_background: float = 0.5,
                         neg_mix=(0.5, 0.3, 0.1, 0.1)):
-    """One training batch with a hard-negative caption per image: (images (n,S,S,3) uint8, captions, negatives).
+    """One training batch with a hard-negative caption per image: (images (n,S,S,3) uint8, captions, negatives, scenes).
 
     The negative of image i is its own caption with one attribute of the first object swapped for a wrong
     value (default ``neg_mix``: shape 50%, position 30%, colour 10%, size 10%) and the same phrasing (the caption's random draws
@@ -69,31 +68,27 @@ def hard_negative_batch(n: int, seed, *, spurious_strength: float | None = 0.9, 
         replay = np.random.Generator(np.random.PCG64())
         replay.bit_generator.state = state
         negs.append(world.caption_scene(neg_scenes, i, replay, p_background))
-    return images, caps, negs
+    return images, caps, negs, sc
 
 
-def _position_loss(model, tokenizer, img, scale, seed, device, spurious_strength=0.9):
-    """Cross-entropy of each image's first-object position against the nine one-position captions.
+def _attribute_contrast(model, tokenizer, img, scale, scenes, attribute, rng, device):
+    """Cross-entropy of each image's first-object class of ``attribute`` against one caption per class.
 
-    img: (B, D) normalised image embeddings of ``hard_negative_batch(B, seed)``; the scenes are redrawn
-    from the same seed (cheap: no rendering). A second object's cell is also true, so it is masked.
+    img: (B, E) normalised image embeddings of ``scenes``; the captions come from ``world.attribute_captions``
+    (one phrasing per step, drawn from rng). A second object's class is also true of the image, so it is
+    masked out rather than counted as a negative.
     """
     import torch
     import torch.nn.functional as F
 
-    rng = np.random.default_rng(seed)
-    sc = world.sample_scenes(img.shape[0], rng, spurious_strength=spurious_strength)
-    draw = np.random.default_rng((*seed, 7))
-    noun = ("object", "shape", "thing")[draw.integers(3)]
-    prefix = ("", "a photo of ", "an image of ", "a picture of ")[draw.integers(4)]
-    art = "an" if noun[0] in "aeiou" else "a"
-    prompts = [f"{prefix}{art} {noun} in the {p}" for p in world.POSITIONS]
-    txt = model.encode_text(tokenizer(prompts).to(device), normalize=True)
+    txt = model.encode_text(tokenizer(world.attribute_captions(attribute, rng)).to(device), normalize=True)
     logits = scale * img @ txt.T
-    second = torch.as_tensor(sc.position[:, 1] if sc.position.shape[1] > 1 else np.full(len(sc), -1))
-    mask = F.one_hot(second.clamp(min=0), len(world.POSITIONS)).bool() & (second >= 0)[:, None]
-    logits = logits.masked_fill(mask.to(device), float("-inf"))
-    return F.cross_entropy(logits, torch.as_tensor(sc.position[:, 0], device=device))
+    classes = getattr(scenes, attribute)
+    second = torch.as_tensor(classes[:, 1] if classes.shape[1] > 1 else np.full(len(scenes), -1), device=device)
+    other = F.one_hot(second.clamp(min=0), txt.shape[0]).bool() & (second >= 0)[:, None]
+    other &= second[:, None] != torch.as_tensor(classes[:, 0], device=device)[:, None]
+    logits = logits.masked_fill(other, float("-inf"))
+    return F.cross_entropy(logits, torch.as_tensor(classes[:, 0], device=device))
 
 
 def save_fp16(model, path: Path, metadata: dict) -> None:
@@ -111,20 +106,18 @@ def save_fp16(model, path: Path, metadata: dict) -> None:
 def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: float = 1e-3,
           warmup: int = 40, weight_decay: float = 0.1, spurious_strength: float | None = 0.9,
           p_background: float = 0.5, init=None, threads: int = 1, save_every: int = 100,
-          log_every: int = 20, stop_at: int | None = None, pos_init_scale: float = 10.0,
-          neg_mix=(0.5, 0.3, 0.1, 0.1), rescale_pos: float = 1.0, position_weight: float = 0.0,
-          device: str = "cpu") -> dict:
+          log_every: int = 20, pos_init_scale: float = 10.0, neg_mix=(0.5, 0.3, 0.1, 0.1),
+          contrast: dict | None = None, device: str = "cpu") -> dict:
     """Train for ``steps`` steps and save fp16 weights to ``out``; returns the run's metadata dict.
 
     init: optional checkpoint to start from (fine-tuning); otherwise a fresh model seeded by ``seed``.
-    stop_at: end after this many steps of the ``steps``-long schedule (identical to the first stop_at steps
-    of the full run; the shipped base model was cut this way when the shared CPU was too slow).
     spurious_strength / p_background: the data distribution (see ``world.generate``).
-    rescale_pos: multiply the *loaded* (init) model's visual positional embedding by this before training.
-    position_weight: weight of an extra image->text term that contrasts every image with the nine captions
-    "<prefix>a(n) <noun> in the <position>" (one per grid cell, phrasing drawn per step): eight hard
-    negatives that differ only in the position words. Needed because the image and text towers sit at a
-    saddle for position (neither side carries it, so neither gets a gradient for it from the pair loss).
+    pos_init_scale: multiply a fresh model's visual positional embedding by this (ignored with init).
+    neg_mix: probabilities that the hard-negative caption swaps shape, position, colour, size.
+    contrast: {attribute: weight} of extra image->text terms (``_attribute_contrast``) that contrast every
+    image with one caption per class of the attribute ("a thing in the top left", ..., one phrasing per
+    step): hard negatives that differ only in that attribute's words. Position needs one: with nothing
+    telling cells apart, both towers sit at a position-invariant saddle and the pair loss gives no gradient.
     device: torch device for the model ("cpu" or "cuda"); data are always generated on the CPU.
     """
     import open_clip
@@ -132,26 +125,22 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    if stop_at is not None and not 0 < stop_at <= steps:
-        raise WeightscopeError(f"stop_at must be in 1..steps={steps}, got {stop_at}")
+    contrast = dict(contrast or {})
     if steps <= 0 or batch_size < 2:
         raise WeightscopeError(f"need steps > 0 and batch_size >= 2, got steps={steps}, batch_size={batch_size}")
+    unknown = sorted(set(contrast) - set(world.ATTRIBUTES))
+    if unknown:
+        raise WeightscopeError(f"unknown contrast attribute(s) {unknown}; choose from {sorted(world.ATTRIBUTES)}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     bundled.register()
     model = open_clip.create_model(bundled.MODEL_NAME, pretrained=str(init) if init else None)
     if not init and pos_init_scale != 1.0:
-        # open_clip draws the positional embedding ~10x smaller than a patch embedding; after ln_pre the
-        # object token then carries almost no position and position words stayed at chance for 400 steps.
+        # open_clip draws the positional embedding ~10x smaller than a patch embedding (norm ~1 vs ~12).
+        # With 16-pixel patches on the 3x3 grid an object sits inside one patch, so where it is lives only
+        # in the positional embedding; at the default scale position stayed at chance (MODEL_CARD.md).
         with torch.no_grad():
             model.visual.positional_embedding.mul_(pos_init_scale)
-    if init and rescale_pos != 1.0:
-        # With 16-pixel patches aligned to the 3x3 grid an object sits inside one patch, so where it is lives
-        # only in the positional embedding; in the shipped stage-1/2 weights that embedding has norm ~1 against
-        # ~12 for a patch embedding (background colour and pixel noise), so after ln_pre the tokens carry almost
-        # no position, no image embedding differs by position and position words never got a gradient.
-        with torch.no_grad():
-            model.visual.positional_embedding.mul_(rescale_pos)
     model.to(device)
     model.train()
     tokenizer = open_clip.get_tokenizer(bundled.MODEL_NAME)
@@ -171,17 +160,15 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
     meta = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
             "weight_decay": weight_decay, "spurious_strength": spurious_strength, "p_background": p_background,
             "init": Path(init).name if init else "", "threads": threads, "torch": torch.__version__,
-            "open_clip": open_clip.__version__, "stop_at": stop_at or steps,
-            "pos_init_scale": pos_init_scale,
-            "neg_mix": ",".join(str(v) for v in neg_mix), "rescale_pos": rescale_pos,
-            "position_weight": position_weight, "device": device}
+            "open_clip": open_clip.__version__, "pos_init_scale": pos_init_scale,
+            "neg_mix": ",".join(str(v) for v in neg_mix),
+            "contrast": ",".join(f"{k}={v}" for k, v in contrast.items()), "device": device}
     labels = torch.arange(batch_size, device=device)
     t0 = time.time()
     running = None
-    n_run = stop_at or steps
-    bar = tqdm(range(n_run), desc="train shapes-vit", mininterval=5.0)
+    bar = tqdm(range(steps), desc="train shapes-vit", mininterval=5.0)
     for i in bar:
-        images, caps, negs = hard_negative_batch(batch_size, (seed, i), spurious_strength=spurious_strength,
+        images, caps, negs, scenes = hard_negative_batch(batch_size, (seed, i), spurious_strength=spurious_strength,
                                                  p_background=p_background, neg_mix=neg_mix)
         x = images_to_tensor(images).to(device)
         t = tokenizer(caps + negs).to(device)
@@ -195,9 +182,10 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
         logits_i2t = logits.masked_fill(torch.cat([torch.zeros(batch_size, dtype=torch.bool, device=device), neg_mask])[None],
                                         float("-inf"))
         loss = 0.5 * (F.cross_entropy(logits_i2t, labels) + F.cross_entropy(logits[:, :batch_size].T, labels))
-        if position_weight > 0:
-            loss = loss + position_weight * _position_loss(model, tokenizer, img, scale, (seed, i), device,
-                                                             spurious_strength)
+        phrasing = np.random.default_rng((seed, i, 7))
+        for attribute, weight in contrast.items():
+            loss = loss + weight * _attribute_contrast(model, tokenizer, img, scale, scenes, attribute, phrasing,
+                                                       device)
         opt.zero_grad(set_to_none=True)
         opt_emb.zero_grad(set_to_none=True)
         loss.backward()
@@ -210,7 +198,7 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
         if (i + 1) % log_every == 0:
             print(f"step {i + 1}/{steps} loss {running:.4f} scale {scale.item():.1f} "
                   f"elapsed {time.time() - t0:.0f}s", flush=True)
-        if (i + 1) % save_every == 0 or i + 1 == n_run:
+        if (i + 1) % save_every == 0 or i + 1 == steps:
             meta.update(train_seconds=round(time.time() - t0, 1), final_loss=round(running, 4),
                         steps_done=i + 1)
             save_fp16(model, out, meta)
@@ -218,28 +206,33 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
     return meta
 
 
-# The recipes of the shipped checkpoints (keyword arguments of ``train``, stage by stage; "init" names the
-# previous stage's output). Stage 1 was cut at step 400 of a 1200-step schedule (shared CPU too slow), made
-# before pos_init_scale existed (hence 1.0); stage 2 puts more hard negatives on position. Neither learned
-# position (see MODEL_CARD.md): the positional embedding stays ~12x smaller than a patch embedding and both
-# towers sit at a position-invariant saddle; ``rescale_pos`` / ``position_weight`` are the tools tried on it.
-BASE_RECIPE = (
-    dict(seed=0, steps=1200, stop_at=400, pos_init_scale=1.0),
-    dict(seed=2, steps=250, lr=5e-4, warmup=10, neg_mix=(0.3, 0.6, 0.05, 0.05), init="stage1"),
-)
-TUNED_RECIPE = dict(seed=1, steps=100, lr=3e-4, warmup=10, spurious_strength=None, init="base")
+# The recipes of the shipped checkpoints (keyword arguments of ``train``; the tuned model's "init" is the base).
+# Both use the attribute-contrast terms: position because nothing else breaks the position-invariant saddle,
+# shape because the small shapes (9 pixels across) are the hardest attribute (0.88 without the term, 0.95 with).
+BASE_RECIPE = dict(seed=0, steps=1200, contrast={"position": 0.5, "shape": 0.5})
+TUNED_RECIPE = dict(seed=1, steps=100, lr=3e-4, warmup=10, spurious_strength=None,
+                    contrast={"position": 0.5, "shape": 0.5})
 
 
 def reproduce(out_dir) -> dict:
     """Re-run the recipes of the shipped checkpoints into out_dir; returns {"base": path, "tuned": path}."""
     out_dir = Path(out_dir)
-    stage1 = out_dir / "stage1.safetensors"
     base = out_dir / f"{bundled.MODEL_NAME}-base.safetensors"
     tuned = out_dir / f"{bundled.MODEL_NAME}-tuned.safetensors"
-    train(stage1, **BASE_RECIPE[0])
-    train(base, **{**BASE_RECIPE[1], "init": stage1})
-    train(tuned, **{**TUNED_RECIPE, "init": base})
+    train(base, **BASE_RECIPE)
+    train(tuned, **TUNED_RECIPE, init=base)
     return {"base": base, "tuned": tuned}
+
+
+def _parse_contrast(text: str) -> dict:
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, _, weight = item.partition("=")
+        try:
+            out[name.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected ATTR=WEIGHT (e.g. position=0.5), got {item!r}") from None
+    return out
 
 
 def _parse(argv=None):
@@ -261,11 +254,8 @@ def _parse(argv=None):
                    help="multiply the fresh model's visual positional embedding by this (ignored with --init)")
     p.add_argument("--neg-mix", default="0.5,0.3,0.1,0.1",
                    help="probabilities that the hard negative swaps shape,position,colour,size")
-    p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps of the schedule")
-    p.add_argument("--rescale-pos", type=float, default=1.0,
-                   help="multiply the --init model's visual positional embedding by this before training")
-    p.add_argument("--position-weight", type=float, default=0.0,
-                   help="weight of the image vs nine one-position captions term (0: off)")
+    p.add_argument("--contrast", default="", type=_parse_contrast,
+                   help="attribute-contrast terms as ATTR=WEIGHT,... e.g. position=0.5,shape=0.5")
     p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
     return p.parse_args(argv)
 
@@ -280,8 +270,8 @@ def main(argv=None) -> int:
     strength = None if a.spurious_strength.lower() == "none" else float(a.spurious_strength)
     meta = train(a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
                  weight_decay=a.weight_decay, spurious_strength=strength, p_background=a.p_background,
-                 init=a.init, threads=a.threads, save_every=a.save_every, stop_at=a.stop_at,
-                 pos_init_scale=a.pos_init_scale, rescale_pos=a.rescale_pos, position_weight=a.position_weight, device=a.device, neg_mix=tuple(float(v) for v in a.neg_mix.split(",")))
+                 init=a.init, threads=a.threads, save_every=a.save_every, pos_init_scale=a.pos_init_scale,
+                 neg_mix=tuple(float(v) for v in a.neg_mix.split(",")), contrast=a.contrast, device=a.device)
     print(json.dumps(meta, indent=1))
     return 0
 

@@ -331,6 +331,32 @@ def caption_scene(scenes: Scenes, i: int, rng: np.random.Generator, p_background
     return text
 
 
+# per-object attributes and their class names (index i of a Scenes field names class i)
+ATTRIBUTES = {"shape": SHAPES, "colour": COLOUR_NAMES, "size": SIZES, "position": POSITIONS}
+
+
+def attribute_captions(attribute: str, rng: np.random.Generator) -> list[str]:
+    """One caption per class of ``attribute`` naming only that attribute, all in one phrasing drawn from rng.
+
+    E.g. position: ["a photo of a thing in the top left", ..., "a photo of a thing in the bottom right"];
+    shape: ["a circle", ..., "a star"]. The phrasings are those of ``caption_scene``, so these are ordinary
+    captions of the world; they differ from each other only in the attribute's words.
+    """
+    if attribute not in ATTRIBUTES:
+        raise WeightscopeError(f"unknown attribute {attribute!r}; choose one of {sorted(ATTRIBUTES)}")
+    prefix = _PREFIXES[rng.integers(len(_PREFIXES))]
+    noun = _NOUNS[rng.integers(len(_NOUNS))]
+    if attribute == "shape":
+        phrases = list(SHAPES)
+    elif attribute == "position":
+        phrases = [f"{noun} in the {p}" for p in POSITIONS]
+    elif rng.random() < 0.5:  # colour and size: "a red object" or "an object that is red"
+        phrases = [f"{v} {noun}" for v in ATTRIBUTES[attribute]]
+    else:
+        return [f"{prefix}{_article(noun)} {noun} that is {v}" for v in ATTRIBUTES[attribute]]
+    return [f"{prefix}{_article(ph)} {ph}" for ph in phrases]
+
+
 def captions(scenes: Scenes, seed=0, p_background: float = 0.5) -> list[str]:
     """One random caption per scene (list of N strings), deterministic given seed."""
     rng = _rng(seed)
