@@ -65,3 +65,16 @@ def test_contradictory_arguments():
         load_model("ViT-B-32", pretrained="openai", checkpoint="x.pt")
     with pytest.raises(WeightscopeError, match="model must be an open_clip model name"):
         load_model(42)
+
+
+def test_loading_a_checkpoint_does_not_log_random_init(caplog, tiny_name):
+    """open_clip's "initialized randomly" warning is dropped when weights are loaded next, kept otherwise."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        load_model()
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    with caplog.at_level(logging.WARNING):
+        assert load_model(tiny_name).source == "random-init"
+    assert [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    assert not logging.getLogger().filters  # the filter is removed again

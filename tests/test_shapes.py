@@ -210,8 +210,9 @@ def test_zero_shot_accuracy_of_the_shipped_model(base_model):
     model, tok = base_model
     acc = sev.attribute_accuracies(model, tok, n=500, seed=123_456)
     print({k: round(v, 3) for k, v in acc.items()})
-    assert acc["colour"] >= 0.9 and acc["background"] >= 0.9 and acc["size"] >= 0.85, acc
-    assert acc["shape"] >= 0.8, acc  # 8 classes, chance 0.125
+    # issue 5's bars (measured on 2,000 images by benchmarks/bench_shapes_zeroshot.py): shape, colour, position
+    assert acc["shape"] >= 0.9 and acc["colour"] >= 0.9 and acc["position"] >= 0.9, acc
+    assert acc["background"] >= 0.9 and acc["size"] >= 0.8, acc  # size: 2 classes, 0.88 on 2,000 images
 
 
 def test_spurious_split_worst_group_below_average(base_model):
@@ -251,7 +252,7 @@ def test_training_arguments_are_checked():
 
 @pytest.mark.slow
 def test_recipe_reproduces_the_shipped_checkpoints(tmp_path):
-    """Re-run the shipped recipes (~15 min on 2 shared cores) and get the shipped weights back."""
+    """Re-run the shipped recipes (~20 min on one core) and get the shipped weights back."""
     from safetensors.torch import load_file
 
     from weightscope.shapes import train
@@ -268,4 +269,4 @@ def test_recipe_reproduces_the_shipped_checkpoints(tmp_path):
     model = open_clip.create_model(bundled.MODEL_NAME, pretrained=str(paths["base"])).eval()
     acc = sev.attribute_accuracies(model, open_clip.get_tokenizer(bundled.MODEL_NAME), n=2000)
     print(acc)
-    assert acc["colour"] >= 0.9 and acc["shape"] >= 0.8, acc
+    assert acc["shape"] >= 0.9 and acc["colour"] >= 0.9 and acc["position"] >= 0.9, acc

@@ -5,7 +5,9 @@ architecture) becomes a one-line :class:`WeightscopeError`.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,13 +140,30 @@ def load_model(
     if pretrained is not None and not Path(str(pretrained)).is_file():
         return _load_pretrained(model, pretrained)
     checkpoint = checkpoint if checkpoint is not None else pretrained
-    net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None)
+    # open_clip warns that the model is randomly initialised; untrue when a checkpoint is loaded next
+    quiet = _drop_log_records("No pretrained weights loaded") if checkpoint is not None else contextlib.nullcontext()
+    with quiet:
+        net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None)
     source = "random-init"
     if checkpoint is not None:
         load_state_dict_strict(net, read_state_dict(checkpoint), f"checkpoint {checkpoint}", model)
         source = str(checkpoint)
     net._weightscope_name = model
     return LoadedModel(net.eval(), tokenizer or open_clip.get_tokenizer(model), preprocess, model, source)
+
+
+@contextlib.contextmanager
+def _drop_log_records(prefix: str):
+    """Silence root-logger records (open_clip logs through ``logging.warning``) that start with prefix."""
+    def keep(record):
+        return not str(record.msg).startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def _load_pretrained(name: str, tag: str) -> LoadedModel:
