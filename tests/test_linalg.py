@@ -56,3 +56,18 @@ def test_principal_angles_against_known_configuration():
 def test_factored_svd_rejects_mismatched_factors():
     with pytest.raises(ValueError, match=r"A \(D, r\) and B \(r, N\)"):
         linalg.factored_svd(np.ones((4, 2)), np.ones((3, 4)))
+
+
+def test_nearest_orthogonal_is_scipys_procrustes_and_recovers_a_rotation():
+    from scipy.linalg import orthogonal_procrustes
+
+    rng = np.random.default_rng(4)
+    M = rng.standard_normal((5, 5))
+    Q = linalg.nearest_orthogonal(M)
+    np.testing.assert_allclose(Q @ Q.T, np.eye(5), atol=1e-12)
+    np.testing.assert_allclose(Q, orthogonal_procrustes(np.eye(5), M)[0], atol=1e-12)
+    # a rotation scaled by positive weights is recovered exactly
+    R = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    np.testing.assert_allclose(linalg.nearest_orthogonal(np.diag([3.0, 2.0, 1.0, 0.5]) @ R), R, atol=1e-12)
+    with pytest.raises(ValueError, match="square"):
+        linalg.nearest_orthogonal(np.ones((2, 3)))

@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 from .decompose import HeadSVD, decompose_model
 from .errors import WeightscopeError
 from .fileio import dump_json, parse_json
-from .linalg import angles_from_cosines, factored_singular_values, linked_runs
+from .linalg import angles_from_cosines, factored_singular_values, linked_runs, nearest_orthogonal
 from .weights import VisionWeights
 
 KINDS = ("stable", "reweighted", "rotated")
@@ -518,9 +518,8 @@ def compare_heads(
     for g in tuned_groups:
         weight = np.linalg.norm(Cu[:, g], axis=1) * np.linalg.norm(Cv[:, g], axis=1)
         near = np.sort(np.argsort(-weight, kind="stable")[: len(g)])
-        # new tuned rows Q U_t[g]: Cu_S becomes Cu_S Q^T, and trace((Cu_S + Cv_S) Q^T) is largest for Q = P Rh
-        P, _, Rh = np.linalg.svd(Cu[np.ix_(near, g)] + Cv[np.ix_(near, g)])
-        Q = P @ Rh
+        # new tuned rows Q U_t[g]: Cu_S becomes Cu_S Q^T, and trace((Cu_S + Cv_S) Q^T) is largest for this Q
+        Q = nearest_orthogonal(Cu[np.ix_(near, g)] + Cv[np.ix_(near, g)])
         Cu[:, g], Cv[:, g] = Cu[:, g] @ Q.T, Cv[:, g] @ Q.T
         st_eff[g] = np.einsum("ij,j,ij->i", Q, st[g], Q)  # diagonal of Q diag(s_g) Q^T
 

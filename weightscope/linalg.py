@@ -134,6 +134,18 @@ def angles_from_cosines(C: np.ndarray) -> np.ndarray:
     return np.arccos(np.clip(np.linalg.svd(C, compute_uv=False), -1.0, 1.0))
 
 
+def nearest_orthogonal(M: np.ndarray) -> np.ndarray:
+    """The orthogonal k x k matrix Q that maximises trace(M Q^T) for a square M (k, k): Q = U V^T from M's SVD.
+
+    This is the orthogonal Procrustes solution: the rotation (or reflection) best aligned with M.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"nearest_orthogonal needs a square matrix, got shape {M.shape}")
+    U, _, Vh = np.linalg.svd(M)
+    return U @ Vh
+
+
 def normalize_rows(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows of X scaled to unit L2 norm (rows with norm below eps are left at zero)."""
     X = np.asarray(X, dtype=np.float64)
