@@ -41,12 +41,13 @@ def _param_groups(model, weight_decay: float):
 
 def hard_negative_batch(n: int, seed, *, spurious_strength: float | None = 0.9, p_background: float = 0.5,
                         neg_mix=(0.5, 0.3, 0.1, 0.1)):
-    """One training batch with a hard-negative caption per image: (images (n,S,S,3) uint8, captions, negatives, scenes).
+    """One training batch with a hard-negative caption per image.
 
-    The negative of image i is its own caption with one attribute of the first object swapped for a wrong
-    value (default ``neg_mix``: shape 50%, position 30%, colour 10%, size 10%) and the same phrasing (the caption's random draws
-    are replayed). Without them a 128-image batch is told apart by colour, background and position alone
-    and the shape words are barely grounded (shape accuracy ~30% after 600 steps). The background is never
+    Returns (images (n, S, S, 3) uint8, captions, negatives, scenes). The negative of image i is its own
+    caption with one attribute of the first object swapped for a wrong value (default ``neg_mix``: shape 50%,
+    position 30%, colour 10%, size 10%) and the same phrasing (the caption's random draws are replayed).
+    Without them a 128-image batch is told apart by colour, background and position alone and the shape
+    words are barely grounded (shape accuracy ~30% after 600 steps). The background is never
     swapped, so the spurious background-family association of the pre-training data is still learned.
     Where the swapped attribute is not mentioned the negative equals the caption; the loss masks those.
     """
@@ -179,8 +180,8 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
             g["lr"] = lr_at(i)
         img, txt, scale = model(x, t)[:3]
         logits = scale * img @ txt.T  # (B, 2B): positives then hard negatives
-        logits_i2t = logits.masked_fill(torch.cat([torch.zeros(batch_size, dtype=torch.bool, device=device), neg_mask])[None],
-                                        float("-inf"))
+        not_negative = torch.cat([torch.zeros(batch_size, dtype=torch.bool, device=device), neg_mask])
+        logits_i2t = logits.masked_fill(not_negative[None], float("-inf"))
         loss = 0.5 * (F.cross_entropy(logits_i2t, labels) + F.cross_entropy(logits[:, :batch_size].T, labels))
         phrasing = np.random.default_rng((seed, i, 7))
         for attribute, weight in contrast.items():
