@@ -427,3 +427,55 @@ def test_bundled_model_edit_is_exact_and_saves_loadable_checkpoint(tmp_path, cap
     reloaded = open_clip.create_model(bundled.MODEL_NAME, pretrained=str(out)).eval()
     assert np.array_equal(_embed(reloaded, x), _embed(apply_edits(loaded, cli_edits).model, x))
     assert sha256_file(source) == digest == meta["source"]["checkpoint_sha256"]
+
+
+def test_cli_edit_by_concept_from_saved_or_fresh_inspection(tiny_name, tmp_path, capsys):
+    """--concept edits exactly the directions whose explanation names the concept, from inspection.json or now."""
+    from safetensors.torch import save_file
+
+    from weightscope.inspection import Inspection
+
+    # a checkpoint file, so that every call sees the same weights (a random-init load draws new ones)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in make_model(tiny_name, seed=3).state_dict().items()}, str(ckpt))
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("\n".join(["red", "green", "blue", "circle", "square", "dog", "cat", "tree", "car", "house",
+                                "water", "sky", "stripes", "dots", "metal", "wood"]))
+    rc, _, _ = _cli(["inspect", tiny_name, "--checkpoint", str(ckpt), "--vocab", str(vocab), "--layers", "1", "--out", str(tmp_path / "ins")],
+                    capsys)
+    assert rc == 0
+    ins_path = tmp_path / "ins" / "inspection.json"
+    inspection = Inspection.from_json(ins_path)
+    concept = inspection[1, 0].direction(0, "write", 1).concepts[0]
+    naming = {(l, h, d.index) for (l, h), rep in inspection.heads.items() for d in rep.directions
+              if d.side == "write" and concept in d.concepts}
+
+    outs = {}
+    for how, extra in (("saved", ["--inspection", str(ins_path)]), ("fresh", ["--vocab", str(vocab)])):
+        out = tmp_path / f"{how}.safetensors"
+        rc, text, _ = _cli(["edit", tiny_name, "--checkpoint", str(ckpt), "--concept", concept, "--layers", "1", "--threshold", "0",
+                            *extra, "--out", str(out)], capsys)
+        assert rc == 0 and f"explained by '{concept}'" in text
+        meta = json.loads(sidecar_path(out).read_text())
+        assert meta["selection"]["mode"] == "concept" and meta["selection"]["concepts"] == [concept]
+        outs[how] = {(e["layer"], e["head"], tuple(e["index"]) if isinstance(e["index"], list) else e["index"])
+                     for e in meta["edits"]}
+        assert all(e["alpha"] == 0.0 for e in meta["edits"])
+    assert outs["saved"] == outs["fresh"] == naming  # same explanations, same choice; all of them
+
+    def err_of(*argv):
+        rc, _, err = _cli(["edit", tiny_name, "--checkpoint", str(ckpt), *argv, "--out", str(tmp_path / "x.safetensors")], capsys)
+        assert rc == 2
+        return err
+
+    assert _one_error_line(err_of("--concept", "no such thing", "--inspection", str(ins_path)), "no explained direction")
+    assert _one_error_line(err_of("--concept", concept[:-1] + "#", "--inspection", str(ins_path)), repr(concept))
+    assert _one_error_line(err_of("--suppress", "red", "--inspection", str(ins_path)), "only serves --concept")
+    assert _one_error_line(err_of("--concept", concept, "--vocab", "none"), "needs a vocabulary")
+    assert _one_error_line(err_of("--concept", concept, "--alpha", "1", "--inspection", str(ins_path)), "unchanged")
+    other = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in make_model(tiny_name, seed=5).state_dict().items()}, str(other))
+    rc, _, err = _cli(["edit", tiny_name, "--checkpoint", str(other), "--concept", concept, "--inspection",
+                       str(ins_path), "--out", str(tmp_path / "x.safetensors")], capsys)
+    assert rc == 2 and _one_error_line(err, "not the model being edited")
+    assert not (tmp_path / "x.safetensors").exists()

@@ -1,13 +1,15 @@
 """``weightscope edit``: suppress or amplify directions chosen by a text query (or listed), save a checkpoint.
 
     weightscope edit [MODEL] [--pretrained TAG | --checkpoint PATH]
-                     (--suppress QUERY | --amplify QUERY | --direction L:H:I[=A]) [--layers 3,4-5] [--heads ..]
-                     [--top N | --threshold T] [--alpha A] [--by joint|explanation] [--vocab NAME|PATH|none]
+                     (--suppress QUERY | --amplify QUERY | --concept NAME | --direction L:H:I[=A])
+                     [--layers 3,4-5] [--heads ..] [--top N | --threshold T] [--alpha A]
+                     [--by joint|explanation] [--vocab NAME|PATH|none] [--inspection inspection.json]
                      --out edited.safetensors [--overwrite] [--dry-run]
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 from pathlib import Path
 
@@ -31,6 +33,9 @@ def register(subparsers) -> None:
                       help="remove (alpha 0) the directions closest to this text; repeat for several queries")
     what.add_argument("--amplify", metavar="QUERY", action="append",
                       help="amplify (alpha 2) the directions closest to this text; repeat for several queries")
+    what.add_argument("--concept", metavar="NAME", action="append",
+                      help="edit the directions whose concept explanation names this concept (alpha 0 unless "
+                           "--alpha); repeatable")
     what.add_argument("--direction", metavar="L:H:I[=A]", action="append",
                       help="edit this singular direction (layer:head:index, group as 4+5) by alpha A; repeatable")
     p.add_argument("--layers", metavar="LIST", help="only search these layers, e.g. 3,4 or 2-5 (default: all)")
@@ -45,6 +50,9 @@ def register(subparsers) -> None:
     p.add_argument("--vocab", default=AUTO, metavar="NAME|PATH|none",
                    help="concept vocabulary that centres the query (and explains directions with --by explanation); "
                         "default: shapes_world for the bundled model, general otherwise; 'none' disables centring")
+    p.add_argument("--inspection", metavar="JSON",
+                   help="with --concept: take the explanations from this inspection.json (written by `weightscope "
+                        "inspect` on the same model) instead of explaining the searched heads now")
     p.add_argument("--out", metavar="PATH", help="where to save the edited checkpoint (.safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--dry-run", action="store_true", help="show the chosen directions, save nothing")
@@ -66,6 +74,44 @@ def _source_record(loaded, args) -> dict:
         rec["checkpoint"] = str(path)
         rec["checkpoint_sha256"] = sha256_file(path)
     return rec
+
+
+def _select_by_concepts(loaded, args, alpha):
+    """Edits for --concept: directions whose explanation (from --inspection, or computed now) names a concept."""
+    from ..inspection import Inspection, inspect_model
+    from ..select import select_by_concepts
+
+    layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
+    if args.inspection:
+        if args.vocab != AUTO:
+            raise WeightscopeError("--vocab does not apply with --inspection: its explanations are used as saved")
+        inspection = Inspection.from_json(args.inspection)
+        if inspection.model != loaded.identity:
+            raise WeightscopeError(f"{args.inspection} explains {inspection.model}, not the model being edited "
+                                   f"({loaded.identity}); run `weightscope inspect` on this model")
+        inspection.heads = {k: v for k, v in inspection.heads.items()
+                            if (layers is None or k[0] in layers) and (heads is None or k[1] in heads)}
+    else:
+        if str(args.vocab).lower() == "none":
+            raise WeightscopeError("--concept needs a vocabulary to explain directions with; drop --vocab none")
+        inspection = inspect_model(loaded, None if args.vocab == AUTO else args.vocab, layers=layers, heads=heads)
+    edits = select_by_concepts(inspection, args.concept, alpha=alpha)
+    if args.threshold is not None:
+        edits = [e for e in edits if e.score >= args.threshold]
+    top = args.top if args.top is not None else (None if args.threshold is not None else 5)
+    edits = edits[:top] if top is not None else edits
+    if not edits:
+        known = sorted({c for rep in inspection.heads.values() for d in rep.directions for c in d.concepts})
+        near = [c for q in args.concept for c in difflib.get_close_matches(q, known, n=3)]
+        hint = f"; explanations name e.g. {', '.join(repr(c) for c in near)}" if near else ""
+        raise WeightscopeError(f"no explained direction names {' or '.join(repr(c) for c in args.concept)}"
+                               f"{' with a score of at least ' + str(args.threshold) if args.threshold else ''}{hint}")
+    print(f"concept: directions explained by {' / '.join(repr(c) for c in args.concept)} "
+          f"(explanations of {inspection.model}, vocabulary {inspection.vocabulary}, alpha {alpha:g})")
+    selection = {"mode": "concept", "concepts": list(args.concept), "vocabulary": inspection.vocabulary,
+                 "inspection": str(args.inspection) if args.inspection else None, "layers": layers, "heads": heads,
+                 "top": top, "threshold": args.threshold}
+    return edits, selection
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,9 +137,15 @@ def run(args: argparse.Namespace) -> int:
         raise WeightscopeError("--top/--threshold/--layers/--heads choose among query matches; "
                                "with --direction list the directions themselves")
 
+    if args.inspection and not args.concept:
+        raise WeightscopeError("--inspection only serves --concept (it holds the concept explanations)")
+
     queries = args.suppress or args.amplify
-    mode = "suppress" if args.suppress else "amplify" if args.amplify else "direction"
+    mode = ("suppress" if args.suppress else "amplify" if args.amplify else "concept" if args.concept
+            else "direction")
     alpha = args.alpha if args.alpha is not None else (2.0 if mode == "amplify" else 0.0)
+    if mode == "concept" and alpha == 1:
+        raise WeightscopeError("--alpha 1 leaves the directions unchanged; use 0 to remove, above 1 to amplify")
     if mode == "suppress" and alpha >= 1:
         raise WeightscopeError(f"--suppress needs --alpha below 1 (0 removes), got {alpha:g}; use --amplify to amplify")
     if mode == "amplify" and alpha <= 1:
@@ -107,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if mode == "direction":
         edits = [parse_edit(t, alpha=alpha) for t in args.direction]
         selection["directions"] = list(args.direction)
+    elif mode == "concept":
+        edits, selection = _select_by_concepts(loaded, args, alpha)
     else:
         vocab = args.vocab
         if vocab == AUTO:
