@@ -189,13 +189,24 @@ def select_by_query(model, queries, *, alpha: float = 0.0, top: int | None = Non
     the query (see :func:`embed_texts`); image_mean is passed to ``to_joint``.
     top: keep the N best; threshold: keep scores >= T (both: the best N above T; neither: top 5).
     """
+    _check_limits(top, threshold)  # before the scoring, which is the slow part
+    return best_edits(score_by_query(model, queries, alpha=alpha, **kwargs), top, threshold)
+
+
+def _check_limits(top, threshold) -> int | None:
+    """The validated ``top`` (5 when neither top nor threshold is given)."""
     if top is None and threshold is None:
         top = 5
     if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1):
         raise WeightscopeError(f"top must be a positive integer, got {top!r}")
     if threshold is not None and not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
         raise WeightscopeError(f"threshold must be a finite number (a cosine, e.g. 0.3), got {threshold!r}")
-    edits = score_by_query(model, queries, alpha=alpha, **kwargs)
+    return top
+
+
+def best_edits(edits: list[Edit], top: int | None = None, threshold: float | None = None) -> list[Edit]:
+    """Of edits sorted best first: the top N, or those scoring >= threshold, or the best N above it (neither: 5)."""
+    top = _check_limits(top, threshold)
     if threshold is not None:
         edits = [e for e in edits if e.score >= threshold]
     return edits[:top] if top is not None else edits

@@ -79,7 +79,7 @@ def _source_record(loaded, args) -> dict:
 def _select_by_concepts(loaded, args, alpha):
     """Edits for --concept: directions whose explanation (from --inspection, or computed now) names a concept."""
     from ..inspection import Inspection, inspect_model
-    from ..select import select_by_concepts
+    from ..select import best_edits, select_by_concepts
 
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     if args.inspection:
@@ -95,11 +95,8 @@ def _select_by_concepts(loaded, args, alpha):
         if str(args.vocab).lower() == "none":
             raise WeightscopeError("--concept needs a vocabulary to explain directions with; drop --vocab none")
         inspection = inspect_model(loaded, None if args.vocab == AUTO else args.vocab, layers=layers, heads=heads)
-    edits = select_by_concepts(inspection, args.concept, alpha=alpha)
-    if args.threshold is not None:
-        edits = [e for e in edits if e.score >= args.threshold]
     top = args.top if args.top is not None else (None if args.threshold is not None else 5)
-    edits = edits[:top] if top is not None else edits
+    edits = best_edits(select_by_concepts(inspection, args.concept, alpha=alpha), top, args.threshold)
     if not edits:
         known = sorted({c for rep in inspection.heads.values() for d in rep.directions for c in d.concepts})
         near = [c for q in args.concept for c in difflib.get_close_matches(q, known, n=3)]
