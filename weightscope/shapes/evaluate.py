@@ -50,14 +50,8 @@ TASKS = {
 
 def task_labels(task: str, scenes: world.Scenes) -> np.ndarray:
     """(N,) true class indices of the first object (or of the background) for a task of ``TASKS``."""
-    if task == "shape":
-        return scenes.shape[:, 0]
-    if task == "colour":
-        return scenes.colour[:, 0]
-    if task == "size":
-        return scenes.size[:, 0]
-    if task == "position":
-        return scenes.position[:, 0]
+    if task in world.ATTRIBUTES:  # per-object attributes: the Scenes field of the same name
+        return getattr(scenes, task)[:, 0]
     if task == "background":
         return scenes.background
     if task == "family":
