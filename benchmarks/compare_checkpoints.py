@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from weightscope import WeightscopeError, decompose_head, describe_model
 from weightscope.adapters import write_attention
 from weightscope.compare import architecture_of, compare_heads, compare_many, load_checkpoint
-from weightscope.compare_report import comparison_rows, text_table, write_report
+from weightscope.reports.compare import comparison_rows, text_table, write_report
 from weightscope.decompose import head_factors
 
 

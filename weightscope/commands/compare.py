@@ -12,7 +12,7 @@ import argparse
 import textwrap
 
 from ..compare import SPEC_HELP, compare_many
-from ..compare_report import comparison_rows, text_table, write_report
+from ..reports.compare import comparison_rows, text_table, write_report
 
 
 def register(subparsers) -> None:

@@ -31,7 +31,7 @@ def run(args) -> int:
 
     from ..inspection import image_mean_from_folder, inspect_model
     from ..load import load_model
-    from ..report import write_report
+    from ..reports.inspection import write_report
 
     loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     if loaded.source == "random-init":

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import KINDS, Comparison, comparisons_to_json
-from .errors import WeightscopeError
-from .fileio import write_atomic
+from ..compare import KINDS, Comparison, comparisons_to_json
+from ..errors import WeightscopeError
+from ..fileio import write_atomic
 
 KIND_COLOURS = {"stable": "#9e9e9e", "reweighted": "#1f77b4", "rotated": "#d62728"}
 
@@ -154,7 +154,7 @@ def _head_rows(c: Comparison, n: int) -> list[list]:
 
 def report_html(comparisons: list[Comparison], figures: dict[str, str] | None = None, n_heads: int = 10) -> str:
     """A self-contained HTML page for one base and several tuned checkpoints; figures: {name: <img> html}."""
-    from .htmlpage import esc, page, table
+    from .page import esc, page, table
 
     figures = figures or {}
     base = comparisons[0].base if comparisons else "?"
@@ -201,7 +201,7 @@ def write_report(comparisons: list[Comparison], out_dir: str | Path, png: bool =
 
     Returns {name: path} of everything written.
     """
-    from .htmlpage import figure_to_img
+    from .page import figure_to_img
 
     if not comparisons:
         raise WeightscopeError("nothing to report: no comparisons")

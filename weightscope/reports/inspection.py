@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import write_atomic
-from .htmlpage import esc, figure_to_img, page, table
-from .inspection import Inspection
+from ..fileio import write_atomic
+from .page import esc, figure_to_img, page, table
+from ..inspection import Inspection
 
 
 def _spectra_figure(result: Inspection):
