@@ -702,6 +702,10 @@ def parse_checkpoint_spec(spec: str, model: str | None = None) -> dict:
         which = spec.partition(":")[2] or "base"
         return {"model": BUNDLED, "pretrained": which, "checkpoint": None}
     if Path(spec).is_file() or spec.lower().endswith(CHECKPOINT_SUFFIXES):
+        from .checkpoints import architecture, read_sidecar
+
+        if model is None and Path(spec).is_file() and architecture(read_sidecar(spec)):
+            return {"model": spec, "pretrained": None, "checkpoint": None}  # weightscope wrote it: loads by path
         if model is None:
             raise WeightscopeError(f"checkpoint file {spec} needs its architecture: pass --model NAME "
                                    "(the open_clip model name it was trained with)")
@@ -714,8 +718,9 @@ def parse_checkpoint_spec(spec: str, model: str | None = None) -> dict:
     return {"model": name, "pretrained": tag or None, "checkpoint": None}
 
 
-def load_checkpoint(spec: str, model: str | None = None):
-    """``load_model`` for a checkpoint spec (see :func:`parse_checkpoint_spec`); returns a LoadedModel."""
+def load_checkpoint(spec: str, model: str | None = None, trust_checkpoint: bool = False):
+    """``load_model`` for a checkpoint spec (see :func:`parse_checkpoint_spec`); returns a LoadedModel.
+    trust_checkpoint: as :func:`weightscope.load.load_model` (unpickle torch files in full; never by default)."""
     from .load import BUNDLED, load_model
     from .shapes import bundled
 
@@ -724,7 +729,8 @@ def load_checkpoint(spec: str, model: str | None = None):
         bundled.register()  # a bare path with the bundled architecture
     if args["model"] == BUNDLED:
         return load_model(BUNDLED, pretrained=args["pretrained"])
-    return load_model(args["model"], pretrained=args["pretrained"], checkpoint=args["checkpoint"])
+    return load_model(args["model"], pretrained=args["pretrained"], checkpoint=args["checkpoint"],
+                      trust_checkpoint=trust_checkpoint)
 
 
 def architecture_of(loaded) -> str:
@@ -779,6 +785,7 @@ def compare_many(
     vocabulary=None,
     n_directions: int | None = None,
     progress: bool = True,
+    trust_checkpoint: bool = False,
     **options,
 ) -> list[Comparison]:
     """Compare one base checkpoint with several tuned ones (specs), one tuned model in memory at a time.
@@ -786,13 +793,14 @@ def compare_many(
     The base is decomposed (and, with ``label``, inspected) once; each tuned checkpoint is loaded, described,
     decomposed, compared and freed before the next. label: run ``inspect_model`` on every checkpoint (vocabulary,
     n_directions: passed to it) and attach the labels. options: as :func:`compare_weights` (not base_svds).
+    trust_checkpoint: as :func:`weightscope.load.load_model`.
     """
     from .adapters import describe_model
 
     if not tuned:
         raise WeightscopeError("give at least one tuned checkpoint to compare with the base")
     opts = {k: options[k] for k in ("layers", "heads", "fold_ln", "center_write", "rtol") if k in options}
-    base_loaded = load_checkpoint(base, model)
+    base_loaded = load_checkpoint(base, model, trust_checkpoint)
     arch = model or architecture_of(base_loaded)
     base_id = base_loaded.identity
     base_w = describe_model(base_loaded)
@@ -803,7 +811,7 @@ def compare_many(
 
     results = []
     for spec in tqdm(tuned, desc="checkpoints", unit="ckpt", disable=not progress or len(tuned) < 2):
-        loaded = load_checkpoint(spec, arch)
+        loaded = load_checkpoint(spec, arch, trust_checkpoint)
         tuned_w = describe_model(loaded)
         result = compare_weights(base_w, tuned_w, base_svds=base_svds, base_name=base_id,
                                  tuned_name=loaded.identity, progress=progress, **options)

@@ -36,6 +36,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .decompose import HeadSVD, check_index, decompose_head
+from .checkpoints import clean_state_dict, provenance, sidecar_record, unwrap_module
+from .checkpoints import sha256_file, sidecar_path  # noqa: F401  (re-exported: part of this module's API)
 from .errors import WeightscopeError
 from .fileio import write_atomic
 from .weights import VisionWeights
@@ -213,35 +215,39 @@ def apply_edits(model, edits: Iterable[Edit], *, fold_ln: bool = BASIS["fold_ln"
     new = copy.deepcopy(module)
     for layer in sorted({e.layer % weights.n_layers for e in edits}):
         write_attention(new, layer, edited.layers[layer].attn)
+    _record_edits(module, new, resolve_edits(weights, edits, fold_ln=fold_ln, center_write=center_write, rtol=rtol,
+                                             expand_groups=expand_groups), fold_ln, center_write, rtol)
     if wrapper is None:
         return new
     return dataclasses.replace(wrapper, model=new, source=f"{wrapper.source}+edited")
 
 
+def _record_edits(module, new, resolved: list[Edit], fold_ln: bool, center_write: bool, rtol: float) -> None:
+    """Provenance of the edited copy (what save_checkpoint's sidecar records): the edits as applied, their basis,
+    and the input as source (nested, when the input was itself edited in memory)."""
+    prov = provenance(module)
+    source = dict(prov.get("source") or {})
+    if prov.get("edits"):
+        source = {"model": source.get("model"), "source": f"{source.get('source')}+edited", "provenance": prov}
+    new._weightscope_provenance = {
+        "architecture": prov.get("architecture"), "source": source,
+        "basis": {"fold_ln": fold_ln, "center_write": center_write, "rtol": rtol},
+        "edits": [e.to_dict() for e in resolved]}
+
+
 # ------------------------------------------------------------------------------------------------ saving
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """``<path>.json``: where the edit record of a saved checkpoint goes."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def save_checkpoint(model, path: str | Path, *, metadata: dict | None = None, overwrite: bool = False,
-                    protect: Iterable[str | Path] = ()) -> tuple[Path, Path]:
+def save_checkpoint(model, path: str | Path, *, selection: dict | None = None, metadata: dict | None = None,
+                    overwrite: bool = False, protect: Iterable[str | Path] = ()) -> tuple[Path, Path]:
     """Save the full CLIP state dict as .safetensors (stock ``open_clip.create_model(name, pretrained=path)``
-    loads it) and a JSON sidecar ``<path>.json`` holding ``metadata`` plus the checkpoint's sha256.
+    loads it) and a JSON sidecar ``<path>.json`` (:func:`weightscope.checkpoints.sidecar_record`: architecture,
+    source with the base checkpoint's sha256, basis, edits as applied by :func:`apply_edits`, ``selection``,
+    the ``metadata`` entries, and the checkpoint's sha256), so that weightscope loads the file by path alone.
 
-    Both files are written atomically; existing files are kept unless ``overwrite``. ``protect``: paths that
-    must never be written (the input checkpoint), even with ``overwrite``. Returns (checkpoint, sidecar).
+    model: an open_clip CLIP or a LoadedModel; DataParallel and torch.compile wrappers are looked through, so the
+    keys are the bare model's. Both files are written atomically; existing files are kept unless ``overwrite``.
+    ``protect``: paths that must never be written (the input checkpoint), even with ``overwrite``.
+    Returns (checkpoint, sidecar). Raises WeightscopeError for a bad path or an existing file.
     """
     from safetensors.torch import save
 
@@ -257,14 +263,12 @@ def save_checkpoint(model, path: str | Path, *, metadata: dict | None = None, ov
         for p in (path, side):
             if p.exists():
                 raise WeightscopeError(f"{p} already exists; choose another output path or pass --overwrite")
-    module, _ = _module(model)
-    # clone: safetensors refuses tensors that share storage, and views must be contiguous
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-    data = save(state, metadata={"format": "pt", "producer": "weightscope.edit"})
+    module = unwrap_module(_module(model)[0])
+    data = save(clean_state_dict(module), metadata={"format": "pt", "producer": "weightscope.edit"})
+    record = sidecar_record(module, hashlib.sha256(data).hexdigest(), selection, metadata)
+    text = json.dumps(record, indent=2, default=_json_default) + "\n"
     write_atomic(path, data, overwrite=overwrite)
-    meta = dict(metadata or {})
-    meta["checkpoint_sha256"] = hashlib.sha256(data).hexdigest()
-    write_atomic(side, json.dumps(meta, indent=2, default=_json_default) + "\n", overwrite=overwrite)
+    write_atomic(side, text, overwrite=overwrite)
     return path, side
 
 
@@ -276,19 +280,6 @@ def _json_default(x):
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-
-
-def edit_metadata(source: dict, edits: Iterable[Edit], selection: dict | None = None, basis: dict | None = None) -> dict:
-    """The sidecar's content: source model, basis, edits (as applied) and how they were selected."""
-    from . import __version__
-
-    return {
-        "producer": f"weightscope {__version__}",
-        "source": source,
-        "basis": dict(basis or BASIS),
-        "edits": [e.to_dict() for e in edits],
-        "selection": selection or {},
-    }
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

@@ -199,7 +199,7 @@ def inspect_model(
         raise WeightscopeError(f"sides must be a non-empty subset of {SIDES}, got {tuple(sides)}")
     if n_directions is not None and (not isinstance(n_directions, int) or n_directions < 1):
         raise WeightscopeError(f"n_directions must be a positive integer or None, got {n_directions!r}")
-    bundled = loaded.source.startswith("bundled")
+    bundled = loaded.name == "shapes-vit"  # the shapes-world architecture, shipped or edited
     if vocabulary is None:
         vocabulary = BUNDLED_VOCAB if bundled else GENERAL_VOCAB
     if normalize is None:

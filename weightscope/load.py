@@ -1,19 +1,25 @@
 """Step 1 of the pipeline: get an open_clip model from a name + pretrained tag, a local checkpoint, or an object.
 
-Every failure a user can cause (unknown name, unknown tag, missing or truncated file, a checkpoint of another
-architecture) becomes a one-line :class:`WeightscopeError`.
+Every failure a user can cause (unknown name, unknown tag, missing, truncated or unsafe file, a checkpoint of
+another architecture, a model hub that cannot be reached) becomes a one-line :class:`WeightscopeError`.
+File layouts are handled by :mod:`weightscope.checkpoints`; a checkpoint weightscope wrote loads by path alone
+(its sidecar names the architecture).
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .checkpoints import SUFFIXES, architecture, fit_state_dict, load_strict, read_checkpoint, read_sidecar, \
+    unwrap_module
 from .errors import WeightscopeError
 
 BUNDLED = "bundled"
@@ -47,65 +53,25 @@ def _open_clip():
 
 
 def _check_model_name(name: str) -> None:
+    from .shapes import bundled
+
     open_clip = _open_clip()
     if name.startswith(("hf-hub:", "local-dir:")):
         return
+    if name == bundled.MODEL_NAME:
+        bundled.register()
     known = open_clip.list_models()
     if name not in known:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, [*known, BUNDLED, bundled.MODEL_NAME], n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see open_clip.list_models() for the names"
+        if Path(name).is_dir():
+            hint = f"{name} is a folder: write local-dir:{name} for a folder holding an open_clip_config.json"
         raise WeightscopeError(f"unknown model name {name!r}: {hint}")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file (.safetensors, or a torch .pt/.pth/.bin) into a flat state dict on the CPU.
-
-    Accepts open_clip checkpoints saved with a ``state_dict`` wrapper and DataParallel ``module.`` prefixes.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightscopeError(f"checkpoint file not found: {path} (give the path of a .safetensors, .pt or .bin file)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path), device="cpu")
-        else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # each reader raises its own type for truncated or foreign files
-        raise WeightscopeError(
-            f"cannot read checkpoint {path}: the file is truncated or not a checkpoint ({type(err).__name__}); "
-            "expected a complete .safetensors or torch state-dict file"
-        ) from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightscopeError(f"checkpoint {path} does not hold a state dict of tensors")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-
-def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str, arch: str) -> None:
-    """Load ``sd`` into ``model``, turning key or shape mismatches into one readable line."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        parts = []
-        if mismatched:
-            k = mismatched[0]
-            parts.append(f"{len(mismatched)} shape mismatches (e.g. {k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})")
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        raise WeightscopeError(
-            f"{what} does not match architecture {arch!r}: {'; '.join(parts)} - pass the model name it was trained with"
-        )
-    with torch.no_grad():
-        model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+def _is_path(name: str) -> bool:
+    return not name.startswith(("hf-hub:", "local-dir:")) and (
+        Path(name).is_file() or name.lower().endswith(SUFFIXES))
 
 
 def load_model(
@@ -113,43 +79,163 @@ def load_model(
     pretrained: str | None = None,
     checkpoint: str | Path | None = None,
     tokenizer: Any = None,
+    trust_checkpoint: bool = False,
 ) -> LoadedModel:
     """Load a CLIP model for inspection.
 
     - ``load_model()`` or ``load_model("bundled")``: the shapes-world model shipped with weightscope (offline).
-      ``load_model("bundled", pretrained="tuned")`` gives its fine-tuned sibling.
-    - ``load_model("ViT-B-16", pretrained="openai")``: open_clip's own download path (needs the model hub).
+      ``load_model("bundled", pretrained="tuned")`` gives its fine-tuned sibling; ``shapes-vit`` is its
+      architecture name, usable like any open_clip name.
+    - ``load_model("ViT-B-16", pretrained="openai")``: open_clip's own download path (needs the model hub). Tags
+      trained with QuickGELU build the model with QuickGELU (a warning says so).
     - ``load_model("ViT-B-16")``: the architecture with random weights (``source == "random-init"``).
-    - ``load_model("ViT-B-16", checkpoint="ft.safetensors")``: weights from a local file.
-    - ``load_model(clip_module)``: an already-constructed open_clip model (used as is, not copied).
+    - ``load_model("ViT-B-16", checkpoint="ft.safetensors")``: weights from a local file, in any layout open_clip
+      loads (nested ``state_dict``/``model``/``ema`` dicts, ``module.``/``_orig_mod.``/shared prefixes,
+      OpenAI's TorchScript archives). A file saved for another image size or context length builds the model at
+      the saved size (a warning says so).
+    - ``load_model("edited.safetensors")``: a checkpoint weightscope wrote, architecture from its sidecar;
+      ``load_model(checkpoint=...)`` (no name) does the same and falls back to the bundled architecture.
+    - ``load_model(clip_module)``: an already-constructed open_clip model (used as is, not copied; a
+      DataParallel or torch.compile wrapper is looked through).
+
+    trust_checkpoint: unpickle torch files in full (``weights_only=False``), for checkpoints that hold other
+    objects than tensors (e.g. training arguments). Off by default: unpickling runs code the file names.
+    Raises WeightscopeError for every bad input (one line).
     """
     open_clip = _open_clip()
     if isinstance(model, torch.nn.Module):
         if pretrained is not None or checkpoint is not None:
             raise WeightscopeError("pass either a model object or a name with pretrained/checkpoint, not both")
-        name = getattr(model, "_weightscope_name", type(model).__name__)
+        module = unwrap_module(model)
+        name = getattr(module, "_weightscope_name", type(module).__name__)
         tok = tokenizer or open_clip.get_tokenizer("ViT-B-32")
-        return LoadedModel(model.eval(), tok, None, name, "object")
-    if model is None or model == BUNDLED:
-        return _load_bundled(pretrained or "base", checkpoint)
-    if not isinstance(model, str):
+        return LoadedModel(module.eval(), tok, None, name, "object")
+    if model is not None and not isinstance(model, str):
         raise WeightscopeError(f"model must be an open_clip model name or module, got {type(model).__name__}")
     if pretrained is not None and checkpoint is not None:
         raise WeightscopeError("pass either pretrained (a tag) or checkpoint (a file), not both")
-    _check_model_name(model)
-    if pretrained is not None and not Path(str(pretrained)).is_file():
-        return _load_pretrained(model, pretrained)
+    if model is not None and _is_path(model):
+        if pretrained is not None or checkpoint is not None:
+            raise WeightscopeError(f"model {model} is a checkpoint file; give no pretrained/checkpoint with it")
+        return _load_file(None, model, tokenizer, trust_checkpoint, by_path=True)
+    from .shapes import bundled
+
+    if model in (None, BUNDLED, bundled.MODEL_NAME) and pretrained is not None and not Path(pretrained).is_file():
+        return _load_bundled(pretrained, tokenizer)
     checkpoint = checkpoint if checkpoint is not None else pretrained
-    # open_clip warns that the model is randomly initialised; untrue when a checkpoint is loaded next
-    quiet = _drop_log_records("No pretrained weights loaded") if checkpoint is not None else contextlib.nullcontext()
-    with quiet:
-        net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None)
-    source = "random-init"
+    if model is None and checkpoint is not None:
+        return _load_file(None, checkpoint, tokenizer, trust_checkpoint, by_path=False)
+    if model in (None, BUNDLED):
+        if checkpoint is None:
+            return _load_bundled("base", tokenizer)
+        model = bundled.MODEL_NAME
+    _check_model_name(model)
+    if pretrained is not None and checkpoint is pretrained and not Path(pretrained).is_file():
+        return _load_pretrained(model, pretrained, tokenizer)
     if checkpoint is not None:
-        load_state_dict_strict(net, read_state_dict(checkpoint), f"checkpoint {checkpoint}", model)
-        source = str(checkpoint)
-    net._weightscope_name = model
-    return LoadedModel(net.eval(), tokenizer or open_clip.get_tokenizer(model), preprocess, model, source)
+        return _load_file(model, checkpoint, tokenizer, trust_checkpoint, by_path=False)
+    net, preprocess, tok = _build(model, {}, tokenizer, quiet=False)
+    source = _schema_source(model) if model.startswith(("hf-hub:", "local-dir:")) else "random-init"
+    return _loaded(net, tok, preprocess, model, {}, {"model": model, "source": source})
+
+
+def _loaded(net, tok, preprocess, name: str, options: dict, source: dict) -> LoadedModel:
+    """The LoadedModel, with the provenance a saved copy records (weightscope.checkpoints.sidecar_record)."""
+    net._weightscope_name = name
+    net._weightscope_provenance = {"architecture": {"name": name, "options": options}, "source": source}
+    return LoadedModel(net.eval(), tok, preprocess, name, source["source"])
+
+
+def _build(name: str, options: dict, tokenizer, quiet: bool):
+    """(model, preprocess, tokenizer) of architecture ``name`` with random weights and open_clip ``options``."""
+    open_clip = _open_clip()
+    # open_clip warns that the model is randomly initialised; untrue when a checkpoint is loaded next
+    drop = _drop_log_records("No pretrained weights loaded") if quiet else contextlib.nullcontext()
+    try:
+        with drop:
+            net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **options)
+        tok = tokenizer or open_clip.get_tokenizer(name, context_length=options.get("force_context_length"))
+    except Exception as err:
+        if not name.startswith(("hf-hub:", "local-dir:")):
+            raise
+        raise WeightscopeError(f"cannot load {name}: {_hub_problem(name, err)}") from None
+    return net, preprocess, tok
+
+
+def _schema_source(name: str) -> str:
+    """Source of a hf-hub:/local-dir: model: the name, or random-init for a folder without weights."""
+    if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:"):])
+        if not any(p.suffix in (".safetensors", ".bin", ".pth") for p in folder.iterdir()):
+            warnings.warn(f"weightscope: {folder} holds no weights file (.safetensors, .bin, .pth); "
+                          "the model has random weights", stacklevel=3)
+            return "random-init"
+    return name
+
+
+def _hub_problem(name: str, err: Exception) -> str:
+    """One line saying why open_clip could not build a hf-hub:/local-dir: model (checked cheaply where possible)."""
+    if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:"):])
+        config = folder / "open_clip_config.json"
+        if not folder.is_dir():
+            return f"folder {folder} not found"
+        if not config.is_file():
+            return f"folder {folder} has no open_clip_config.json (the model config open_clip needs)"
+        try:
+            if "model_cfg" not in json.loads(config.read_text(encoding="utf-8")):
+                return f"{config} has no 'model_cfg' entry"
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return f"{config} is not valid JSON ({type(exc).__name__})"
+    else:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return ("no cached copy and the model hub is off (HF_HUB_OFFLINE is set); download it once online "
+                    "or use local-dir:PATH")
+    cause = err
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    detail = (str(cause).splitlines() or [""])[0][:160]
+    return f"{type(cause).__name__}: {detail} (no cached copy and no access to the model hub?)"
+
+
+def _load_file(name: str | None, path, tokenizer, trust: bool, by_path: bool) -> LoadedModel:
+    """A checkpoint file, with architecture ``name`` (None: from its sidecar, else the bundled one)."""
+    from .shapes import bundled
+
+    raw = read_checkpoint(path, trust=trust)
+    recorded = architecture(read_sidecar(path))
+    if name is None:
+        if recorded is None and by_path:
+            raise WeightscopeError(
+                f"checkpoint {path} has no weightscope sidecar ({Path(path).name}.json) naming its architecture; "
+                f"give the open_clip model name: load_model(NAME, checkpoint=PATH), on the command line "
+                f"NAME --checkpoint {path}")
+        name = recorded["name"] if recorded else bundled.MODEL_NAME
+    _check_model_name(name)
+    options = dict(recorded["options"]) if recorded and recorded["name"] == name else {}
+    if raw.quick_gelu and not options.get("force_quick_gelu"):
+        warnings.warn(f"weightscope: {path} is a TorchScript archive of a QuickGELU model (OpenAI's original "
+                      f"format); building {name} with QuickGELU", stacklevel=3)
+        options["force_quick_gelu"] = True
+    net, preprocess, tok = _build(name, options, tokenizer, quiet=True)
+    sd = fit_state_dict(net, raw.state_dict)
+    from .adapters.openclip_checkpoint import saved_geometry
+
+    geometry = saved_geometry(net, sd)
+    if geometry:
+        said = ", ".join(f"{k.removeprefix('force_')} {v}" for k, v in geometry.items())
+        warnings.warn(f"weightscope: {path} was saved for other input sizes ({said}); building {name} at the saved "
+                      "size instead of resizing its position embeddings", stacklevel=3)
+        options.update(geometry)
+        net, preprocess, tok = _build(name, options, tokenizer, quiet=True)
+        sd = fit_state_dict(net, raw.state_dict)
+    hint = (f"its sidecar names {recorded['name']!r}; pass that name" if recorded and recorded["name"] != name
+            else "")
+    load_strict(net, sd, f"checkpoint {path}", name, hint)
+    return _loaded(net, tok, preprocess, name, options,
+                   {"model": name, "source": str(path), "checkpoint": str(path)})
 
 
 @contextlib.contextmanager
@@ -166,31 +252,39 @@ def _drop_log_records(prefix: str):
         root.removeFilter(keep)
 
 
-def _load_pretrained(name: str, tag: str) -> LoadedModel:
+def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
     open_clip = _open_clip()
     tags = open_clip.list_pretrained_tags_by_model(name)
-    if not name.startswith("hf-hub:") and tag not in tags:
+    if name.startswith(("hf-hub:", "local-dir:")):
+        raise WeightscopeError(f"{name} brings its own weights; give no pretrained tag with it")
+    if tag not in tags:
         hint = f"known tags: {', '.join(tags)}" if tags else "open_clip has no pretrained weights for it; use checkpoint="
         raise WeightscopeError(f"unknown pretrained tag {tag!r} for {name}: {hint}")
+    options = {}
+    if open_clip.get_pretrained_cfg(name, tag).get("quick_gelu") and not open_clip.get_model_config(name).get(
+            "quick_gelu"):
+        # open_clip only warns and builds nn.GELU; the weights were trained with x * sigmoid(1.702 x)
+        warnings.warn(f"weightscope: {name} '{tag}' weights were trained with QuickGELU; building the model with "
+                      f"QuickGELU (as {name}-quickgelu)", stacklevel=3)
+        options["force_quick_gelu"] = True
     try:
-        net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag)
+        net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag, **options)
     except Exception as err:  # network errors come from several libraries
         raise WeightscopeError(
             f"could not fetch {name}/{tag} ({type(err).__name__}): no access to the model hub? "
             "download the weights elsewhere and pass checkpoint=PATH"
         ) from None
-    net._weightscope_name = name
-    return LoadedModel(net.eval(), open_clip.get_tokenizer(name), preprocess, name, tag)
+    tok = tokenizer or open_clip.get_tokenizer(name)
+    return _loaded(net, tok, preprocess, name, options, {"model": name, "source": tag, "pretrained": tag})
 
 
-def _load_bundled(which: str, checkpoint) -> LoadedModel:
+def _load_bundled(which: str, tokenizer) -> LoadedModel:
     from .shapes import bundled
 
-    if checkpoint is not None:
-        raise WeightscopeError("the bundled model takes pretrained='base' or 'tuned', not a checkpoint file")
     if which not in ("base", "tuned"):
-        raise WeightscopeError(f"the bundled model has checkpoints 'base' and 'tuned', not {which!r}")
+        raise WeightscopeError(f"the bundled model has checkpoints 'base' and 'tuned', not {which!r} "
+                               "(a file goes in checkpoint=)")
     bundled.register()
-    loaded = load_model(bundled.MODEL_NAME, checkpoint=bundled.checkpoint_path(which))
-    loaded.source = f"bundled:{which}"
+    loaded = _load_file(bundled.MODEL_NAME, bundled.checkpoint_path(which), tokenizer, False, by_path=False)
+    loaded.source = loaded.model._weightscope_provenance["source"]["source"] = f"bundled:{which}"
     return loaded

@@ -24,9 +24,12 @@ def parse_indices(text: str | None, option: str) -> list[int] | None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """MODEL [--pretrained TAG | --checkpoint PATH], as load_model takes them."""
+    """MODEL [--pretrained TAG | --checkpoint PATH] [--trust-checkpoint], as load_model takes them."""
     p.add_argument("model", nargs="?", default=None,
-                   help="open_clip model name (default: the bundled shapes-world model)")
+                   help="open_clip model name, or a checkpoint weightscope wrote (default: the bundled shapes-world model)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pretrained", metavar="TAG", help="open_clip pretrained tag (bundled model: base or tuned)")
     src.add_argument("--checkpoint", metavar="PATH", help="local checkpoint file (.safetensors, .pt, .bin)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle a torch checkpoint in full (it holds objects other than tensors); "
+                        "only for files you trust: unpickling can run code")

@@ -49,6 +49,9 @@ def register(subparsers) -> None:
                         "change (spectral norm) are compared as one subspace (default 0.25; 0: exact ties only)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="most changed heads to list (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle torch checkpoints in full (they hold objects other than tensors); "
+                        "only for files you trust: unpickling can run code")
     p.set_defaults(func=run)
 
 
@@ -57,7 +60,7 @@ def run(args) -> int:
         args.base, args.tuned, model=args.model, label=args.label, vocabulary=args.vocabulary,
         n_directions=args.n_directions, progress=not args.quiet, layers=args.layers,
         cos_threshold=args.cos_threshold, ratio_tol=args.ratio_tol, change_tol=args.change_tol,
-        tie_factor=args.tie_factor,
+        tie_factor=args.tie_factor, trust_checkpoint=args.trust_checkpoint,
     )
     for c in comparisons:
         print(c.summary(n_heads=args.top))

@@ -59,23 +59,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _source_record(loaded, args) -> dict:
-    from ..edit import sha256_file
-
-    rec = {"model": loaded.name, "source": loaded.source}
-    path = None
-    if args.checkpoint is not None:
-        path = Path(args.checkpoint)
-    elif args.model in (None, "bundled"):
-        from ..shapes import bundled
-
-        path = bundled.checkpoint_path(args.pretrained or "base")
-    if path is not None and path.is_file():
-        rec["checkpoint"] = str(path)
-        rec["checkpoint_sha256"] = sha256_file(path)
-    return rec
-
-
 def _select_by_concepts(loaded, args, alpha):
     """Edits for --concept: directions whose explanation (from --inspection, or computed now) names a concept."""
     from ..inspection import Inspection, inspect_model
@@ -115,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import load_model
     from ..adapters import describe_model
     from ..decompose import decompose_head
-    from ..edit import BASIS, apply_edits, edit_metadata, parse_edit, resolve_edits, save_checkpoint
+    from ..edit import apply_edits, parse_edit, resolve_edits, save_checkpoint
     from ..select import select_by_query
 
     if args.out is None and not args.dry_run:
@@ -148,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if mode == "amplify" and alpha <= 1:
         raise WeightscopeError(f"--amplify needs --alpha above 1, got {alpha:g}; use --suppress to weaken")
 
-    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                        trust_checkpoint=args.trust_checkpoint)
     weights = describe_model(loaded.model)
     print(f"model: {loaded.identity} ({weights.n_layers} layers x {weights.n_heads} heads, width {weights.width})")
 
@@ -161,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         vocab = args.vocab
         if vocab == AUTO:
-            vocab = "shapes_world" if args.model in (None, "bundled") else "general"
+            vocab = "shapes_world" if loaded.name == "shapes-vit" else "general"  # bundled, edited or not
         vocab = None if str(vocab).lower() == "none" else vocab
         layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
         edits = select_by_query(loaded, queries, alpha=alpha, top=args.top, threshold=args.threshold,
@@ -185,12 +169,14 @@ def run(args: argparse.Namespace) -> int:
         print("dry run: nothing saved")
         return 0
     edited = apply_edits(loaded, resolved, weights=weights)
-    meta = edit_metadata(_source_record(loaded, args), resolved, selection, BASIS)
-    path, side = save_checkpoint(edited, args.out, metadata=meta, overwrite=args.overwrite,
-                                 protect=[args.checkpoint])
+    path, side = save_checkpoint(edited, args.out, selection=selection, overwrite=args.overwrite,
+                                 protect=[args.checkpoint, args.model])
     size = path.stat().st_size / 2**20
     print(f"saved edited checkpoint: {path} ({size:.1f} MiB)")
     print(f"edit record: {side}")
-    hint = "weightscope.shapes.register(); " if args.model in (None, "bundled") else ""
-    print(f"load it with: {hint}open_clip.create_model({loaded.name!r}, pretrained={str(path)!r})")
+    hint = "weightscope.shapes.bundled.register(); " if loaded.name == "shapes-vit" else ""
+    options = "".join(f", {k}={v!r}" for k, v in
+                      loaded.model._weightscope_provenance["architecture"]["options"].items())
+    print(f"load it with: weightscope {{inspect,edit}} {path}, or {hint}"
+          f"open_clip.create_model({loaded.name!r}, pretrained={str(path)!r}{options})")
     return 0

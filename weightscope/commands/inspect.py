@@ -33,7 +33,8 @@ def run(args) -> int:
     from ..load import load_model
     from ..reports.inspection import write_report
 
-    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                        trust_checkpoint=args.trust_checkpoint)
     if loaded.source == "random-init":
         print(f"note: {loaded.name} has random weights (no --pretrained or --checkpoint given)")
     image_mean = None
