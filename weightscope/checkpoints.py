@@ -101,7 +101,8 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
             quick_gelu = is_quick_gelu(archive)
             obj = dict(archive.state_dict())
         else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
+            with open(path, "rb") as fh:  # a file object: torch.load would read a ".safetensors" name as safetensors
+                obj = torch.load(fh, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
         raise WeightscopeError(f"cannot read checkpoint {path}: {_refusal(err)}; {TRUST_HINT}") from None
     except (ModuleNotFoundError, AttributeError) as err:  # trusted unpickling of classes this Python lacks
@@ -177,14 +178,13 @@ def fit_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> dict[
 
     own = model.state_dict()
     sd = {_strip_compile(k): v for k, v in sd.items()}
-    while sd and not set(sd) <= set(own):
-        heads = {k.split(".", 1)[0] for k in sd}
-        if len(heads) != 1 or any("." not in k for k in sd):
-            break
-        stripped = {k.split(".", 1)[1]: v for k, v in sd.items()}
-        if len(set(stripped) & set(own)) <= len(set(sd) & set(own)):
-            break
-        sd = stripped
+    # a prefix every key shares (module., model., model.clip. ...): strip as many segments as match the model best
+    best, cur = sd, sd
+    while cur and all("." in k for k in cur) and len({k.split(".", 1)[0] for k in cur}) == 1:
+        cur = {k.split(".", 1)[1]: v for k, v in cur.items()}
+        if len(set(cur) & set(own)) > len(set(best) & set(own)):
+            best = cur
+    sd = best
     sd = convert_layout(model, sd)
     # buffers the model recomputes (attention masks, position ids) that older code saved
     transient = {name for name, _ in model.named_buffers()} - set(own)

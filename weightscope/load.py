@@ -190,9 +190,8 @@ def _hub_problem(name: str, err: Exception) -> str:
     else:
         from huggingface_hub import constants
 
-        if constants.HF_HUB_OFFLINE:
-            return ("no cached copy and the model hub is off (HF_HUB_OFFLINE is set); download it once online "
-                    "or use local-dir:PATH")
+        if constants.is_offline_mode():
+            return "no cached copy and the model hub is off (HF_HUB_OFFLINE is set); download it once online"
     cause = err
     while cause.__cause__ is not None:
         cause = cause.__cause__
@@ -265,15 +264,13 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
             "quick_gelu"):
         # open_clip only warns and builds nn.GELU; the weights were trained with x * sigmoid(1.702 x)
         warnings.warn(f"weightscope: {name} '{tag}' weights were trained with QuickGELU; building the model with "
-                      f"QuickGELU (as {name}-quickgelu)", stacklevel=3)
+                      "QuickGELU (open_clip's force_quick_gelu) instead of GELU", stacklevel=3)
         options["force_quick_gelu"] = True
     try:
         net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag, **options)
     except Exception as err:  # network errors come from several libraries
-        raise WeightscopeError(
-            f"could not fetch {name}/{tag} ({type(err).__name__}): no access to the model hub? "
-            "download the weights elsewhere and pass checkpoint=PATH"
-        ) from None
+        raise WeightscopeError(f"could not fetch {name}/{tag}: {_hub_problem(name, err)}; or download the weights "
+                               "elsewhere and pass checkpoint=PATH") from None
     tok = tokenizer or open_clip.get_tokenizer(name)
     return _loaded(net, tok, preprocess, name, options, {"model": name, "source": tag, "pretrained": tag})
 

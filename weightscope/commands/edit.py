@@ -177,6 +177,6 @@ def run(args: argparse.Namespace) -> int:
     hint = "weightscope.shapes.bundled.register(); " if loaded.name == "shapes-vit" else ""
     options = "".join(f", {k}={v!r}" for k, v in
                       loaded.model._weightscope_provenance["architecture"]["options"].items())
-    print(f"load it with: weightscope {{inspect,edit}} {path}, or {hint}"
+    print(f"load it with: weightscope inspect {path}, or {hint}"
           f"open_clip.create_model({loaded.name!r}, pretrained={str(path)!r}{options})")
     return 0
