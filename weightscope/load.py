@@ -120,9 +120,11 @@ def load_model(
         return _load_file(None, model, tokenizer, trust_checkpoint, by_path=True)
     from .shapes import bundled
 
-    if model in (None, BUNDLED, bundled.MODEL_NAME) and pretrained is not None and not Path(pretrained).is_file():
-        return _load_bundled(pretrained, tokenizer)
-    checkpoint = checkpoint if checkpoint is not None else pretrained
+    tag = pretrained if pretrained is not None and not Path(str(pretrained)).is_file() else None
+    if pretrained is not None and tag is None:
+        checkpoint = pretrained  # open_clip takes a file as pretrained too
+    if model in (None, BUNDLED, bundled.MODEL_NAME) and tag is not None:
+        return _load_bundled(tag, tokenizer)
     if model is None and checkpoint is not None:
         return _load_file(None, checkpoint, tokenizer, trust_checkpoint, by_path=False)
     if model in (None, BUNDLED):
@@ -130,8 +132,8 @@ def load_model(
             return _load_bundled("base", tokenizer)
         model = bundled.MODEL_NAME
     _check_model_name(model)
-    if pretrained is not None and checkpoint is pretrained and not Path(pretrained).is_file():
-        return _load_pretrained(model, pretrained, tokenizer)
+    if tag is not None:
+        return _load_pretrained(model, tag, tokenizer)
     if checkpoint is not None:
         return _load_file(model, checkpoint, tokenizer, trust_checkpoint, by_path=False)
     net, preprocess, tok = _build(model, {}, tokenizer, quiet=False)
@@ -204,7 +206,13 @@ def _load_file(name: str | None, path, tokenizer, trust: bool, by_path: bool) ->
     from .shapes import bundled
 
     raw = read_checkpoint(path, trust=trust)
-    recorded = architecture(read_sidecar(path))
+    try:
+        recorded = architecture(read_sidecar(path))
+    except WeightscopeError as err:
+        if name is None:
+            raise
+        warnings.warn(f"weightscope: {err}; loading as {name}", stacklevel=3)  # the name given is enough
+        recorded = None
     if name is None:
         if recorded is None and by_path:
             raise WeightscopeError(
@@ -257,7 +265,8 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
     if name.startswith(("hf-hub:", "local-dir:")):
         raise WeightscopeError(f"{name} brings its own weights; give no pretrained tag with it")
     if tag not in tags:
-        hint = f"known tags: {', '.join(tags)}" if tags else "open_clip has no pretrained weights for it; use checkpoint="
+        hint = (f"known tags: {', '.join(tags)}" if tags
+                else "open_clip has no pretrained weights for it; use checkpoint=")
         raise WeightscopeError(f"unknown pretrained tag {tag!r} for {name}: {hint}")
     options = {}
     if open_clip.get_pretrained_cfg(name, tag).get("quick_gelu") and not open_clip.get_model_config(name).get(

@@ -26,7 +26,8 @@ def parse_indices(text: str | None, option: str) -> list[int] | None:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """MODEL [--pretrained TAG | --checkpoint PATH] [--trust-checkpoint], as load_model takes them."""
     p.add_argument("model", nargs="?", default=None,
-                   help="open_clip model name, or a checkpoint weightscope wrote (default: the bundled shapes-world model)")
+                   help="open_clip model name, or a checkpoint weightscope wrote "
+                        "(default: the bundled shapes-world model)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pretrained", metavar="TAG", help="open_clip pretrained tag (bundled model: base or tuned)")
     src.add_argument("--checkpoint", metavar="PATH", help="local checkpoint file (.safetensors, .pt, .bin)")
