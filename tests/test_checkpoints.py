@@ -375,6 +375,27 @@ def test_edit_loop_closes_on_the_command_line(edited_bundled, tmp_path, capsys):
     assert rc == 2 and "input checkpoint" in err and sha256_file(path) == digest
 
 
+def test_edit_loop_shipped_and_trained_checkpoints_load_by_path(tmp_path):
+    """The other writers: the shipped files (no sidecar: known by place) and the shapes trainer (writes one)."""
+    from safetensors.torch import load_file
+
+    from weightscope.shapes import bundled, train
+
+    shipped = load_model(str(bundled.checkpoint_path("tuned")))
+    _assert_same(shipped, {k: v.float() for k, v in load_file(str(bundled.checkpoint_path("tuned"))).items()})
+    out = tmp_path / "trained.safetensors"
+    train.train(out, seed=2, steps=1, batch_size=4, save_every=10, contrast={})
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["architecture"] == {"name": "shapes-vit", "options": {}} and meta["training"]["steps"] == 1
+    assert meta["checkpoint_sha256"] == sha256_file(out) and meta["source"]["source"] == "random-init"
+    trained = load_model(str(out))
+    _assert_same(trained, {k: v.float() for k, v in load_file(str(out)).items()})
+    tuned = tmp_path / "tuned.safetensors"
+    train.train(tuned, seed=3, steps=1, batch_size=4, save_every=10, contrast={}, init=out)
+    meta = json.loads(sidecar_path(tuned).read_text())
+    assert meta["source"]["checkpoint"] == str(out) and meta["source"]["sidecar"]["training"]["seed"] == 2
+
+
 def test_edit_loop_a_file_without_sidecar_needs_a_name(tiny_name, tiny_model, tmp_path, capsys):
     save_file(_sd(tiny_model), str(tmp_path / "plain.safetensors"))
     (tmp_path / "broken.safetensors").write_bytes((tmp_path / "plain.safetensors").read_bytes())

@@ -296,6 +296,14 @@ def architecture(sidecar: dict | None) -> dict | None:
     return {"name": name, "options": {}} if isinstance(name, str) else None
 
 
+def record_provenance(module: torch.nn.Module, name: str, options: dict, source: dict) -> None:
+    """Note on ``module`` where its weights came from, for the sidecar of any copy saved later: architecture
+    ``name`` with open_clip create_model ``options``, and ``source`` ({"model", "source"[, "checkpoint",
+    "pretrained"]}). load_model and the shapes trainer call this; apply_edits extends it."""
+    module._weightscope_name = name
+    module._weightscope_provenance = {"architecture": {"name": name, "options": dict(options)}, "source": source}
+
+
 def provenance(module: torch.nn.Module) -> dict:
     """What weightscope knows of where ``module``'s weights came from (recorded by load_model and apply_edits):
     {"architecture": {...} or None, "source": {...}, "edits": [...], "basis": {...}} (edits/basis when edited)."""

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .checkpoints import SUFFIXES, architecture, fit_state_dict, load_strict, read_checkpoint, read_sidecar, \
-    unwrap_module
+    record_provenance, unwrap_module
 from .errors import WeightscopeError
 
 BUNDLED = "bundled"
@@ -143,8 +143,7 @@ def load_model(
 
 def _loaded(net, tok, preprocess, name: str, options: dict, source: dict) -> LoadedModel:
     """The LoadedModel, with the provenance a saved copy records (weightscope.checkpoints.sidecar_record)."""
-    net._weightscope_name = name
-    net._weightscope_provenance = {"architecture": {"name": name, "options": options}, "source": source}
+    record_provenance(net, name, options, source)
     return LoadedModel(net.eval(), tok, preprocess, name, source["source"])
 
 
@@ -214,7 +213,8 @@ def _load_file(name: str | None, path, tokenizer, trust: bool, by_path: bool) ->
         warnings.warn(f"weightscope: {err}; loading as {name}", stacklevel=3)  # the name given is enough
         recorded = None
     if name is None:
-        if recorded is None and by_path:
+        shipped = Path(path).resolve() in {p.resolve() for p in bundled.CHECKPOINTS.values()}
+        if recorded is None and by_path and not shipped:
             raise WeightscopeError(
                 f"checkpoint {path} has no weightscope sidecar ({Path(path).name}.json) naming its architecture; "
                 f"give the open_clip model name: load_model(NAME, checkpoint=PATH), on the command line "

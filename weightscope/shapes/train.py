@@ -93,8 +93,12 @@ def _attribute_contrast(model, tokenizer, img, scale, scenes, attribute, rng, de
 
 
 def save_fp16(model, path: Path, metadata: dict) -> None:
-    """Write the state dict as fp16 safetensors (atomically: a tmp file then rename)."""
+    """Write the state dict as fp16 safetensors (atomically: a tmp file then rename), and the sidecar every
+    checkpoint weightscope writes has (so that it loads by path alone), the run's metadata under "training"."""
     from safetensors.torch import save_file
+
+    from weightscope.checkpoints import sha256_file, sidecar_path, sidecar_record
+    from weightscope.fileio import write_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +106,8 @@ def save_fp16(model, path: Path, metadata: dict) -> None:
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
     os.replace(tmp, path)
+    record = sidecar_record(model, sha256_file(path), extra={"training": metadata})
+    write_atomic(sidecar_path(path), json.dumps(record, indent=2) + "\n")
 
 
 def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: float = 1e-3,
@@ -126,6 +132,8 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
     import torch.nn.functional as F
     from tqdm import tqdm
 
+    from weightscope.checkpoints import record_provenance
+
     contrast = dict(contrast or {})
     if steps <= 0 or batch_size < 2:
         raise WeightscopeError(f"need steps > 0 and batch_size >= 2, got steps={steps}, batch_size={batch_size}")
@@ -136,6 +144,8 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
     torch.manual_seed(seed)
     bundled.register()
     model = open_clip.create_model(bundled.MODEL_NAME, pretrained=str(init) if init else None)
+    record_provenance(model, bundled.MODEL_NAME, {}, {"model": bundled.MODEL_NAME, "source": str(init or "random-init"),
+                                                      **({"checkpoint": str(init)} if init else {})})
     if not init and pos_init_scale != 1.0:
         # open_clip draws the positional embedding ~10x smaller than a patch embedding (norm ~1 vs ~12).
         # With 16-pixel patches on the 3x3 grid an object sits inside one patch, so where it is lives only
