@@ -72,6 +72,9 @@ def _layouts(sd):
         "compiled_vision_tower": {k.replace("visual.", "visual._orig_mod.", 1): v for k, v in sd.items()},
         "lightning_prefix": {"state_dict": {f"model.{k}": v for k, v in scalar.items()}, "global_step": 7},
         "double_prefix": {f"model.clip.{k}": v for k, v in sd.items()},
+        "open_clip_training_run": {"epoch": 2, "name": "run", "state_dict": {f"module.{k}": v for k, v in sd.items()},
+                                   "optimizer": {"state": {0: {"exp_avg": torch.zeros(3), "step": torch.tensor(5.)}},
+                                                 "param_groups": [{"lr": 0.1, "params": [0]}]}},
     }
 
 

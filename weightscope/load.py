@@ -216,8 +216,8 @@ def _load_file(name: str | None, path, tokenizer, trust: bool, by_path: bool) ->
         shipped = Path(path).resolve() in {p.resolve() for p in bundled.CHECKPOINTS.values()}
         if recorded is None and by_path and not shipped:
             raise WeightscopeError(
-                f"checkpoint {path} has no weightscope sidecar ({Path(path).name}.json) naming its architecture; "
-                f"give the open_clip model name: load_model(NAME, checkpoint=PATH), on the command line "
+                f"checkpoint {path} has no weightscope sidecar ({Path(path).name}.json) that names its "
+                f"architecture; give the open_clip model name: load_model(NAME, checkpoint=PATH), on the command line "
                 f"NAME --checkpoint {path}")
         name = recorded["name"] if recorded else bundled.MODEL_NAME
     _check_model_name(name)
