@@ -33,6 +33,13 @@ def test_unknown_model_name_suggests_close_names():
         load_model("ViT-B-61")
 
 
+def test_unknown_model_name_suggests_the_bundled_names_too():
+    with pytest.raises(WeightscopeError, match=r"unknown model name 'shapes-vt'.*did you mean shapes-vit"):
+        load_model("shapes-vt")
+    with pytest.raises(WeightscopeError, match=r"unknown model name 'bundeld'.*did you mean bundled"):
+        load_model("bundeld")
+
+
 def test_unknown_pretrained_tag_lists_known_tags():
     with pytest.raises(WeightscopeError, match=r"unknown pretrained tag 'nonsense' for ViT-B-32: known tags: .*openai"):
         load_model("ViT-B-32", pretrained="nonsense")

@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .decompose import HeadSVD, check_index, decompose_head
 from .checkpoints import clean_state_dict, provenance, sidecar_record, unwrap_module
 from .checkpoints import sha256_file, sidecar_path  # noqa: F401  (re-exported: part of this module's API)
+from .decompose import HeadSVD, check_index, decompose_head
 from .errors import WeightscopeError
 from .fileio import write_atomic
 from .weights import VisionWeights
