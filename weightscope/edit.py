@@ -19,6 +19,10 @@ scale folded in only U, s, V change; with the write side centred (``B_eff = B P`
 no later LayerNorm sees) ``V_S`` is orthogonal to the all-ones vector and
 ``B' = B + (B_eff V_S) diag(alpha_S - 1) V_S^T`` makes the effective matrix ``U diag(alpha s) V^T``.
 Selection and edit must use the same basis; the defaults agree and the sidecar records it.
+
+``write_o`` already holds the scales a head's output meets on its way into the residual stream (head scales,
+LayerScale; see ``weightscope.adapters``), so the edit acts on the map the head really adds; the adapter divides
+those scales out again when it writes the edited factors into the model.
 """
 from __future__ import annotations
 
