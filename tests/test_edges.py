@@ -330,3 +330,17 @@ def test_kind4_non_finite_scales_are_named(tmp_path):
         model.visual.transformer.resblocks[1].ls_1.gamma[7] = float("inf")
     with pytest.raises(WeightscopeError, match=r"ls_1\.gamma \(layer 1, not head-specific\) holds 0 NaN and 1 inf"):
         describe_model(model)
+
+
+def test_kind4_non_finite_text_weights_are_named(tiny_model, tmp_path):
+    """The concept dictionary comes from the text tower: a NaN there is named too, not found in the solver."""
+    from weightscope.embed import embed_concepts
+
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        model.transformer.resblocks[0].attn.in_proj_weight[32 + 20, 1] = float("nan")  # text width 32, 2 heads
+    message = r"transformer\.resblocks\.0\.attn\.in_proj_weight \(text tower, layer 0, head 1, k part\) holds 1 NaN"
+    with pytest.raises(WeightscopeError, match=message):
+        embed_concepts(model, load_model(model).tokenizer, ["red", "blue"], progress=False, cache_dir=tmp_path)
+    with pytest.raises(WeightscopeError, match=message):
+        inspect_model(load_model(model), ["red", "blue"], k=1, progress=False, cache_dir=tmp_path)

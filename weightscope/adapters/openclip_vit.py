@@ -12,13 +12,12 @@ way into the residual stream (the per-head ``head_scale`` of NormFormer-style bl
 """
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 
 from ..errors import WeightscopeError
 from ..weights import AttentionWeights, LayerNormWeights, LayerWeights, StemWeights, VisionWeights
+from ._finite import check_finite
 
 FAMILY = "open_clip.VisionTransformer"
 ACTIVATIONS = {"GELU": "gelu", "QuickGELU": "quick_gelu"}
@@ -81,61 +80,13 @@ def check_supported(visual: torch.nn.Module) -> None:
         raise WeightscopeError(f"vision tower pool_type {visual.pool_type!r} is not supported; expected 'tok' or 'avg'")
 
 
-_LAYER = re.compile(r"(?:^|\.)resblocks\.(\d+)\.")
-
-
-def _heads_of(name: str, index: torch.Tensor, visual: torch.nn.Module) -> str:
-    """Which head(s) the entries ``index`` (n, ndim) of parameter ``name`` belong to, in words ('' if none)."""
-    m = _LAYER.search(name)
-    if not m:
-        return ""
-    attn = visual.transformer.resblocks[int(m.group(1))].attn
-    D, H = attn.out_proj.weight.shape[0], attn.num_heads
-    dh = D // H
-    if name.endswith(("attn.in_proj_weight", "attn.in_proj_bias")):
-        rows = index[:, 0]
-        parts = sorted({"qkv"[int(r) // D] for r in rows})
-        heads = sorted({(int(r) % D) // dh for r in rows})
-        what = f"{'/'.join(parts)} part"
-    elif name.endswith("attn.out_proj.weight"):
-        heads, what = sorted({int(c) // dh for c in index[:, 1]}), ""
-    elif name.endswith(("attn.head_scale", "attn.logit_scale")):
-        heads, what = sorted({int(h) for h in index[:, 0]}), ""
-    else:
-        return "not head-specific"
-    listed = ", ".join(str(h) for h in heads[:8]) + (", ..." if len(heads) > 8 else "")
-    return f"head{'s' if len(heads) > 1 else ''} {listed}" + (f", {what}" if what else "")
-
-
-def check_finite(visual: torch.nn.Module) -> None:
-    """Raise WeightscopeError naming the first parameter of ``visual`` holding NaN or inf, its layer and head(s)."""
-    for name, p in visual.named_parameters():
-        if not p.is_floating_point():
-            continue
-        bad = ~torch.isfinite(p.detach())
-        if not bool(bad.any()):
-            continue
-        index = bad.nonzero()
-        values = p.detach()[bad]
-        n_nan = int(torch.isnan(values).sum())
-        layer = _LAYER.search(name)
-        where = [f"layer {layer.group(1)}"] if layer else []
-        heads = _heads_of(name, index, visual)
-        where += [heads] if heads else []
-        raise WeightscopeError(
-            f"non-finite weights: visual.{name}{' (' + ', '.join(where) + ')' if where else ''} holds "
-            f"{n_nan} NaN and {len(values) - n_nan} inf of {p.numel()} values, first at index {tuple(index[0].tolist())}; "
-            "weightscope needs finite weights: re-download or repair the checkpoint"
-        )
-
-
 def describe(visual: torch.nn.Module) -> VisionWeights:
     """Read an open_clip VisionTransformer into the neutral description (float64 numpy copies).
 
     Raises WeightscopeError for unsupported towers, nonlinear value-output paths and non-finite weights.
     """
     check_supported(visual)
-    check_finite(visual)
+    check_finite(visual.named_parameters(), visual.transformer, prefix="visual.")
     layers = []
     for i, block in enumerate(visual.transformer.resblocks):
         _refuse_nonlinear(block, i)
