@@ -251,6 +251,11 @@ def test_kind3_dead_head_is_reported_dead_not_explained(tiny_model, tmp_path):
     html = write_report(result, tmp_path / "r.html").read_text()
     assert "Layer 0, head 1 &mdash; dead (writes nothing)" in html
     assert "Layer 1, head 2 &mdash; dead" not in html
+    # a selection of dead heads only: nothing to explain, still a report
+    alone = inspect_model(load_model(_pruned(tiny_model)), vocab, layers=[0], heads=[1], k=3, progress=False,
+                          cache_dir=tmp_path)
+    assert alone[0, 1].dead and alone.summary().endswith("L0  H1  dead: writes nothing (no singular value above "
+                                                         "rounding level)")
 
 
 def test_kind3_empty_and_zero_weight_explanations_are_not_printed(tiny_model, tmp_path, monkeypatch):

@@ -263,8 +263,10 @@ def inspect_model(
             vectors = svd.write if side == "write" else svd.read
             signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
             keys.extend((l, h, side, i) for i in range(r))
-    result = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True, progress=progress)
-    plus, minus = result.split_signs()
+    if keys:  # every chosen head may be dead: then there is nothing to explain
+        result = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True,
+                         progress=progress)
+        plus, minus = result.split_signs()
 
     reports = {key: HeadReport(key[0], key[1], svd.s.tolist(), svd.groups, [], svd.rank) for key, svd in svds.items()}
     group_of = {(key, i): g for key, svd in svds.items() for g in svd.groups for i in g}
