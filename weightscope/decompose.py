@@ -2,6 +2,11 @@
 
 For head h of layer l, W_VO = A B with A = read_v[h] (D, dh) and B = write_o[h] (dh, D). Its thin SVD comes from
 the factors (``linalg.factored_svd``); the D x D matrix is never formed.
+
+Directions at rounding level are no directions: a singular value of A B below ``2 eps |A|_F |B|_F`` (eps: the
+weights' storage precision) can be produced by rounding the stored factors alone (Weyl's inequality with
+``|dA B + A dB|_2 <= 2 eps |A|_F |B|_F``), so its vectors mean nothing. ``HeadSVD.rank`` counts the others; a
+head with rank 0 writes nothing (a pruned head).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .errors import WeightscopeError
-from .linalg import degenerate_groups, factored_svd
+from .linalg import degenerate_groups, factored_svd, numerical_rank
 from .weights import VisionWeights
 
 KINDS = ("vo", "qk")
@@ -25,6 +30,8 @@ class HeadSVD:
     read: (r, D) left singular vectors as rows (the input directions the head reads, or queries for "qk");
     s: (r,) singular values, descending; write: (r, D) right singular vectors as rows (what the head writes,
     or keys for "qk"); groups: index lists of near-degenerate singular values (only their span is defined).
+    rank: how many leading directions stand above the rounding level of the weights (module docstring); only
+    they are directions, the rest of ``s`` is kept for spectra. Default: ``linalg.numerical_rank`` of s.
     """
 
     layer: int
@@ -34,10 +41,16 @@ class HeadSVD:
     s: np.ndarray
     write: np.ndarray
     groups: list[list[int]] = field(default_factory=list)
+    rank: int | None = None
+
+    def __post_init__(self):
+        if self.rank is None:
+            self.rank = numerical_rank(self.s, shape=(self.read.shape[1], self.write.shape[1]))
 
     @property
-    def rank(self) -> int:
-        return int(self.s.size)
+    def dead(self) -> bool:
+        """True when the head has no direction above rounding level (it writes, or reads, nothing)."""
+        return self.rank == 0
 
     def matrix(self) -> np.ndarray:
         """The dense D x D matrix (for tests and small models only)."""
@@ -68,6 +81,10 @@ def head_factors(
     head = check_index(head, lw.attn.n_heads, "head")
     if kind == "vo":
         A, B = lw.attn.read_v[head], lw.attn.write_o[head]
+    elif not lw.attn.dot_product_logits:
+        raise WeightscopeError(
+            f"layer {layer} normalises queries and keys (QK-norm or scaled cosine attention), so its logits are not "
+            "the bilinear form x W_QK y^T: the 'qk' decomposition does not describe it (the 'vo' one does)")
     else:
         A, B = lw.attn.read_q[head], lw.attn.read_k[head].T
     if fold_ln and lw.ln_1 is not None:
@@ -90,10 +107,13 @@ def decompose_head(
 ) -> HeadSVD:
     """Factored SVD of one head's value-output ("vo") or query-key ("qk") matrix; see :func:`head_factors`.
 
-    rtol: singular values closer than ``rtol * s[0]`` are reported together in ``groups``.
+    rtol: singular values closer than ``rtol * s[0]`` are reported together in ``groups`` (directions only).
+    Raises WeightscopeError for bad indices or kind, and for "qk" on layers whose logits are not bilinear.
     """
     A, B = head_factors(weights, layer, head, kind, fold_ln, center_write)
     U, s, Vh = factored_svd(A, B)
+    floor = 2.0 * weights.eps * np.linalg.norm(A) * np.linalg.norm(B)  # Frobenius norms: no SVD needed
+    rank = numerical_rank(s, rtol=floor / s[0]) if s.size and s[0] > 0 else 0
     return HeadSVD(
         layer=check_index(layer, weights.n_layers, "layer"),
         head=check_index(head, weights.n_heads, "head"),
@@ -101,7 +121,8 @@ def decompose_head(
         read=np.ascontiguousarray(U.T),
         s=s,
         write=Vh,
-        groups=degenerate_groups(s, rtol),
+        groups=degenerate_groups(s[:rank], rtol),
+        rank=rank,
     )
 
 

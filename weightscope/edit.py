@@ -19,6 +19,10 @@ scale folded in only U, s, V change; with the write side centred (``B_eff = B P`
 no later LayerNorm sees) ``V_S`` is orthogonal to the all-ones vector and
 ``B' = B + (B_eff V_S) diag(alpha_S - 1) V_S^T`` makes the effective matrix ``U diag(alpha s) V^T``.
 Selection and edit must use the same basis; the defaults agree and the sidecar records it.
+
+``write_o`` already holds the scales a head's output meets on its way into the residual stream (head scales,
+LayerScale; see ``weightscope.adapters``), so the edit acts on the map the head really adds; the adapter divides
+those scales out again when it writes the edited factors into the model.
 """
 from __future__ import annotations
 
@@ -132,11 +136,15 @@ def _plan(weights: VisionWeights, edits: Iterable[Edit], fold_ln: bool, center_w
         svd, alphas = plan[(layer, head)]
         if not e.indices:
             raise WeightscopeError(f"edit of layer {layer} head {head} names no singular index")
+        if svd.dead:
+            raise WeightscopeError(f"layer {layer} head {head} writes nothing (no singular value above the rounding "
+                                   "level of its weights): it has no direction to edit")
         idx = set()
         for i in e.indices:
+            # directions at rounding level are no directions (decompose.py): rescaling them changes nothing
             if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < svd.rank:
                 raise WeightscopeError(f"singular index {i!r} of layer {layer} head {head} is out of range: "
-                                       f"the head has {svd.rank} singular values (0-{svd.rank - 1})")
+                                       f"the head has {svd.rank} directions above rounding level (0-{svd.rank - 1})")
             idx.add(int(i))
         if expand_groups:
             # inside a degenerate group only the span is defined: edit the whole group alike

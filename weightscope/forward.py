@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf, softmax
 
-from .weights import LayerNormWeights, LayerWeights, VisionWeights
+from .weights import AttentionWeights, LayerNormWeights, LayerWeights, VisionWeights
 
 
 def layer_norm(x: np.ndarray, ln: LayerNormWeights | None) -> np.ndarray:
@@ -38,17 +38,27 @@ def patch_tokens(weights: VisionWeights, images: np.ndarray) -> np.ndarray:
     return layer_norm(x, stem.ln_pre)
 
 
+def _logits(q: np.ndarray, k: np.ndarray, a: AttentionWeights) -> np.ndarray:
+    """Attention logits (N, H, T, T) from queries and keys (N, H, T, dh), as open_clip computes them."""
+    if a.logit_scale is not None:  # scaled cosine attention: F.normalize (eps 1e-12), then a per-head temperature
+        qn = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+        kn = k / np.maximum(np.linalg.norm(k, axis=-1, keepdims=True), 1e-12)
+        return qn @ kn.transpose(0, 1, 3, 2) * a.logit_scale[None, :, None, None]
+    q, k = layer_norm(q, a.norm_q), layer_norm(k, a.norm_k)
+    return q @ k.transpose(0, 1, 3, 2) / np.sqrt(a.head_width)
+
+
 def block(x: np.ndarray, lw: LayerWeights) -> np.ndarray:
-    """One residual block on tokens x (N, T, D)."""
+    """One residual block on tokens x (N, T, D). The attention's output scales are inside write_o / bias_o."""
     a = lw.attn
     h = layer_norm(x, lw.ln_1)
     q = np.einsum("ntd,hde->nhte", h, a.read_q) + a.bias_q[None, :, None, :]
     k = np.einsum("ntd,hde->nhte", h, a.read_k) + a.bias_k[None, :, None, :]
     v = np.einsum("ntd,hde->nhte", h, a.read_v) + a.bias_v[None, :, None, :]
-    attn = softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(a.head_width), axis=-1)
-    out = np.einsum("nhte,hed->ntd", attn @ v, a.write_o) + a.bias_o
-    x = x + (out * lw.layer_scale_attn if lw.layer_scale_attn is not None else out)
-    m = _activation(layer_norm(x, lw.ln_2) @ lw.mlp_in + lw.mlp_in_bias, lw.activation) @ lw.mlp_out + lw.mlp_out_bias
+    attn = softmax(_logits(q, k, a), axis=-1)
+    x = x + np.einsum("nhte,hed->ntd", attn @ v, a.write_o) + a.bias_o
+    hidden = layer_norm(_activation(layer_norm(x, lw.ln_2) @ lw.mlp_in + lw.mlp_in_bias, lw.activation), lw.mlp_norm)
+    m = hidden @ lw.mlp_out + lw.mlp_out_bias
     return x + (m * lw.layer_scale_mlp if lw.layer_scale_mlp is not None else m)
 
 

@@ -19,11 +19,14 @@ from .embed import embed_concepts
 from .errors import WeightscopeError
 from .fileio import dump_json, parse_json
 from .joint import to_joint
+from .linalg import numerical_rank
 from .load import LoadedModel, load_model
 from .solvers import explain
 from .vocab import combine_vocabularies
 
 SIDES = ("write", "read")
+NO_CONCEPT = "(no concept)"
+COEFFICIENT_DECIMALS = 6  # coefficients are stored rounded to this many decimals
 BUNDLED_VOCAB = "shapes_world,general:5000"
 GENERAL_VOCAB = "general"
 
@@ -48,18 +51,48 @@ class Direction:
     group: list[int] | None = None
 
     def label(self, n: int = 3) -> str:
-        return ", ".join(f"{c} ({w:.2f})" for c, w in zip(self.concepts[:n], self.coefficients[:n]))
+        """The first n concepts with their coefficients, or "(no concept)" when the explanation is empty."""
+        if not self.concepts:
+            return NO_CONCEPT
+        return ", ".join(f"{c} ({format_coefficient(w)})" for c, w in zip(self.concepts[:n], self.coefficients[:n]))
+
+    def fidelity_label(self) -> str:
+        """The fidelity to 2 decimals; "-" for an empty explanation (it reconstructs nothing)."""
+        return f"{self.fidelity:.2f}" if self.concepts else "-"
+
+
+def format_coefficient(w: float) -> str:
+    """Two decimals, or two significant digits below 0.01: a kept (non-zero) coefficient never reads 0.00."""
+    return f"{w:.2f}" if abs(w) >= 0.01 else f"{w:.2g}"
 
 
 @dataclass
 class HeadReport:
-    """One head: singular values s (r,), degenerate groups, and its explained directions."""
+    """One head: singular values s (r,), degenerate groups, its explained directions, and its rank.
+
+    rank: how many leading singular values stand above the rounding level of the weights
+    (``decompose.HeadSVD.rank``); only those are directions, explained and counted in the theme. A head of
+    rank 0 is dead: it writes nothing. Default (older JSON): ``linalg.numerical_rank`` of s.
+    """
 
     layer: int
     head: int
     s: list[float]
     groups: list[list[int]]
     directions: list[Direction]
+    rank: int | None = None
+
+    def __post_init__(self):
+        if self.rank is None:
+            self.rank = numerical_rank(np.asarray(self.s, dtype=np.float64))
+
+    @property
+    def dead(self) -> bool:
+        return self.rank == 0
+
+    def explained(self, side: str = "write") -> list[int]:
+        """Indices of the directions explained on ``side``, ascending."""
+        return sorted({d.index for d in self.directions if d.side == side})
 
     def direction(self, index: int, side: str = "write", sign: int = 1) -> Direction:
         for d in self.directions:
@@ -101,26 +134,33 @@ class Inspection:
     def top_concepts(self, layer: int, head: int, n_directions: int = 3, side: str = "write") -> list[str]:
         """Top concept of each leading direction (sign +) of one head."""
         rep = self[layer, head]
-        return [rep.direction(i, side, 1).concepts[0] for i in range(min(n_directions, len(rep.s)))
+        return [rep.direction(i, side, 1).concepts[0] for i in rep.explained(side)[:n_directions]
                 if rep.direction(i, side, 1).concepts]
 
     def summary(self, n_directions: int = 3, n_concepts: int = 3) -> str:
         lines = [f"{self.model}: {len(self.heads)} heads, vocabulary {self.vocabulary} ({self.vocabulary_size} concepts), "
                  f"{self.settings['method']} k={self.settings['k']} lambda={self.settings['lam']}"]
+        side = "write" if "write" in self.settings.get("sides", SIDES) else "read"
         for (l, h), rep in sorted(self.heads.items()):
-            lines.append(f"L{l:<2} H{h:<2} theme: {rep.theme() or '-'}   s = " + " ".join(f"{x:.2f}" for x in rep.s[:n_directions]))
-            for i in range(min(n_directions, len(rep.s))):
-                d_pos, d_neg = rep.direction(i, "write", 1), rep.direction(i, "write", -1)
+            if rep.dead:
+                lines.append(f"L{l:<2} H{h:<2} dead: writes nothing (no singular value above rounding level)")
+                continue
+            lines.append(f"L{l:<2} H{h:<2} theme: {rep.theme(side=side) or '-'}   s = "
+                         + " ".join(f"{x:.2f}" for x in rep.s[:min(n_directions, rep.rank)]))
+            for i in rep.explained(side)[:n_directions]:
+                d_pos, d_neg = rep.direction(i, side, 1), rep.direction(i, side, -1)
                 tied = f" (tied with {d_pos.group})" if d_pos.group else ""
-                lines.append(f"    w{i}{tied} +: {d_pos.label(n_concepts)} [fid {d_pos.fidelity:.2f}]")
-                lines.append(f"    {' ' * len(str(i))}{' ' * len(tied)}  -: {d_neg.label(n_concepts)} [fid {d_neg.fidelity:.2f}]")
+                for j, d in enumerate((d_pos, d_neg)):
+                    head = f"{side[0]}{i}{tied} +" if j == 0 else " " * (len(str(i)) + len(tied) + 1) + " -"
+                    fid = f" [fid {d.fidelity:.2f}]" if d.concepts else ""
+                    lines.append(f"    {head}: {d.label(n_concepts)}{fid}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {
             "model": self.model, "vocabulary": self.vocabulary, "vocabulary_size": self.vocabulary_size,
             "settings": self.settings,
-            "heads": [asdict(rep) for _, rep in sorted(self.heads.items())],
+            "heads": [{**asdict(rep), "dead": rep.dead} for _, rep in sorted(self.heads.items())],
         }
 
     @classmethod
@@ -128,7 +168,8 @@ class Inspection:
         heads = {}
         for rep in data["heads"]:
             dirs = [Direction(**d) for d in rep["directions"]]
-            heads[rep["layer"], rep["head"]] = HeadReport(rep["layer"], rep["head"], rep["s"], rep["groups"], dirs)
+            heads[rep["layer"], rep["head"]] = HeadReport(rep["layer"], rep["head"], rep["s"], rep["groups"], dirs,
+                                                          rep.get("rank"))
         return cls(data["model"], data["vocabulary"], data["vocabulary_size"], data["settings"], heads)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -216,25 +257,30 @@ def inspect_model(
     # one explain call for every direction of every head and side: the solver batches the dictionary products
     keys, signals = [], []
     for (l, h), svd in svds.items():
+        # only directions above rounding level are explained: a dead head (rank 0) gets none, and no theme
         r = svd.rank if n_directions is None else min(n_directions, svd.rank)
         for side in sides:
             vectors = svd.write if side == "write" else svd.read
             signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
             keys.extend((l, h, side, i) for i in range(r))
-    result = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True, progress=progress)
-    plus, minus = result.split_signs()
+    if keys:  # every chosen head may be dead: then there is nothing to explain
+        result = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True,
+                         progress=progress)
+        plus, minus = result.split_signs()
 
-    reports = {key: HeadReport(key[0], key[1], svd.s.tolist(), svd.groups, []) for key, svd in svds.items()}
+    reports = {key: HeadReport(key[0], key[1], svd.s.tolist(), svd.groups, [], svd.rank) for key, svd in svds.items()}
     group_of = {(key, i): g for key, svd in svds.items() for g in svd.groups for i in g}
     for row, (l, h, side, i) in enumerate(keys):
         for sign, ex in ((1, plus), (-1, minus)):
-            # report atoms by weight, largest first: the least-squares refit can zero an early pick
-            picked = np.flatnonzero((ex.indices[row] >= 0) & (ex.coefficients[row] != 0))
-            picked = picked[np.argsort(-np.abs(ex.coefficients[row][picked]), kind="stable")]
+            # report atoms by weight, largest first: the least-squares refit can zero an early pick, and a
+            # coefficient that rounds to zero in the stored precision is dropped too (never a zero-weight concept)
+            coef = np.round(ex.coefficients[row], COEFFICIENT_DECIMALS)
+            picked = np.flatnonzero((ex.indices[row] >= 0) & (coef != 0))
+            picked = picked[np.argsort(-np.abs(coef[picked]), kind="stable")]
             reports[l, h].directions.append(Direction(
                 index=i, side=side, sign=sign,
                 concepts=[concepts[j] for j in ex.indices[row][picked]],
-                coefficients=[round(float(c), 6) for c in ex.coefficients[row][picked]],
+                coefficients=[float(c) for c in coef[picked]],
                 fidelity=round(float(ex.fidelity[row]), 6),
                 group=group_of.get(((l, h), i)),
             ))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import WeightscopeError
+from ._finite import check_finite
 
 # Digest blocks: a checksum per 4 MiB block, so one changed weight changes one block's checksum.
 _HASH_BLOCK = 1 << 22
@@ -86,6 +87,8 @@ def text_tower(model) -> TextTower:
             "supported: open_clip CLIP and CustomTextCLIP with open_clip's TextTransformer "
             "(Hugging Face text encoders are not supported)"
         )
+    # parameters only: the causal mask buffer holds -inf by design
+    check_finite(_text_items(model, family, buffers=False), src.transformer, tower="text tower")
     pool = getattr(src, "text_pool_type", None) or getattr(src, "pool_type", None) or "argmax"
     eos = getattr(src, "text_eos_id", None) if src is model else getattr(src, "eos_id", None)
     return TextTower(
@@ -175,13 +178,16 @@ def text_tower_tensors(model) -> list[tuple[str, torch.Tensor]]:
     """Every parameter and buffer the text features depend on, sorted by name: everything except
     the vision tower and the logit scale/bias. For hashing the tower's identity."""
     model = _unwrap(model)
-    tower = text_tower(model)
+    return _text_items(model, text_tower(model).family)
+
+
+def _text_items(model: torch.nn.Module, family: str, buffers: bool = True) -> list[tuple[str, torch.Tensor]]:
     skip = ("visual.", "logit_scale", "logit_bias")
     items = {}
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    for name, t in list(model.named_parameters()) + (list(model.named_buffers()) if buffers else []):
         if not name.startswith(skip):
             items[name] = t
-    if tower.family == "open_clip.CustomTextCLIP":
+    if family == "open_clip.CustomTextCLIP":
         items = {k: v for k, v in items.items() if k.startswith("text.")}
     return sorted(items.items())
 

@@ -2,6 +2,13 @@
 
 The only place that knows open_clip's vision parameter names. ``describe`` reads them into the neutral
 :class:`VisionWeights`; ``write_attention`` writes per-head factors back so a stock open_clip model holds them.
+
+The write factor rule, applied here once in both directions: everything that scales a head's output on its
+way into the residual stream (the per-head ``head_scale`` of NormFormer-style blocks, the block's LayerScale
+``ls_1.gamma``) is part of that head's write factor ``write_o[h]``; ``describe`` multiplies it in and
+``write_attention`` divides it out (:func:`_write_scale`). Options that change only the attention pattern
+(QK-norm, scaled cosine attention) are described; anything that makes the value-output path nonlinear
+(a LayerNorm on the heads' concatenated or summed outputs) is refused.
 """
 from __future__ import annotations
 
@@ -10,16 +17,22 @@ import torch
 
 from ..errors import WeightscopeError
 from ..weights import AttentionWeights, LayerNormWeights, LayerWeights, StemWeights, VisionWeights
+from ._finite import check_finite
 
 FAMILY = "open_clip.VisionTransformer"
+ACTIVATIONS = {"GELU": "gelu", "QuickGELU": "quick_gelu"}
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy().copy()
 
 
+def _is_identity(mod) -> bool:
+    return mod is None or isinstance(mod, torch.nn.Identity)
+
+
 def _ln(mod) -> LayerNormWeights | None:
-    if isinstance(mod, torch.nn.Identity):
+    if _is_identity(mod):
         return None
     if mod.weight is None:  # elementwise_affine=False
         d = mod.normalized_shape[0]
@@ -27,29 +40,23 @@ def _ln(mod) -> LayerNormWeights | None:
     return LayerNormWeights(_np(mod.weight), _np(mod.bias) if mod.bias is not None else np.zeros(mod.weight.shape[0]), float(mod.eps))
 
 
-def _refuse_unless_plain(block, index: int) -> None:
-    """Refuse blocks whose value-output path is not linear (inner norms, head scales, cosine attention)."""
+def _refuse_nonlinear(block, index: int) -> None:
+    """Refuse blocks whose value-output map is not linear, or whose attention this adapter cannot reproduce."""
     features = []
-    if not isinstance(getattr(block, "ln_attn", torch.nn.Identity()), torch.nn.Identity):
-        features.append("scale_attn (ln_attn)")
+    if not _is_identity(getattr(block, "ln_attn", None)):
+        features.append("scale_attn (a LayerNorm on the summed head outputs, ln_attn)")
     attn = block.attn
-    if not isinstance(attn, torch.nn.MultiheadAttention):
-        if not isinstance(getattr(attn, "ln_inner", torch.nn.Identity()), torch.nn.Identity):
-            features.append("scale_attn_inner (ln_inner)")
-        if getattr(attn, "head_scale", None) is not None:
-            features.append("scale_heads (head_scale)")
-        if getattr(attn, "logit_scale", None) is not None:
-            features.append("scaled_cosine_attn")
-        if not isinstance(getattr(attn, "ln_q", torch.nn.Identity()), torch.nn.Identity):
-            features.append("qk_norm")
-    elif attn.in_proj_weight is None:
-        features.append("separate q/k/v projections")
-    if "ln" in getattr(block.mlp, "_modules", {}) and not isinstance(block.mlp.ln, torch.nn.Identity):
-        features.append("scale_fc (mlp.ln)")
+    if isinstance(attn, torch.nn.MultiheadAttention):
+        if attn.in_proj_weight is None:
+            features.append("separate q/k/v projections")
+        if attn.bias_k is not None or attn.add_zero_attn:
+            features.append("extra key/value tokens (add_bias_kv / add_zero_attn)")
+    elif not _is_identity(getattr(attn, "ln_inner", None)):
+        features.append("scale_attn_inner (a LayerNorm on the concatenated head outputs, ln_inner)")
     if features:
         raise WeightscopeError(
-            f"layer {index} uses {', '.join(features)}, which makes a head's value-output map nonlinear; "
-            "supported: plain pre-LN ViT blocks (optionally with LayerScale)"
+            f"layer {index} uses {', '.join(features)}, so a head's value-output map is not linear; supported: "
+            "pre-LN ViT blocks, optionally with LayerScale, scale_heads, qk_norm, scaled_cosine_attn or scale_fc"
         )
 
 
@@ -74,18 +81,23 @@ def check_supported(visual: torch.nn.Module) -> None:
 
 
 def describe(visual: torch.nn.Module) -> VisionWeights:
-    """Read an open_clip VisionTransformer into the neutral description (float64 numpy copies)."""
+    """Read an open_clip VisionTransformer into the neutral description (float64 numpy copies).
+
+    Raises WeightscopeError for unsupported towers, nonlinear value-output paths and non-finite weights.
+    """
     check_supported(visual)
+    check_finite(visual.named_parameters(), visual.transformer, prefix="visual.")
     layers = []
     for i, block in enumerate(visual.transformer.resblocks):
-        _refuse_unless_plain(block, i)
-        layers.append(_describe_block(block))
+        _refuse_nonlinear(block, i)
+        layers.append(_describe_block(block, i))
     stem = StemWeights(
         patch_weight=_np(visual.conv1.weight),
         class_embedding=_np(visual.class_embedding),
         positional_embedding=_np(visual.positional_embedding),
         ln_pre=_ln(visual.ln_pre),
     )
+    eps = max(torch.finfo(p.dtype).eps for p in visual.parameters() if p.is_floating_point())
     return VisionWeights(
         family=FAMILY,
         stem=stem,
@@ -94,10 +106,27 @@ def describe(visual: torch.nn.Module) -> VisionWeights:
         proj=_np(visual.proj),
         pool=visual.pool_type,
         ln_after_pool=bool(visual.final_ln_after_pool),
+        eps=float(eps),
     )
 
 
-def _describe_block(block) -> LayerWeights:
+def _write_scale(block) -> tuple[np.ndarray, np.ndarray]:
+    """What multiplies a head's output on its way into the residual stream: (per_head (H,), gamma (D,)).
+
+    Coordinate d of head h's output is scaled by ``per_head[h] * gamma[d]``: per_head is open_clip's
+    ``scale_heads`` parameter (it multiplies each head's mix of values before out_proj; NormFormer, Shleifer et
+    al. 2021, s. 2), gamma the block's LayerScale ``ls_1`` (Touvron et al. 2021, "Going deeper with image
+    transformers", s. 2.1), which also scales out_proj's bias. Ones where the block has neither.
+    """
+    attn = block.attn
+    D, H = attn.out_proj.weight.shape[0], attn.num_heads
+    head_scale = getattr(attn, "head_scale", None)  # (H, 1, 1)
+    per_head = _np(head_scale).reshape(H) if head_scale is not None else np.ones(H)
+    gamma = _np(block.ls_1.gamma) if hasattr(block.ls_1, "gamma") else np.ones(D)
+    return per_head, gamma
+
+
+def _describe_block(block, index: int) -> LayerWeights:
     attn = block.attn
     D = attn.in_proj_weight.shape[1]
     H = attn.num_heads
@@ -108,47 +137,64 @@ def _describe_block(block) -> LayerWeights:
     def per_head_read(rows):  # (D_out, D_in) -> (H, D_in, dh)
         return rows.reshape(H, dh, D).transpose(0, 2, 1).copy()
 
+    per_head, gamma = _write_scale(block)
+    scale = per_head[:, None, None] * gamma  # (H, 1, D), computed once so write_attention inverts it exactly
     wo = _np(attn.out_proj.weight)  # (D_out, D_in): y = v @ wo.T
     bo = _np(attn.out_proj.bias) if attn.out_proj.bias is not None else np.zeros(D)
+    logit_scale = getattr(attn, "logit_scale", None)  # (H, 1, 1) log-temperatures of cosine attention
     act = type(block.mlp.gelu).__name__
+    if act not in ACTIVATIONS or getattr(block.mlp.gelu, "approximate", "none") != "none":
+        raise WeightscopeError(f"layer {index} uses activation {block.mlp.gelu!r}; supported: "
+                               "exact GELU and QuickGELU")
     return LayerWeights(
         ln_1=_ln(block.ln_1),
         attn=AttentionWeights(
             read_q=per_head_read(w[:D]),
             read_k=per_head_read(w[D:2 * D]),
             read_v=per_head_read(w[2 * D:]),
-            write_o=wo.T.reshape(H, dh, D).copy(),
+            write_o=wo.T.reshape(H, dh, D) * scale,
             bias_q=b[:D].reshape(H, dh).copy(),
             bias_k=b[D:2 * D].reshape(H, dh).copy(),
             bias_v=b[2 * D:].reshape(H, dh).copy(),
-            bias_o=bo,
+            bias_o=bo * gamma,
+            norm_q=_ln(getattr(attn, "ln_q", None)),
+            norm_k=_ln(getattr(attn, "ln_k", None)),
+            logit_scale=(np.exp(np.minimum(_np(logit_scale).reshape(H), attn.logit_scale_max))
+                         if logit_scale is not None else None),
         ),
         ln_2=_ln(block.ln_2),
         mlp_in=_np(block.mlp.c_fc.weight).T.copy(),
         mlp_in_bias=_np(block.mlp.c_fc.bias),
         mlp_out=_np(block.mlp.c_proj.weight).T.copy(),
         mlp_out_bias=_np(block.mlp.c_proj.bias),
-        activation="quick_gelu" if act == "QuickGELU" else "gelu",
-        layer_scale_attn=_np(block.ls_1.gamma) if hasattr(block.ls_1, "gamma") else None,
+        activation=ACTIVATIONS[act],
         layer_scale_mlp=_np(block.ls_2.gamma) if hasattr(block.ls_2, "gamma") else None,
+        mlp_norm=_ln(getattr(block.mlp, "ln", None)),
     )
 
 
 def write_attention(visual: torch.nn.Module, layer: int, attn: AttentionWeights) -> None:
     """Write per-head factors and biases of ``attn`` into block ``layer`` of ``visual`` (in place).
 
+    The inverse of ``describe`` for one block: the output scales (:func:`_write_scale`) are divided out of
+    ``write_o`` and ``bias_o``. Where a scale is zero the block discards that output coordinate, so nothing can
+    be written there: the module keeps its own value, and a non-zero edited value is an error.
     The caller owns ``visual`` (edits pass a copy). Values are cast to the parameters' own dtype.
     """
     check_supported(visual)
-    mod = visual.transformer.resblocks[layer].attn
+    block = visual.transformer.resblocks[layer]
+    mod = block.attn
     H, D, dh = attn.read_v.shape
 
     def rows(read):  # (H, D_in, dh) -> (D_out, D_in)
         return read.transpose(0, 2, 1).reshape(H * dh, D)
 
+    per_head, gamma = _write_scale(block)
+    scale = per_head[:, None, None] * gamma
+    out_w = _unscale(attn.write_o, scale, _np(mod.out_proj.weight).T.reshape(H, dh, D), layer, "write factor",
+                     mod.out_proj.weight.dtype).reshape(H * dh, D).T
     in_w = np.concatenate([rows(attn.read_q), rows(attn.read_k), rows(attn.read_v)], axis=0)
     in_b = np.concatenate([attn.bias_q.ravel(), attn.bias_k.ravel(), attn.bias_v.ravel()])
-    out_w = attn.write_o.reshape(H * dh, D).T
     with torch.no_grad():
         mod.in_proj_weight.copy_(torch.from_numpy(in_w))
         if mod.in_proj_bias is not None:
@@ -157,6 +203,18 @@ def write_attention(visual: torch.nn.Module, layer: int, attn: AttentionWeights)
             raise WeightscopeError(f"layer {layer} has no q/k/v bias to hold the edited bias")
         mod.out_proj.weight.copy_(torch.from_numpy(np.ascontiguousarray(out_w)))
         if mod.out_proj.bias is not None:
-            mod.out_proj.bias.copy_(torch.from_numpy(attn.bias_o))
+            bias = _unscale(attn.bias_o, gamma, _np(mod.out_proj.bias), layer, "output bias", mod.out_proj.bias.dtype)
+            mod.out_proj.bias.copy_(torch.from_numpy(bias))
         elif np.any(attn.bias_o):
             raise WeightscopeError(f"layer {layer} has no output bias to hold the folded value bias")
+
+
+def _unscale(value: np.ndarray, scale: np.ndarray, current: np.ndarray, layer: int, what: str, dtype) -> np.ndarray:
+    """``value / scale`` (broadcast), keeping ``current`` where the scale is zero (that output is discarded)."""
+    scale = np.broadcast_to(scale, value.shape)
+    zero = scale == 0
+    # only rounding may sit where the block multiplies by zero (edits stay in the row space of the factor)
+    if np.any(np.abs(value[zero]) > torch.finfo(dtype).eps * max(np.abs(value).max(), 1e-300)):
+        raise WeightscopeError(f"layer {layer}: the edited {what} is non-zero where the block's output scale "
+                               "(LayerScale or head scale) is zero, so the model cannot hold it")
+    return np.where(zero, current, value / np.where(zero, 1.0, scale))

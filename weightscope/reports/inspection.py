@@ -10,6 +10,8 @@ from ..fileio import write_atomic
 from .page import esc, figure_to_img, page, table
 from ..inspection import Inspection
 
+DEAD = "dead (writes nothing)"
+
 
 def _spectra_figure(result: Inspection):
     import matplotlib
@@ -45,7 +47,7 @@ def _theme_map_figure(result: Inspection):
 
     layers = result.layers
     heads = sorted({h for _, h in result.heads})
-    themes = {key: rep.theme() for key, rep in result.heads.items()}
+    themes = {key: DEAD if rep.dead else rep.theme() for key, rep in result.heads.items()}
     palette = {t: i for i, t in enumerate(sorted(set(themes.values())))}
     grid = np.full((len(layers), len(heads)), np.nan)
     for (l, h), t in themes.items():
@@ -62,15 +64,20 @@ def _theme_map_figure(result: Inspection):
 
 def _card(result: Inspection, key, n_directions: int) -> str:
     rep = result.heads[key]
+    title = f"<div class='card'><h3>Layer {key[0]}, head {key[1]} &mdash; "
+    if rep.dead:
+        largest = f"{rep.s[0]:.2g}" if rep.s else "none"
+        return (title + f"{DEAD}</h3><p class='muted'>No singular value stands above the rounding level of the "
+                f"weights (largest: {largest}): the head has no direction to explain.</p></div>")
     rows = []
-    for i in range(min(n_directions, len(rep.s))):
-        for side in result.settings["sides"]:
+    for side in result.settings["sides"]:
+        for i in rep.explained(side)[:n_directions]:
             for sign in (1, -1):
                 d = rep.direction(i, side, sign)
                 tied = f" ~{d.group}" if d.group else ""
-                rows.append([f"{side[0]}{i}{'+' if sign > 0 else '-'}{tied}", f"{rep.s[i]:.3f}", d.label(5), f"{d.fidelity:.2f}"])
-    return (f"<div class='card'><h3>Layer {key[0]}, head {key[1]} &mdash; {esc(rep.theme())}</h3>"
-            + table(["dir", "sigma", "concepts (coefficient)", "fidelity"], rows) + "</div>")
+                rows.append([f"{side[0]}{i}{'+' if sign > 0 else '-'}{tied}", f"{rep.s[i]:.3f}", d.label(5),
+                             d.fidelity_label()])
+    return title + f"{esc(rep.theme())}</h3>" + table(["dir", "sigma", "concepts (coefficient)", "fidelity"], rows) + "</div>"
 
 
 def write_report(result: Inspection, path: str | Path, n_directions: int = 4) -> Path:
@@ -81,7 +88,8 @@ def write_report(result: Inspection, path: str | Path, n_directions: int = 4) ->
              f"concept normalisation {esc(s.get('normalize', 'splice'))}; joint map {esc(s['joint_mode'])}{', image mean subtracted' if s['image_mean'] else ''}.</p>"
              "<p class='muted'>Directions: w = write (right singular vector), r = read (left); + explains v, - explains -v; "
              "~[i, j] marks a degenerate group (only the span is defined). Fidelity: cosine between the direction's "
-             "joint-space image and its sparse reconstruction.</p>")
+             "joint-space image and its sparse reconstruction. Singular values at the rounding level of the weights "
+             "are no directions and are not explained; a head with none is dead.</p>")
     body = (intro + "<h2>Singular-value spectra</h2>" + figure_to_img(_spectra_figure(result), "spectra")
             + "<h2>Head themes</h2>" + figure_to_img(_theme_map_figure(result), "theme map")
             + "<h2>Heads</h2><div class='cards'>"
