@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 
 from ..compare import DEFAULTS, SPEC_HELP
@@ -101,4 +102,7 @@ def run(args) -> int:
         print(f"note: {note}")
     if result.written:
         print("wrote " + ", ".join(str(p) for k, p in result.written.items() if k in ("csv", "parquet", "html", "json")))
-    return 1 if result.failed else 0
+    for row in result.failed:
+        print(f"weightscope: {row['label']}: {row['error']}", file=sys.stderr)
+    # 2 when nothing could be compared (as for any bad input), 1 when some checkpoints failed
+    return 0 if not result.failed else (2 if len(result.failed) == len(result.rows) else 1)
