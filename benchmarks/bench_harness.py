@@ -1,0 +1,99 @@
+"""The comparison harness in-process vs on a local Dask cluster: N checkpoints of a random-init ViT-B-16.
+
+    python benchmarks/bench_harness.py --n 4 --workers 2
+
+Makes a base (random init, seed 0) and N "fine-tunes" (the base plus 1 % Gaussian noise on every attention
+in/out projection; seeds 1..N), saved as fp32 safetensors in a temporary folder, then runs
+``weightscope.harness.run_harness`` twice on them, in-process and on a ``LocalCluster`` of ``--workers``
+single-threaded processes, into fresh output folders (nothing reused). Prints wall time of each, the speed-up, and
+the peak resident memory (ru_maxrss) of the in-process run and of each worker (one tuned checkpoint in memory per
+task, plus the scattered base decomposition).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def make_checkpoints(folder: Path, n: int, model: str, noise: float) -> list[str]:
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    base = open_clip.create_model(model, pretrained=None)
+    state = {k: v.detach().contiguous() for k, v in base.state_dict().items()}
+    save_file(state, str(folder / "base.safetensors"))
+    paths = []
+    for i in range(1, n + 1):
+        g = torch.Generator().manual_seed(i)
+        tuned = {k: (v + noise * v.std() * torch.randn(v.shape, generator=g)
+                     if k.startswith("visual.") and "attn" in k and v.ndim == 2 else v) for k, v in state.items()}
+        path = folder / f"tuned-{i}.safetensors"
+        save_file(tuned, str(path))
+        paths.append(str(path))
+    return paths
+
+
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("--n", type=int, default=4, help="tuned checkpoints (default 4)")
+    p.add_argument("--workers", type=int, default=2, help="local cluster workers (default 2)")
+    p.add_argument("--model", default="ViT-B-16")
+    p.add_argument("--noise", type=float, default=0.01, help="relative noise of the fake fine-tunes (default 0.01)")
+    a = p.parse_args(argv)
+    import torch
+    from dask.distributed import Client, LocalCluster
+
+    from weightscope.harness import run_harness
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp:
+        tmp = Path(tmp)
+        t0 = time.time()
+        specs = make_checkpoints(tmp, a.n, a.model, a.noise)
+        print(f"made {a.n} {a.model} checkpoints in {time.time() - t0:.0f} s", flush=True)
+        base = str(tmp / "base.safetensors")
+
+        t0 = time.time()
+        local = run_harness(base, specs, tmp / "in-process", model=a.model, in_process=True, progress=False,
+                            report=False)
+        t_local = time.time() - t0
+        rss_local = _maxrss_mib()
+
+        cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=40)
+        t0 = time.time()
+        dist = run_harness(base, specs, tmp / "cluster", model=a.model, scheduler=cluster.scheduler_address,
+                           progress=False, report=False)
+        t_dist = time.time() - t0
+        with Client(cluster) as client:
+            rss = client.run(_maxrss_mib)
+        cluster.close()
+
+    assert [r["status"] for r in local.rows] == ["done"] * a.n == [r["status"] for r in dist.rows], \
+        [r.get("error") for r in local.rows + dist.rows]
+    same = all(abs(x.energy_total - y.energy_total) <= 1e-9 * x.energy_total
+               for x, y in zip(local.comparisons, dist.comparisons))
+    print(f"{a.n} x {a.model}: in-process {t_local:.1f} s, local cluster ({a.workers} workers, cluster already "
+          f"started) {t_dist:.1f} s, speed-up {t_local / t_dist:.2f}x; results identical: {same}")
+    print(f"peak memory: in-process run {rss_local:.0f} MiB (whole process: base + one tuned checkpoint at a time); "
+          "per worker " + ", ".join(f"{v:.0f} MiB" for v in rss.values()))
+    print(f"cpu cores: {os.cpu_count()}; per-checkpoint seconds in-process: "
+          + ", ".join(f"{r['seconds']:.1f}" for r in local.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
