@@ -71,7 +71,7 @@ def train_family(out: Path, names, steps: int, batch_size: int, lr: float) -> di
 
     base = bundled.checkpoint_path("base")
     paths = {}
-    for k, name in enumerate(names):
+    for name in names:
         path = out / f"ft-{name}.safetensors"
         paths[name] = path
         if path.is_file():
@@ -80,8 +80,8 @@ def train_family(out: Path, names, steps: int, batch_size: int, lr: float) -> di
         transform, kw = SHIFTS[name]
         t0 = time.time()
         with shifted_world(transform):
-            meta = train(path, init=base, seed=10 + k, steps=steps, batch_size=batch_size, lr=lr,
-                         warmup=max(1, steps // 10), save_every=steps, log_every=max(1, steps // 4),
+            meta = train(path, init=base, seed=10 + list(SHIFTS).index(name), steps=steps, batch_size=batch_size,
+                         lr=lr, warmup=max(1, steps // 10), save_every=steps, log_every=max(1, steps // 4),
                          contrast={"position": 0.5, "shape": 0.5}, **kw)
         print(f"{name}: {steps} steps in {time.time() - t0:.0f} s, final loss {meta['final_loss']}", flush=True)
     return paths

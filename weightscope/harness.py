@@ -95,11 +95,13 @@ def _as_pairs(tuned) -> list[tuple[str, str]]:
 
 def content_key(spec: str, model: str | None, extra: dict) -> str:
     """sha256 over the checkpoint's content (a file's bytes, else its spec) and ``extra`` (options, base key)."""
+    from .load import BUNDLED
+
     h = hashlib.sha256()
     args = parse_checkpoint_spec(spec, model)
     target = args["checkpoint"] or (args["pretrained"] if args["pretrained"] and Path(args["pretrained"]).is_file()
                                     else None)
-    if args["model"] == "bundled":
+    if args["model"] == BUNDLED:
         from .shapes import bundled
 
         target = str(bundled.checkpoint_path(args["pretrained"]))
