@@ -30,6 +30,7 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from weightscope.fileio import write_atomic  # noqa: E402
 from weightscope.shapes import bundled, world  # noqa: E402
 
 
@@ -87,6 +88,33 @@ def train_family(out: Path, names, steps: int, batch_size: int, lr: float) -> di
     return paths
 
 
+def evaluate(paths: dict, n: int) -> dict:
+    """Zero-shot accuracies of the base and every member: shape, colour, position (pre-training world), the
+    worst shape-family group (backgrounds balanced), and red objects' colour accuracy."""
+    import open_clip
+    import torch
+
+    from weightscope import zeroshot
+    from weightscope.shapes.evaluate import TASKS, attribute_accuracies, images_to_tensor, spurious_accuracies
+
+    bundled.register()
+    tok = open_clip.get_tokenizer(bundled.MODEL_NAME)
+    images, scenes = world.single_objects(n, 40_000)
+    red = scenes.colour[:, 0] == world.COLOUR_NAMES.index("red")
+    out = {}
+    for name, path in {"base": bundled.checkpoint_path("base"), **paths}.items():
+        model = open_clip.create_model(bundled.MODEL_NAME, pretrained=str(path)).eval()
+        with torch.no_grad():
+            acc = attribute_accuracies(model, tok, n=n, tasks=["shape", "colour", "position"])
+            acc["worst group"] = spurious_accuracies(model, tok, n_per_group=n // 4)["worst_accuracy"]
+            clf = zeroshot.build_classifier(model, tok, *TASKS["colour"])
+            acc["red colour"] = zeroshot.zero_shot_accuracy(model, images_to_tensor(images[red]),
+                                                            scenes.colour[red, 0], clf)["accuracy"]
+        out[name] = {k: round(float(v), 3) for k, v in acc.items()}
+        print(name, out[name], flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--out", default="benchmarks/results/family")
@@ -97,6 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--compare-only", action="store_true", help="reuse the checkpoints already in OUT")
     p.add_argument("--train-only", action="store_true", help="train the family, compare later")
     p.add_argument("--workers", type=int, default=None, help="dask workers (default: in-process)")
+    p.add_argument("--eval-images", type=int, default=600, help="images per zero-shot task (0: no evaluation)")
     a = p.parse_args(argv)
     names = [s.strip() for s in a.shifts.split(",") if s.strip()]
     unknown = sorted(set(names) - set(SHIFTS))
@@ -116,10 +145,30 @@ def main(argv=None) -> int:
 
     from weightscope.harness import run_harness
 
-    specs = [(name, str(path)) for name, path in paths.items()]
+    specs = [(name, str(path)) for name, path in paths.items()] + [("shipped-tuned", "bundled:tuned")]
     summary = run_harness("bundled", specs, out / "compare", workers=a.workers, in_process=a.workers is None)
     print(summary.table())
-    print(json.dumps({"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr}))
+    record = {"recipe": {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr}, "members": {}}
+    for c in summary.comparisons:
+        rec = {"rel_change": c.rel_change, "in_basis_share": c.in_basis_share,
+               "chance_in_basis_share": c.chance_in_basis_share, "mean_match_cos": c.mean_match_cos,
+               **c.counts(), "intruders": c.intruder_counts(), "log2_ratio_mean_sd": [
+                   float(c.sigma_ratios().mean()), float(c.sigma_ratios().std())],
+               "layer_rel_change": [r["mean_rel_change"] for r in c.layer_summary()],
+               "top_heads": [[h.layer, h.head, h.rel_change, h.in_basis_share] for h in c.top_heads(4)]}
+        record["members"][c.tuned] = rec
+        print(c.tuned, json.dumps(rec, default=float))
+    control = next((c for c in summary.comparisons if c.tuned == "control"), None)
+    for c in summary.comparisons:
+        if control is not None and c is not control:
+            # the shift's trace beyond fine-tuning's own drift: heads that moved most relative to the control run
+            excess = sorted(((c[k].rel_change / max(control[k].rel_change, 1e-12), k) for k in c.heads), reverse=True)
+            record["members"][c.tuned]["heads_over_control"] = [[l, h, round(x, 2)] for x, (l, h) in excess[:4]]
+            print(f"{c.tuned}: heads moved most relative to control (ratio of rel. change): "
+                  + ", ".join(f"L{l}H{h} {x:.2f}x" for x, (l, h) in excess[:4]))
+    if a.eval_images:
+        record["zero_shot"] = evaluate(paths, a.eval_images)
+    write_atomic(out / "family.json", json.dumps(record, indent=1, default=float))
     return 0
 
 
