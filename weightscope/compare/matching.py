@@ -118,6 +118,9 @@ def compare_heads(
         Bdiag[np.ix_(g, g)] = R @ Bdiag[np.ix_(g, g)] @ R.T
         for i in g:
             group_of[i] = g
+    # geometric mean of ||u_i W_t|| and ||W_t v_i^T|| (what is left of base direction i in the tuned map), taken
+    # while the tuned side is still its SVD basis (W_t diagonal in it)
+    image = np.sqrt(np.sqrt(np.sum((Cu * st) ** 2, axis=1) * np.sum((Cv * st) ** 2, axis=1)))
     # tuned groups: rotate to best pair with the base rows they overlap most
     st_eff = st.copy()
     for g in tuned_groups:
@@ -132,8 +135,6 @@ def compare_heads(
     match = np.empty(r, dtype=int)
     match[rows] = cols
     a, b = np.diag(X).copy(), np.diag(Bdiag).copy()
-    # ||u_i W_t|| and ||W_t v_i^T||: what is left of base direction i in the tuned map, on either side
-    image = np.sqrt(np.sqrt(np.sum((Cu * st) ** 2, axis=1) * np.sum((Cv * st) ** 2, axis=1)))
 
     directions, energy_in = [], 0.0
     for i in range(r):

@@ -357,7 +357,8 @@ class Comparison:
     def to_dict(self) -> dict:
         return {
             "format": FORMAT, "base": self.base, "tuned": self.tuned, "settings": self.settings,
-            "labelled": self.labelled, "totals": self.totals(), "layers": self.layer_summary(),
+            "labelled": self.labelled, "totals": self.totals(),
+            "layers": self.layer_summary(self.settings.get("epsilon", 0.5)),
             "heads": [asdict(hc) for _, hc in sorted(self.heads.items())],
         }
 
