@@ -202,7 +202,8 @@ def _head_rows(c: Comparison, n: int) -> list[list]:
         rew_txt = "; ".join(f"{d.index} x{d.ratio:.2f}{': ' + lab(d, 'base_concepts') if c.labelled else ''}"
                             for d in rew[:3]) or "-"
         rows.append([f"L{hc.layer} H{hc.head}", f"{hc.rel_change:.4f}", f"{100 * hc.in_basis_share:.0f}",
-                     f"{hc.angle_write:.1f}", len(rew), len(rot), hc.intruders(eps), rew_txt, rot_txt])
+                     f"{hc.angle_write:.1f}", f"{max(hc.top_angles_write, default=0.0):.1f}", len(rew), len(rot),
+                     hc.intruders(eps), rew_txt, rot_txt])
     return rows
 
 
@@ -223,7 +224,9 @@ def definitions_html(s: dict) -> str:
         "every direction make the off-basis share large with no rotated direction: the two answer different "
         "questions.</p>"
         f"<p><b>Intruders</b> (Shuttleworth et al. 2024): tuned directions whose best |cos| with every base write "
-        f"direction is below &epsilon; = {s.get('epsilon', '')} (the figure sweeps &epsilon;). Directions whose "
+        f"direction is below &epsilon; = {s.get('epsilon', '')} (the figure sweeps &epsilon;). Write angles: the largest "
+        f"principal angle between the base and tuned write spans of all r directions, and of the top "
+        f"{s.get('top_k', '')} directions. Directions whose "
         f"singular values differ by at most {s.get('tie_factor', '')} &times; the head's change (spectral norm) are "
         f"matched as one subspace. <b>Noise floor</b>: storage precision read from the values ({s.get('precision_base', '?')}"
         f" base, per-checkpoint tuned); a head is unchanged when ||dW||<sub>F</sub> &le; max({s.get('change_tol', '')} "
@@ -264,7 +267,8 @@ def report_html(comparisons: list[Comparison], figures: dict[str, str] | None = 
                              f"{100 * r['in_basis_share']:.1f}", f"{100 * r['off_basis_share']:.1f}", r["reweighted"],
                              r["rotated"], r[f"intruders@{eps:g}"]] for r in c.layer_summary(eps)]))
         parts.append("<h3>Most changed heads</h3>")
-        parts.append(table(["head", "rel. change", "in-basis %", "max write angle (deg)", "# reweighted",
+        parts.append(table(["head", "rel. change", "in-basis %", "max write angle (deg)",
+                            f"top-{c.settings.get('top_k', 8)} write angle (deg)", "# reweighted",
                             "# rotated", "# intruders", "top reweighted (index x ratio)", "top rotated (index, angle)"],
                            _head_rows(c, n_heads)))
         if c.labelled:
