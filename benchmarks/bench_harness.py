@@ -6,14 +6,15 @@ Makes a base (random init, seed 0) and N "fine-tunes" (the base plus 1 % Gaussia
 in/out projection; seeds 1..N), saved as fp32 safetensors in a temporary folder, then runs
 ``weightscope.harness.run_harness`` twice on them, in-process and on a ``LocalCluster`` of ``--workers``
 single-threaded processes, into fresh output folders (nothing reused). Prints wall time of each, the speed-up, and
-the peak resident memory (ru_maxrss) of the in-process run and of each worker (one tuned checkpoint in memory per
-task, plus the scattered base decomposition).
+the peak resident memory (VmHWM of /proc/self/status: the high-water mark of the process's own memory, which a
+spawned process does not inherit, unlike ru_maxrss) of the in-process run (in a fresh process) and of each worker
+(one tuned checkpoint in memory per task, plus the scattered base decomposition).
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -42,8 +43,23 @@ def make_checkpoints(folder: Path, n: int, model: str, noise: float) -> list[str
     return paths
 
 
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def peak_mib() -> float:
+    """This process's peak resident memory (VmHWM) in MiB (Linux)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024.0
+
+
+def in_process(base: str, specs: list[str], out: str, model: str) -> tuple[float, list, float]:
+    """The in-process run, meant for a fresh process: (seconds, comparisons, peak MiB)."""
+    import torch
+
+    from weightscope.harness import run_harness
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    res = run_harness(base, specs, out, model=model, in_process=True, progress=False, report=False)
+    assert all(r["status"] == "done" for r in res.rows), [r["error"] for r in res.rows]
+    return time.time() - t0, [c.energy_total for c in res.comparisons], peak_mib()
 
 
 def main(argv=None) -> int:
@@ -66,11 +82,8 @@ def main(argv=None) -> int:
         print(f"made {a.n} {a.model} checkpoints in {time.time() - t0:.0f} s", flush=True)
         base = str(tmp / "base.safetensors")
 
-        t0 = time.time()
-        local = run_harness(base, specs, tmp / "in-process", model=a.model, in_process=True, progress=False,
-                            report=False)
-        t_local = time.time() - t0
-        rss_local = _maxrss_mib()
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            t_local, local_energy, rss_local = pool.apply(in_process, (base, specs, str(tmp / "in-process"), a.model))
 
         cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=40)
@@ -79,19 +92,17 @@ def main(argv=None) -> int:
                            progress=False, report=False)
         t_dist = time.time() - t0
         with Client(cluster) as client:
-            rss = client.run(_maxrss_mib)
+            rss = client.run(peak_mib)
         cluster.close()
 
-    assert [r["status"] for r in local.rows] == ["done"] * a.n == [r["status"] for r in dist.rows], \
-        [r.get("error") for r in local.rows + dist.rows]
-    same = all(abs(x.energy_total - y.energy_total) <= 1e-9 * x.energy_total
-               for x, y in zip(local.comparisons, dist.comparisons))
+    assert [r["status"] for r in dist.rows] == ["done"] * a.n, [r.get("error") for r in dist.rows]
+    same = all(abs(x - y.energy_total) <= 1e-9 * x for x, y in zip(local_energy, dist.comparisons))
     print(f"{a.n} x {a.model}: in-process {t_local:.1f} s, local cluster ({a.workers} workers, cluster already "
           f"started) {t_dist:.1f} s, speed-up {t_local / t_dist:.2f}x; results identical: {same}")
-    print(f"peak memory: in-process run {rss_local:.0f} MiB (whole process: base + one tuned checkpoint at a time); "
+    print(f"peak memory: in-process run {rss_local:.0f} MiB (base + one tuned checkpoint at a time); "
           "per worker " + ", ".join(f"{v:.0f} MiB" for v in rss.values()))
-    print(f"cpu cores: {os.cpu_count()}; per-checkpoint seconds in-process: "
-          + ", ".join(f"{r['seconds']:.1f}" for r in local.rows))
+    print(f"cpu cores: {os.cpu_count()}; per-checkpoint seconds on the cluster: "
+          + ", ".join(f"{r['seconds']:.1f}" for r in dist.rows))
     return 0
 
 
