@@ -106,6 +106,8 @@ def content_key(spec: str, model: str | None, extra: dict) -> str:
 
         target = str(bundled.checkpoint_path(args["pretrained"]))
     if target is not None:
+        if not Path(target).is_file():
+            raise WeightscopeError(f"checkpoint file not found: {target}")
         with open(target, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 h.update(block)
@@ -153,9 +155,15 @@ def compare_task(prepared, label: str, spec: str, arch: str, options: dict, out_
         row.update(_numbers(comparison))
         row["comparison"] = None if path is not None else comparison
     except Exception as err:  # noqa: BLE001 -- one bad checkpoint must not stop the others; reported per row
-        row["error"] = f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]
+        row["error"] = _one_line(err)
     row["seconds"] = round(time.time() - t0, 2)
     return row
+
+
+def _one_line(err: BaseException) -> str:
+    """A failure as one line: our own errors as they are, others with their type (they are not user mistakes)."""
+    text = " ".join(str(err).split())
+    return (text if isinstance(err, WeightscopeError) else f"{type(err).__name__}: {text}")[:300]
 
 
 def _numbers(c: Comparison) -> dict:
@@ -320,7 +328,7 @@ def _run_dask(pairs, prepared, args, base_insp, label_opts, scheduler, workers, 
                 rows[i] = fut.result()
             except Exception as err:  # noqa: BLE001 -- a worker that died (e.g. out of memory) fails one row
                 rows[i] = {"label": pairs[i][0], "spec": pairs[i][1], "status": "failed", "key": "",
-                           "error": f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]}
+                           "error": _one_line(err)}
         return rows, where
     finally:
         client.close()
