@@ -13,8 +13,6 @@ from weightscope.compare import compare_models, load_comparisons
 from weightscope.errors import WeightscopeError
 from weightscope.harness import read_manifest, run_harness
 
-distributed = pytest.importorskip("dask.distributed", reason="the distributed extra is not installed")
-
 
 def _save(model, path):
     save_file({k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, str(path))
@@ -42,6 +40,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
+    distributed = pytest.importorskip("dask.distributed", reason="needs the distributed extra (in .[dev] too)")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40) as c:
         yield c
