@@ -549,13 +549,15 @@ def test_threshold_edges_through_the_cli(tiny_model, tiny_name, edge, tmp_path, 
         (c,) = load_comparisons(out / "compare.json")
         return c
 
-    assert run("--ratio-tol", "0.0599")[0, 0].directions[2].kind == "reweighted"
-    assert run("--ratio-tol", "0.0601")[0, 0].directions[2].kind == "stable"
-    assert run("--cos-threshold", "0.767")[1, 1].directions[5].kind == "rotated"
-    assert run("--cos-threshold", "0.765")[1, 1].directions[5].kind == "stable"
+    # just inside each edge (three runs: each flag moves a verdict away from its default's)
+    below = run("--ratio-tol", "0.0599", "--cos-threshold", "0.767", "--change-tol", f"{rel * 0.99!r}",
+                "--epsilon", "0.3")
+    assert below[0, 0].changed and below[0, 0].directions[2].kind == "reweighted"
+    assert below[1, 1].directions[5].kind == "rotated" and below.settings["epsilon"] == 0.3
+    above = run("--ratio-tol", "0.0601", "--cos-threshold", "0.765")
+    assert above[0, 0].changed and above[0, 0].directions[2].kind == "stable"
+    assert above[1, 1].directions[5].kind == "stable"
     assert run("--change-tol", f"{rel * 1.01!r}")[0, 0].changed is False
-    assert run("--change-tol", f"{rel * 0.99!r}")[0, 0].changed is True
-    assert run("--epsilon", "0.3").settings["epsilon"] == 0.3
     capsys.readouterr()
     assert main(["compare", base_path, tuned_path, "--model", tiny_name, "--cos-threshold", "1.5"]) == 2
     assert "cos_threshold must be in (0, 1]" in capsys.readouterr().err
