@@ -1,12 +1,13 @@
 """Reports of checkpoint comparisons: figures (matplotlib), a text table and a self-contained HTML page."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 
-from ..compare import KINDS, Comparison, comparisons_to_json
+from ..compare import EPSILONS, KINDS, Comparison, comparisons_to_json
 from ..errors import WeightscopeError
 from ..fileio import write_atomic
 
@@ -28,15 +29,15 @@ def _short(name: str, n: int = 40) -> str:
 
 
 def figure_shares(comparisons: list[Comparison]):
-    """Stacked bars: share of the change energy that is reweighting vs rotation, one bar per tuned checkpoint."""
+    """Stacked bars: in-basis vs off-basis share of the change energy, one bar per tuned checkpoint."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(comparisons)))
     names = [_short(c.tuned) for c in comparisons]
-    rew = np.array([100 * c.reweight_share for c in comparisons])
-    rot = np.array([100 * c.rotation_share for c in comparisons])
+    rew = np.array([100 * c.in_basis_share for c in comparisons])
+    rot = np.array([100 * c.off_basis_share for c in comparisons])
     y = np.arange(len(comparisons))
-    ax.barh(y, rew, color=KIND_COLOURS["reweighted"], label="reweighting")
-    ax.barh(y, rot, left=rew, color=KIND_COLOURS["rotated"], label="rotation")
+    ax.barh(y, rew, color=KIND_COLOURS["reweighted"], label="in-basis (rescaling base directions)")
+    ax.barh(y, rot, left=rew, color=KIND_COLOURS["rotated"], label="off-basis (turning, new directions)")
     for yi, c in zip(y, comparisons):
         ax.text(101, yi, f"rel. change {c.rel_change:.3g}", va="center", fontsize=8)
     ax.set_yticks(y, names)
@@ -49,19 +50,19 @@ def figure_shares(comparisons: list[Comparison]):
 
 
 def figure_heads(comparison: Comparison):
-    """Two layer x head maps: relative change, and the reweighting share of each changed head."""
+    """Two layer x head maps: relative change, and the in-basis share of each changed head."""
     plt = _plt()
     layers = comparison.layers
     n_heads = 1 + max(h for _, h in comparison.heads)
     rel = np.full((len(layers), n_heads), np.nan)
     share = np.full((len(layers), n_heads), np.nan)
     for (l, h), hc in comparison.heads.items():
-        rel[layers.index(l), h] = hc.rel_change
+        rel[layers.index(l), h] = hc.rel_change if np.isfinite(hc.rel_change) else np.nan
         if hc.changed:
-            share[layers.index(l), h] = 100 * hc.reweight_share
+            share[layers.index(l), h] = 100 * hc.in_basis_share
     fig, axes = plt.subplots(1, 2, figsize=(min(4 + 0.5 * n_heads, 16), 1.8 + 0.3 * len(layers)), layout="constrained")
     for ax, data, title, cmap, vmax in ((axes[0], rel, "relative change ||dW|| / ||W||", "viridis", None),
-                                        (axes[1], share, "reweighting share (%)", "coolwarm_r", 100)):
+                                        (axes[1], share, "in-basis share (%)", "coolwarm_r", 100)):
         im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=0, vmax=vmax)
         ax.set_yticks(range(len(layers)), [str(l) for l in layers])
         ax.set_xlabel("head")
@@ -77,7 +78,8 @@ def figure_directions(comparison: Comparison):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for kind in KINDS:
-        pts = [(abs(d.cos), math.log2(max(abs(d.ratio), 1e-6)), d.s_base / max(comparison[l, h].norm_base, 1e-300))
+        pts = [(abs(d.cos), math.log2(min(max(abs(d.ratio), 1e-6), 1e6)),
+                d.s_base / max(comparison[l, h].norm_base, 1e-300))
                for l, h, d in comparison.directions(kind) if comparison[l, h].changed]
         if pts:
             x, y, w = map(np.array, zip(*pts))
@@ -96,17 +98,17 @@ def figure_directions(comparison: Comparison):
 
 
 def figure_layers(comparisons: list[Comparison]):
-    """Per layer: change energy (log scale) and its reweighting share, one line per tuned checkpoint."""
+    """Per layer: change energy (log scale) and its in-basis share, one line per tuned checkpoint."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for c in comparisons:
         rows = c.layer_summary()
         x = [r["layer"] for r in rows]
         axes[0].plot(x, [max(r["energy_total"], 1e-30) for r in rows], marker="o", label=_short(c.tuned, 30))
-        axes[1].plot(x, [100 * r["reweight_share"] for r in rows], marker="o", label=_short(c.tuned, 30))
+        axes[1].plot(x, [100 * r["in_basis_share"] for r in rows], marker="o", label=_short(c.tuned, 30))
     axes[0].set_yscale("log")
     axes[0].set_title("change energy per layer", fontsize=9)
-    axes[1].set_title("reweighting share per layer (%)", fontsize=9)
+    axes[1].set_title("in-basis share per layer (%)", fontsize=9)
     axes[1].set_ylim(-2, 102)
     for ax in axes:
         ax.set_xlabel("layer")
@@ -114,19 +116,70 @@ def figure_layers(comparisons: list[Comparison]):
     return fig
 
 
+def figure_checkpoints(comparisons: list[Comparison]):
+    """Across checkpoints: relative change, in-basis share and intruder count (at the settings' epsilon)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 0.9 + 0.35 * len(comparisons)), sharey=True, layout="constrained")
+    y = np.arange(len(comparisons))
+    eps = comparisons[0].settings.get("epsilon", 0.5)
+    values = [([c.rel_change for c in comparisons], "relative change ||dW|| / ||W||"),
+              ([100 * c.in_basis_share for c in comparisons], "in-basis share of the change energy (%)"),
+              ([c.intruder_counts([eps])[float(eps)] for c in comparisons], f"intruder directions (eps {eps:g})")]
+    for ax, (vals, title) in zip(axes, values):
+        ax.barh(y, np.nan_to_num(np.asarray(vals, dtype=float), posinf=0.0), color="#4c72b0")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(y, [_short(c.tuned, 30) for c in comparisons])
+    axes[0].invert_yaxis()
+    return fig
+
+
+def figure_intruders(comparisons: list[Comparison]):
+    """Intruder directions (all heads) against epsilon, one line per checkpoint (Shuttleworth et al. 2024, fig. 3)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for c in comparisons:
+        counts = c.intruder_counts(c.settings.get("epsilons") or EPSILONS)
+        ax.plot(list(counts), list(counts.values()), marker="o", label=_short(c.tuned, 30))
+    ax.set_xlabel("epsilon (best |cos| with every base write direction below it)")
+    ax.set_ylabel("intruder directions")
+    ax.legend(fontsize=7)
+    ax.set_title("intruder dimensions", fontsize=9)
+    return fig
+
+
+def figure_ratios(comparisons: list[Comparison]):
+    """Distribution of log2 sigma ratios of matched (not rotated) directions of changed heads, per checkpoint."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    data = [np.clip(c.sigma_ratios(), -4, 4) for c in comparisons]
+    if any(d.size for d in data):
+        ax.hist([d for d in data if d.size], bins=41, range=(-2, 2), histtype="step",
+                label=[_short(c.tuned, 30) for c, d in zip(comparisons, data) if d.size])
+        ax.legend(fontsize=7)
+    ax.set_xlabel("log2 sigma_tuned / sigma_base (clipped to +-2)")
+    ax.set_ylabel("directions")
+    ax.set_title("sigma ratios of matched directions", fontsize=9)
+    return fig
+
+
+SUMMARY_HEADER = ["tuned checkpoint", "rel. change", "in-basis %", "off-basis %", "chance in-basis %",
+                  "mean match cos", "stable", "reweighted", "rotated", "intruders", "most changed heads",
+                  "amplified", "suppressed"]
+
+
 def comparison_rows(comparisons: list[Comparison], n_concepts: int = 3) -> tuple[list[str], list[list]]:
     """(header, rows) of the one-line-per-checkpoint table used on stdout and in the HTML report."""
-    header = ["tuned checkpoint", "rel. change", "reweighting %", "rotation %", "chance reweighting %",
-              "mean match cos", "stable", "reweighted", "rotated", "most changed heads", "amplified", "suppressed"]
     rows = []
     for c in comparisons:
         k = c.counts()
+        eps = c.settings.get("epsilon", 0.5)
         heads = ", ".join(f"L{h.layer}H{h.head}" for h in c.top_heads(3)) or "-"
         amp = ", ".join(x for x, _ in c.amplified_concepts(n_concepts)) if c.labelled else "(no labels)"
         sup = ", ".join(x for x, _ in c.suppressed_concepts(n_concepts)) if c.labelled else "(no labels)"
-        rows.append([c.tuned, f"{c.rel_change:.4f}", f"{100 * c.reweight_share:.1f}", f"{100 * c.rotation_share:.1f}",
-                     f"{100 * c.chance_reweight_share:.2f}", f"{c.mean_match_cos:.3f}", k["stable"], k["reweighted"], k["rotated"], heads, amp or "-", sup or "-"])
-    return header, rows
+        rows.append([c.tuned, f"{c.rel_change:.4f}", f"{100 * c.in_basis_share:.1f}", f"{100 * c.off_basis_share:.1f}",
+                     f"{100 * c.chance_in_basis_share:.2f}", f"{c.mean_match_cos:.3f}", k["stable"], k["reweighted"],
+                     k["rotated"], c.intruder_counts([eps])[float(eps)], heads, amp or "-", sup or "-"])
+    return list(SUMMARY_HEADER), rows
 
 
 def text_table(header: list[str], rows: list[list]) -> str:
@@ -139,53 +192,84 @@ def text_table(header: list[str], rows: list[list]) -> str:
 
 def _head_rows(c: Comparison, n: int) -> list[list]:
     rows = []
+    eps = c.settings.get("epsilon", 0.5)
     for hc in c.top_heads(n):
         rot = hc.of_kind("rotated")
         rew = sorted(hc.of_kind("reweighted"), key=lambda d: -abs(math.log(max(abs(d.ratio), 1e-12))))
         lab = lambda d, which: ", ".join(x for x, _ in getattr(d, which)[:2])  # noqa: E731
-        rot_txt = "; ".join(f"{d.index} (cos {abs(d.cos):.2f}){': ' + lab(d, 'base_concepts') + ' -> ' + lab(d, 'tuned_concepts') if c.labelled else ''}"
+        rot_txt = "; ".join(f"{d.index} ({d.angle:.0f} deg){': ' + lab(d, 'base_concepts') + ' -> ' + lab(d, 'tuned_concepts') if c.labelled else ''}"
                             for d in rot[:3]) or "-"
         rew_txt = "; ".join(f"{d.index} x{d.ratio:.2f}{': ' + lab(d, 'base_concepts') if c.labelled else ''}"
                             for d in rew[:3]) or "-"
-        rows.append([f"L{hc.layer} H{hc.head}", f"{hc.rel_change:.4f}", f"{100 * hc.reweight_share:.0f}",
-                     f"{hc.angle_write:.1f}", len(rew), len(rot), rew_txt, rot_txt])
+        rows.append([f"L{hc.layer} H{hc.head}", f"{hc.rel_change:.4f}", f"{100 * hc.in_basis_share:.0f}",
+                     f"{hc.angle_write:.1f}", f"{max(hc.top_angles_write, default=0.0):.1f}", len(rew), len(rot),
+                     hc.intruders(eps), rew_txt, rot_txt])
     return rows
 
 
-def report_html(comparisons: list[Comparison], figures: dict[str, str] | None = None, n_heads: int = 10) -> str:
-    """A self-contained HTML page for one base and several tuned checkpoints; figures: {name: <img> html}."""
+def definitions_html(s: dict) -> str:
+    """How every number of the report is defined (the settings of the first comparison)."""
+    return (
+        "<p>Each head's change ||W<sub>tuned</sub> &minus; W<sub>base</sub>||<sub>F</sub><sup>2</sup> (value-output "
+        "matrix) is split exactly, with no threshold, into two <b>energy shares</b>: <b>in-basis</b> = "
+        "&Sigma;<sub>i</sub>(a<sub>i</sub> &minus; s<sub>i</sub>)<sup>2</sup>, the part that rescales the base's own "
+        "singular directions (a<sub>i</sub> = u<sub>i</sub> W<sub>tuned</sub> v<sub>i</sub><sup>T</sup>; any factor, 0 "
+        "and negative included), and <b>off-basis</b> = the rest: directions turning (a little everywhere or a lot "
+        "somewhere) and new directions. Shares are energy-weighted over heads. A random change of the head factors "
+        "would put 1/(2D &minus; r) in-basis (the <i>chance</i> column).</p>"
+        "<p>The <b>direction counts</b> are thresholded: a base direction is <b>rotated</b> when its matched angle "
+        f"arccos|(u&middot;u')(v&middot;v')| exceeds {s.get('max_angle', 0):.1f}&deg; (match cosine below "
+        f"{s.get('cos_threshold', '')}), <b>reweighted</b> when it is matched and its singular-value ratio is off 1 by "
+        f"more than {s.get('ratio_tol', '')} (or flipped, or rescaled to zero), else <b>stable</b>. Small turns of "
+        "every direction make the off-basis share large with no rotated direction: the two answer different "
+        "questions.</p>"
+        f"<p><b>Intruders</b> (Shuttleworth et al. 2024): tuned directions whose best |cos| with every base write "
+        f"direction is below &epsilon; = {s.get('epsilon', '')} (the figure sweeps &epsilon;). Write angles: the largest "
+        f"principal angle between the base and tuned write spans of all r directions, and of the top "
+        f"{s.get('top_k', '')} directions. Directions whose "
+        f"singular values differ by at most {s.get('tie_factor', '')} &times; the head's change (spectral norm) are "
+        f"matched as one subspace. <b>Noise floor</b>: storage precision read from the values ({s.get('precision_base', '?')}"
+        f" base, per-checkpoint tuned); a head is unchanged when ||dW||<sub>F</sub> &le; max({s.get('change_tol', '')} "
+        f"&times; ||W||<sub>F</sub>, {s.get('noise_factor', '')} &times; the expected rounding change "
+        "sqrt(2(u<sub>b</sub><sup>2</sup> + u<sub>t</sub><sup>2</sup>)/3 &Sigma;<sub>j</sub>||A<sub>:j</sub>||<sup>2</sup>"
+        "||B<sub>j:</sub>||<sup>2</sup>)).</p>")
+
+
+def report_html(comparisons: list[Comparison], figures: dict[str, str] | None = None, n_heads: int = 10,
+                rows: list[dict] | None = None, max_sections: int = 12) -> str:
+    """A self-contained HTML page for one base and several tuned checkpoints; figures: {name: <img> html};
+    rows: the harness's per-checkpoint rows (failed checkpoints are listed); per-checkpoint sections for the
+    first ``max_sections`` checkpoints."""
     from .page import esc, page, table
 
     figures = figures or {}
     base = comparisons[0].base if comparisons else "?"
-    s = comparisons[0].settings if comparisons else {}
-    parts = [
-        f"<p>Base checkpoint <code>{esc(base)}</code>, {len(comparisons)} tuned checkpoint(s). Each head's change "
-        f"||W_tuned - W_base||<sub>F</sub><sup>2</sup> (value-output matrix) is split exactly into <b>reweighting</b> "
-        f"(rescaling base singular directions matched with match cosine |(u.u')(v.v')| &ge; {s.get('cos_threshold', '')}) "
-        f"and <b>rotation</b> (everything else). Directions whose singular values differ by at most "
-        f"{s.get('tie_factor', '')} &times; the head's change (spectral norm) are matched as one subspace. Heads with "
-        f"relative change &le; {s.get('change_tol', '')} count as unchanged. A random change of the head factors would "
-        f"put 1/(2D - r) of its energy on reweighting (the <i>chance</i> column).</p>",
-        "<h2>Summary</h2>", table(*comparison_rows(comparisons)),
-    ]
-    for name in ("shares", "layers"):
+    parts = [f"<p>Base checkpoint <code>{esc(base)}</code>, {len(comparisons)} tuned checkpoint(s).</p>",
+             definitions_html(comparisons[0].settings if comparisons else {}),
+             "<h2>Summary</h2>", table(*comparison_rows(comparisons))]
+    failed = [r for r in rows or [] if r.get("status") == "failed"]
+    if failed:
+        parts.append("<h3>Failed checkpoints</h3>")
+        parts.append(table(["label", "checkpoint", "error"], [[r["label"], r["spec"], r["error"]] for r in failed]))
+    for name in ("checkpoints", "shares", "intruders", "ratios", "layers"):
         if name in figures:
             parts.append(figures[name])
-    for i, c in enumerate(comparisons):
+    for i, c in enumerate(comparisons[:max_sections]):
         parts.append(f"<h2>{esc(c.tuned)}</h2><pre>{esc(c.summary())}</pre>")
         for name in (f"heads_{i}", f"directions_{i}"):
             if name in figures:
                 parts.append(figures[name])
+        eps = c.settings.get("epsilon", 0.5)
         parts.append("<h3>Per layer</h3>")
-        parts.append(table(["layer", "changed heads", "mean rel. change", "reweighting %", "rotation %",
-                            "reweighted dirs", "rotated dirs"],
+        parts.append(table(["layer", "changed heads", "mean rel. change", "in-basis %", "off-basis %",
+                            "reweighted dirs", "rotated dirs", f"intruders (eps {eps:g})"],
                            [[r["layer"], f"{r['changed_heads']}/{r['heads']}", f"{r['mean_rel_change']:.4f}",
-                             f"{100 * r['reweight_share']:.1f}", f"{100 * r['rotation_share']:.1f}", r["reweighted"],
-                             r["rotated"]] for r in c.layer_summary()]))
+                             f"{100 * r['in_basis_share']:.1f}", f"{100 * r['off_basis_share']:.1f}", r["reweighted"],
+                             r["rotated"], r[f"intruders@{eps:g}"]] for r in c.layer_summary(eps)]))
         parts.append("<h3>Most changed heads</h3>")
-        parts.append(table(["head", "rel. change", "reweighting %", "max write angle (deg)", "# reweighted",
-                            "# rotated", "top reweighted (index x ratio)", "top rotated (index, match cos)"],
+        parts.append(table(["head", "rel. change", "in-basis %", "max write angle (deg)",
+                            f"top-{c.settings.get('top_k', 8)} write angle (deg)", "# reweighted",
+                            "# rotated", "# intruders", "top reweighted (index x ratio)", "top rotated (index, angle)"],
                            _head_rows(c, n_heads)))
         if c.labelled:
             lost, gained = c.rotated_concepts(8)
@@ -196,33 +280,33 @@ def report_html(comparisons: list[Comparison], figures: dict[str, str] | None = 
     return page(f"weightscope compare: {base}", "".join(parts))
 
 
-def write_report(comparisons: list[Comparison], out_dir: str | Path, png: bool = False, n_heads: int = 10) -> dict[str, Path]:
+def write_report(comparisons: list[Comparison], out_dir: str | Path, png: bool = False, n_heads: int = 10,
+                 rows: list[dict] | None = None, max_sections: int = 12) -> dict[str, Path]:
     """Write report.html (figures inlined) and compare.json to ``out_dir``; with png, each figure as a PNG too.
 
-    Returns {name: path} of everything written.
+    rows: the harness's summary rows (failed checkpoints are listed). Returns {name: path} of everything written.
     """
     from .page import figure_to_img
 
     if not comparisons:
         raise WeightscopeError("nothing to report: no comparisons")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    figs = {"shares": lambda: figure_shares(comparisons), "layers": lambda: figure_layers(comparisons)}
-    for i, c in enumerate(comparisons):
+    figs = {"checkpoints": lambda: figure_checkpoints(comparisons), "shares": lambda: figure_shares(comparisons),
+            "intruders": lambda: figure_intruders(comparisons), "ratios": lambda: figure_ratios(comparisons),
+            "layers": lambda: figure_layers(comparisons)}
+    for i, c in enumerate(comparisons[:max_sections]):
         figs[f"heads_{i}"] = lambda c=c: figure_heads(c)
         figs[f"directions_{i}"] = lambda c=c: figure_directions(c)
     imgs = {}
     for name, make in figs.items():
         fig = make()
         if png:
-            import io
-
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
             written[name] = write_atomic(out / f"{name}.png", buf.getvalue())
         imgs[name] = figure_to_img(fig, name)
     written["json"] = out / "compare.json"
     comparisons_to_json(comparisons, written["json"])
-    written["html"] = write_atomic(out / "report.html", report_html(comparisons, imgs, n_heads))
+    written["html"] = write_atomic(out / "report.html", report_html(comparisons, imgs, n_heads, rows, max_sections))
     return written
