@@ -188,14 +188,14 @@ def test_steering_is_optimal_against_random_and_optimised_moves(theta):
     Pn = _ref_null_projector(W)
     N = scipy.linalg.null_space(W)
     checked = 0
-    for _ in range(6):
+    for _ in range(4):
         f, t = rng.normal(size=10), rng.normal(size=10)
         f = f - 0.5 * Pn @ f                     # keep a sizeable row part so that IS = 40 stays reachable
         best, worst = steer(head, f, t, theta, 1), None
         if theta >= best.max_image_score:
             continue
         worst = steer(head, f, t, theta, -1) if theta < steer(head, f, t, 0.0, -1).max_image_score else None
-        got = _random_move_scores(f, t, Pn, theta, rng, 400)
+        got = _random_move_scores(f, t, Pn, theta, rng, 250)
         assert got.max() <= best.attribute_score + 1e-9
         if worst is not None:
             assert got.min() >= worst.attribute_score - 1e-9
@@ -354,3 +354,200 @@ def test_clip_attribute_embeddings_visibility_ranking():
             g = head_geometry(head_from_arrays(rows / np.linalg.norm(rows, axis=1, keepdims=True)))
             vis_by[hf] = concept_visibility(g, emb, names).visibility[idx].mean()
         assert vis_by[head_family] > ratio * vis_by[other], (head_family, vis_by)
+
+
+# ------------------------------------------------------------------------------------------------ galleries
+
+def test_shapes_gallery_is_cached_checked_and_rebuilt(bundled, tmp_path, monkeypatch):
+    import torch
+
+    from weightscope.shapes.evaluate import images_to_tensor
+    from weightscope.sing import gallery as gal
+
+    g1 = gal.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(bundled.model.encode_image(images_to_tensor(g1.images)), dim=-1).numpy()
+    assert np.allclose(g1.embeddings, ref, atol=1e-6)
+    files = sorted((tmp_path / "embeddings").glob("*.wsemb"))
+    assert len(files) == 1 and files[0].name.startswith("shapes-vit-gallery-")
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the cache should have answered")
+
+    with monkeypatch.context() as m:
+        m.setattr(gal, "_encode", no_encoding)
+        g2 = gal.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
+    assert np.array_equal(g1.embeddings, g2.embeddings) and g1.captions == g2.captions
+    raw = files[0].read_bytes()
+    files[0].write_bytes(raw[:-8] + bytes(8))                     # damaged data: the checksum no longer matches
+    with pytest.warns(UserWarning, match="corrupt"):
+        g3 = gal.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
+    assert np.array_equal(g1.embeddings, g3.embeddings) and files[0].read_bytes() == raw
+    gal.shapes_gallery(bundled, n=16, seed=4, cache_dir=tmp_path, progress=False)   # another key, another file
+    assert len(list((tmp_path / "embeddings").glob("*.wsemb"))) == 2
+    assert not [p for p in (tmp_path / "embeddings").iterdir() if p.name.endswith(".tmp")]
+    idx, cos = g1.nearest(g1.embeddings[[3, 7]], k=2)
+    assert list(idx[:, 0]) == [3, 7] and np.allclose(cos[:, 0], 1.0, atol=1e-6)
+
+
+def test_folder_gallery_and_image_errors(bundled, tmp_path):
+    from PIL import Image
+
+    from weightscope.shapes import world
+    from weightscope.sing import gallery as gal
+
+    images, _ = world.single_objects(3, seed=1)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(tmp_path / f"{i}.png")
+    g = gal.folder_gallery(bundled, tmp_path, cache_dir=tmp_path / "cache", progress=False)
+    assert len(g) == 3 and g.captions == ("0.png", "1.png", "2.png")
+    f = gal.embed_image(bundled, tmp_path / "1.png")
+    assert g.nearest(f, 1)[0][0, 0] == 1
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(WeightscopeError, match="cannot decode image .*broken.png"):
+        gal.embed_image(bundled, tmp_path / "broken.png")
+
+
+# ------------------------------------------------------------------------------------------------ analysis and CLI
+
+def test_bundled_analysis_steers_within_the_equivalence_class(bundled_result):
+    r = bundled_result
+    assert r.logit_change <= 1e-6
+    main_row = r.steering[0]
+    assert r.main_text == r.visibility.ranked(1, blind=True)[0][0] == main_row.text
+    assert main_row.as_towards > 0 > main_row.as_away
+    # SING's class texts follow, one per class, with their articles
+    assert [row.text for row in r.steering[1:]] == [f"an image of {'an' if c[0] in 'aeiou' else 'a'} {c}" for c in r.classes]
+    assert r.leakage["n_reachable"] > 200 and r.leakage["mean_abs_as"] > 0
+    assert [d.space for d in r.directions] == ["row"] * 4 + ["null"] * 4
+    assert all(d.plus and d.minus for d in r.directions)
+    assert r.neighbours["f"][0][0] == 0                      # f is gallery image 0: its own nearest neighbour
+    data = json.loads(r.to_json())
+    assert data["null_dim"] == 56 and len(data["visibility"]) == len(r.visibility.concepts)
+
+
+def test_cli_no_arguments_writes_json_and_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["sing"]) == 0
+    out = tmp_path / "weightscope-out"
+    data = json.loads((out / "sing.json").read_text())
+    assert data["rank"] == 8 and data["null_dim"] == 56 and data["classes"][0] == "circle"
+    html = (out / "sing.html").read_text()
+    assert "Equivalent images" in html and html.count("data:image/png;base64") >= 3
+    assert "null space 56-d" in capsys.readouterr().out
+
+
+def _conv_only_checkpoint(path):
+    import torch
+
+    torch.save({"conv.weight": torch.zeros(4, 3, 3, 3), "bn.weight": torch.ones(4)}, path)
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--classes", "no/such/classes.txt"], "class file not found"),
+    (["--classes", "circle"], "at least 2"),
+    (["--classes", "circle,square,Circle"], "duplicate class 'Circle'"),
+    (["--image", "IMAGE"], "cannot decode image"),
+    (["--head", "CONV"], "no 2-D weight: a classifier needs a linear head"),
+    (["--classes", ","], "empty"),
+    (["ViT-B-32"], "give --classes"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch, capsys):
+    import weightscope.load
+
+    def no_loading(*a, **k):
+        raise AssertionError("bad input must be refused before the model is loaded")
+
+    monkeypatch.setattr(weightscope.load, "load_model", no_loading)
+    (tmp_path / "bad.png").write_bytes(b"not an image at all")
+    args = [{"IMAGE": str(tmp_path / "bad.png"), "CONV": str(_conv_only_checkpoint(tmp_path / "c.pt"))}.get(a, a)
+            for a in args]
+    assert main(["sing", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err and err.startswith("weightscope sing: error:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_parse_classes_sources(tmp_path):
+    from weightscope.sing import parse_classes
+
+    (tmp_path / "classes.txt").write_text("cat\n\n dog \nbird\n")
+    assert parse_classes(str(tmp_path / "classes.txt"))[0] == ["cat", "dog", "bird"]
+    assert parse_classes("cat, dog")[0] == ["cat", "dog"]
+    assert parse_classes("cifar10")[0][:2] == ["airplane", "automobile"]
+    names, templates, _ = parse_classes("shapes")
+    assert len(names) == 8 and "a photo of a {}" in templates
+
+
+# ------------------------------------------------------------------------------------------------ CIFAR-10 ResNets
+
+def _cifar():
+    if not (CIFAR_MODELS.is_dir() and CIFAR_DATA.is_dir()):
+        pytest.skip(f"CIFAR-10 ResNets or test images not found under {SHARED}")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import cifar_resnets
+
+    return cifar_resnets
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56])
+def test_resnet_heads_null_dimension_and_equivalence(depth):
+    import torch
+
+    cr = _cifar()
+    from weightscope.heads import linear_head
+    from weightscope.load import read_state_dict
+
+    head = linear_head(read_state_dict(cr.weights_path(depth)), cr.CLASSES)
+    assert head.feature_space == "input of linear.weight" and head.weight.shape == (10, 64)
+    net = cr.load_resnet(depth)
+    assert np.array_equal(linear_head(net).weight, head.weight)          # module path: the same last nn.Linear
+    geom = head_geometry(head)
+    assert (geom.rank, geom.null_dim) == (10, 54)
+    lin = net.linear.double()
+    rng = np.random.default_rng(depth)
+    f = np.abs(rng.normal(size=(64, 64)))                                  # post-ReLU-like features
+    for scale in (0.1, 1.0, 10.0):
+        g = geom.equivalent(f, scale * rng.normal(size=(64, 64)) * np.linalg.norm(f, axis=1, keepdims=True))
+        with torch.no_grad():
+            a, b = lin(torch.from_numpy(f)).numpy(), lin(torch.from_numpy(g)).numpy()
+        assert np.max(np.abs(a - b)) / np.max(np.abs(a)) <= 1e-6
+
+
+def test_resnet_null_components_swap_on_real_images():
+    """Replace each image's null component by another image's: every prediction stays (4 ResNets, 50 images)."""
+    import torch
+
+    cr = _cifar()
+    from weightscope.heads import linear_head
+
+    x, y = cr.load_cifar_test(per_class=5)
+    perm = np.random.default_rng(0).permutation(len(y))
+    for depth in cr.DEPTHS:
+        net = cr.load_resnet(depth)
+        feats = cr.penultimate_features(net, x)
+        with torch.no_grad():
+            logits = net(x).double().numpy()
+        assert np.allclose(feats @ net.linear.weight.detach().double().numpy().T + net.linear.bias.detach().double().numpy(), logits,
+                           atol=1e-4)                                       # the features are linear's input
+        geom = head_geometry(linear_head(net))
+        row, null = geom.split(feats)
+        swapped = row + null[perm]
+        share = geom.null_share(feats)
+        assert np.all((share > 0.05) & (share < 0.95))                     # the swapped parts are not negligible
+        assert np.linalg.norm(swapped - feats) > 0.3 * np.linalg.norm(feats)
+        with torch.no_grad():
+            lin = net.linear.double()
+            a, b = lin(torch.from_numpy(feats)).numpy(), lin(torch.from_numpy(swapped)).numpy()
+        assert np.max(np.abs(a - b)) / np.max(np.abs(a)) <= 1e-6
+        assert np.array_equal(a.argmax(1), b.argmax(1)) and (a.argmax(1) == y).mean() > 0.6
+
+
+def test_cli_head_on_a_resnet_checkpoint(tmp_path, capsys):
+    cr = _cifar()
+    assert main(["sing", "--head", str(cr.weights_path(20)), "--classes", "cifar10", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "sing.json").read_text())
+    assert (data["n_classes"], data["n_features"], data["rank"], data["null_dim"]) == (10, 64, 10, 54)
+    assert "null space 54-d" in capsys.readouterr().out and (tmp_path / "sing.html").stat().st_size > 5000
