@@ -181,7 +181,8 @@ def row_null_bases(W: np.ndarray, rtol: float = RANK_RTOL) -> tuple[np.ndarray, 
         raise ValueError(f"row_null_bases needs a 2-D matrix, got shape {W.shape}")
     if not 0.0 <= rtol < 1.0:
         raise ValueError(f"rtol must lie in [0, 1), got {rtol}")
-    U, s, Vh = np.linalg.svd(W, full_matrices=True)
+    # Vh must be square (a basis of all of R^F); with C >= F the thin SVD already gives that, without the C x C U
+    U, s, Vh = np.linalg.svd(W, full_matrices=W.shape[0] < W.shape[1])
     r = int(np.sum(s > rtol * s[0])) if s.size and s[0] > 0 else 0
     U, row = fix_signs(U[:, :r], Vh[:r])
     null = Vh[r:]
