@@ -453,6 +453,7 @@ def _conv_only_checkpoint(path):
     (["--head", "CONV"], "no 2-D weight: a classifier needs a linear head"),
     (["--classes", ","], "empty"),
     (["ViT-B-32"], "give --classes"),
+    (["--vocab", "no-such-vocabulary"], "neither a built-in name"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch, capsys):
     import weightscope.load
@@ -468,6 +469,26 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypat
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err and err.startswith("weightscope sing: error:")
     assert not (tmp_path / "out").exists()
+
+
+def test_analysis_with_an_image_texts_and_a_folder_gallery(bundled, tmp_path):
+    from PIL import Image
+
+    from weightscope.shapes import world
+    from weightscope.sing import sing_analysis
+
+    images, scenes = world.single_objects(6, seed=2, spurious_strength=None)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(tmp_path / f"{i}.png")
+    r = sing_analysis(bundled, "circle,square,star", "shapes_world", image=tmp_path / "2.png",
+                      texts=["a red object", "a blue background"], gallery=tmp_path, cache_dir=tmp_path / "c",
+                      n_directions=2, progress=False)
+    assert (r.rank, r.null_dim) == (3, 61) and r.feature == "image 2.png" and r.f_image.shape == (48, 48, 3)
+    assert [s.text for s in r.steering] == ["a red object", "a blue background", "an image of a circle",
+                                            "an image of a square", "an image of a star"]
+    assert r.neighbours["f"][0][:2] == (2, "2.png") and len(r.neighbours["f_tilde"]) == 6
+    assert r.logit_change <= 1e-6 and r.families["shape"] > r.families["colour"]
+    assert r.leakage["n_images"] == 6
 
 
 def test_parse_classes_sources(tmp_path):

@@ -268,10 +268,12 @@ def sing_analysis(model=None, classes="shapes", vocabulary=None, *, pretrained: 
         gal._open_image(Path(image))
     if gallery is not None and not Path(gallery).is_dir():
         raise WeightscopeError(f"gallery folder not found: {gallery}")
+    if vocabulary is not None:
+        concepts, vocab_desc = parse_vocabulary_spec(vocabulary)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained, checkpoint=checkpoint)
     bundled = loaded.source.startswith("bundled")
-    vocab_spec = vocabulary if vocabulary is not None else (BUNDLED_VOCAB if bundled else GENERAL_VOCAB)
-    concepts, vocab_desc = parse_vocabulary_spec(vocab_spec)
+    if vocabulary is None:          # the default depends on the model
+        concepts, vocab_desc = parse_vocabulary_spec(BUNDLED_VOCAB if bundled else GENERAL_VOCAB)
 
     head = zero_shot_head(loaded, names, templates)
     geom = head_geometry(head, rtol)
