@@ -23,8 +23,11 @@ def _plt():
 
 def _visibility_figure(result: SingResult, n: int = 15):
     plt = _plt()
-    seen, blind = result.visibility.ranked(n), result.visibility.ranked(n, blind=True)
-    panels = [("most visible (row space)", seen, "#2b7bba"), ("least visible (null space)", blind, "#d95f02")]
+    by = result.rank_by
+    seen, blind = result.visibility.ranked(n, by=by), result.visibility.ranked(n, blind=True, by=by)
+    titles = (("most visible (row space)", "least visible (null space)") if by == "visibility"
+              else ("largest gain (null space empty)", "smallest gain"))
+    panels = [(titles[0], seen, "#2b7bba"), (titles[1], blind, "#d95f02")]
     if result.families:
         panels.append(("mean per attribute family", sorted(result.families.items(), key=lambda kv: -kv[1]), "#555"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.26 * n + 1.2))
@@ -35,7 +38,8 @@ def _visibility_figure(result: SingResult, n: int = 15):
         ax.axvline(result.chance_visibility, color="k", ls=":", lw=1)
         ax.set_xlim(0, 1)
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("share of energy in the row space", fontsize=8)
+        ax.set_xlabel("share of energy in the row space" if by == "visibility" or "family" in title
+                      else "gain |W d| / (s[0] |d|)", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(f"Concept visibility (dotted: a random direction, {result.chance_visibility:.3f})", fontsize=10)
     fig.tight_layout()

@@ -136,6 +136,11 @@ class SingResult:
         return self.rank + self.null_dim
 
     @property
+    def rank_by(self) -> str:
+        """What the ranked lists use: visibility, or the gain when the null space is empty (every visibility is 1)."""
+        return "visibility" if self.null_dim else "gain"
+
+    @property
     def chance_visibility(self) -> float:
         """Mean visibility of a uniformly random direction: rank / F."""
         return self.rank / self.n_features
@@ -145,8 +150,8 @@ class SingResult:
         lines = [f"{self.model}: {len(self.classes)} classes in a {self.n_features}-d {self.feature_space} space; "
                  f"rank {self.rank}, null space {self.null_dim}-d (rtol {self.rtol:g}); chance visibility "
                  f"{self.chance_visibility:.3f}",
-                 f"sees:     {fmt(self.visibility.ranked(n))}",
-                 f"blind to: {fmt(self.visibility.ranked(n, blind=True))}"]
+                 f"sees ({self.rank_by}):     {fmt(self.visibility.ranked(n, by=self.rank_by))}",
+                 f"blind to ({self.rank_by}): {fmt(self.visibility.ranked(n, blind=True, by=self.rank_by))}"]
         if self.families:
             lines.append("mean visibility per family: " + ", ".join(f"{k} {v:.3f}" for k, v in self.families.items()))
         for d in self.directions:
@@ -175,7 +180,8 @@ class SingResult:
             "vocabulary": self.vocabulary, "normalize": self.normalize, "chance_visibility": self.chance_visibility,
             "visibility": {c: round(float(v), 6) for c, v in zip(vis.concepts, vis.visibility)},
             "gain": {c: round(float(v), 6) for c, v in zip(vis.concepts, vis.gain)},
-            "sees": vis.ranked(20), "blind_to": vis.ranked(20, blind=True), "families": self.families,
+            "ranked_by": self.rank_by, "sees": vis.ranked(20, by=self.rank_by),
+            "blind_to": vis.ranked(20, blind=True, by=self.rank_by), "families": self.families,
             "directions": [d.__dict__ for d in self.directions],
             "image_score": self.image_score, "feature": self.feature, "main_text": self.main_text,
             "steering": [{**r.__dict__, "abs_as": r.abs_as} for r in self.steering],
@@ -301,7 +307,7 @@ def sing_analysis(model=None, classes="shapes", vocabulary=None, *, pretrained: 
         f, feature = _text_embeddings(loaded, [prompt])[0], f"text embedding of {prompt!r} (no image given)"
 
     if texts is None:
-        texts = [vis.ranked(1, blind=True)[0][0]]
+        texts = [vis.ranked(1, blind=True, by="visibility" if geom.null_dim else "gain")[0][0]]
     class_texts = [CLASS_PROMPT.format(f"{'an' if n[0].lower() in 'aeiou' else 'a'} {n}") for n in names]
     T = _text_embeddings(loaded, texts + class_texts)
     rows = [_steering_row(geom, f, t, text, image_score) for t, text in zip(T, texts + class_texts)]

@@ -141,6 +141,8 @@ def steer(head_or_geometry, f, t, image_score: float = 40.0, direction: int = 1)
     space. Raises WeightscopeError for an empty null space with image_score > 0, a zero f or t, an image score
     outside [0, 180) or at / beyond the largest reachable one (the message gives it).
     """
+    if not isinstance(head_or_geometry, (HeadGeometry, LinearHead)):
+        raise WeightscopeError(f"steer needs a LinearHead or a HeadGeometry, got {type(head_or_geometry).__name__}")
     geom = head_or_geometry if isinstance(head_or_geometry, HeadGeometry) else head_geometry(head_or_geometry)
     f = geom._check(np.reshape(f, -1), "f")
     t = geom._check(np.reshape(t, -1), "t")

@@ -34,10 +34,14 @@ class Visibility:
     visibility: np.ndarray
     gain: np.ndarray
 
-    def ranked(self, n: int = 15, blind: bool = False) -> list[tuple[str, float]]:
-        """The n most visible concepts (blind=False) or the n least visible (blind=True), ties by vocabulary order."""
-        order = np.argsort(self.visibility if blind else -self.visibility, kind="stable")[:n]
-        return [(self.concepts[i], float(self.visibility[i])) for i in order]
+    def ranked(self, n: int = 15, blind: bool = False, by: str = "visibility") -> list[tuple[str, float]]:
+        """The n most visible concepts (blind=False) or the n least visible (blind=True), ties by vocabulary order.
+        by: "visibility", or "gain" (the informative ranking when the null space is empty and every visibility is 1)."""
+        if by not in ("visibility", "gain"):
+            raise WeightscopeError(f"by={by!r}; rank by 'visibility' or 'gain'")
+        values = getattr(self, by)
+        order = np.argsort(values if blind else -values, kind="stable")[:n]
+        return [(self.concepts[i], float(values[i])) for i in order]
 
     def of(self, names) -> np.ndarray:
         """Visibilities of the named concepts (raises WeightscopeError for a name not in the vocabulary)."""
