@@ -162,7 +162,7 @@ class SingResult:
             towards = "out of reach" if row.as_towards is None else f"{row.as_towards:+.2f}"
             away = "out of reach" if row.as_away is None else f"{row.as_away:+.2f}"
             lines.append(f"    {row.text!r}: AS towards {towards}, away {away} (angle to f {row.angle_f_t:.1f})")
-        if self.leakage:
+        if self.leakage and self.leakage["mean_abs_as"] is not None:
             lines.append(f"leakage: mean |AS| at IS = {self.image_score:g} deg over {self.leakage['n_images']} gallery "
                          f"images towards/away from 'an image of a <predicted class>': "
                          f"{self.leakage['mean_abs_as']:.2f} deg")
