@@ -82,14 +82,20 @@ def head_from_arrays(weight, bias=None, class_names: Sequence[str] | None = None
 def linear_head(module, class_names: Sequence[str] | None = None, key: str | None = None) -> LinearHead:
     """The head of a torch classifier: its last ``nn.Linear`` (in module order), or the one named by ``key``.
 
-    module: an ``nn.Module``, or a state dict (then ``key`` names the weight, e.g. "fc.weight"; the bias is
-    ``key`` with "weight" replaced by "bias" when present). Raises WeightscopeError when there is no linear head.
+    module: an ``nn.Module``, or a state dict (then ``key`` names the weight, e.g. "fc.weight", default the last
+    floating-point 2-D tensor in the dict's order; the bias is ``key`` with "weight" replaced by "bias" when
+    present). Raises WeightscopeError when there is no linear head.
     """
     import torch
 
     if isinstance(module, dict):
         if key is None:
-            raise WeightscopeError("give key= (e.g. 'fc.weight') to take a head from a state dict")
+            # a classifier's head is its last matrix: convolutions are 4-D, norms and biases 1-D
+            matrices = [k for k, v in module.items() if getattr(v, "ndim", 0) == 2 and v.is_floating_point()]
+            if not matrices:
+                raise WeightscopeError(f"the state dict ({len(module)} tensors) holds no 2-D weight: a classifier "
+                                       "needs a linear head (an nn.Linear's weight) to be analysed")
+            key = matrices[-1]
         if key not in module:
             raise WeightscopeError(f"no tensor {key!r} in the state dict; it has {len(module)} keys")
         bias_key = key[: -len("weight")] + "bias" if key.endswith("weight") else None

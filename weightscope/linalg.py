@@ -151,3 +151,92 @@ def normalize_rows(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     n = np.linalg.norm(X, axis=-1, keepdims=True)
     return np.divide(X, n, out=np.zeros_like(X), where=n > eps)
+
+
+# ------------------------------------------------------------------------------------------------
+# Row and null spaces of a linear map (SING, METHODS.md section 8)
+# ------------------------------------------------------------------------------------------------
+
+#: Default relative rank tolerance of :func:`row_null_bases`: a singular value counts as zero when it is at most
+#: ``RANK_RTOL * s[0]``. Relative, so a head's scale (temperature-scaled logits, weight decay) does not move its
+#: rank, unlike SING's absolute 1e-5. Float32-stored weights perturb singular values by about
+#: eps32 * (1 + sqrt(C / F)) * s[0] ~ 1e-7 * s[0], so 1e-6 reads a head that is rank-deficient in exact arithmetic
+#: as such, while any direction that moves the logits by more than a millionth of the largest gain stays in the
+#: row space.
+RANK_RTOL = 1e-6
+
+
+def row_null_bases(W: np.ndarray, rtol: float = RANK_RTOL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Singular values and orthonormal bases of the row space and the right null space of W, from one SVD.
+
+    W: (C, F). Returns ``s`` (min(C, F),) descending, ``row`` (r, F) and ``null`` (F - r, F), where the numerical
+    rank r counts singular values above ``rtol * s[0]`` (relative tolerance, see :data:`RANK_RTOL`). ``row`` holds
+    the right singular vectors in singular-value order, signs fixed as in :func:`fix_signs` (on the left vectors);
+    ``null`` is only defined as a subspace: each row's largest-magnitude entry is made positive for determinism.
+    Together the rows of ``row`` and ``null`` form an orthonormal basis of R^F. Raises ValueError for a W that is
+    not 2-D or an rtol outside [0, 1).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(f"row_null_bases needs a 2-D matrix, got shape {W.shape}")
+    if not 0.0 <= rtol < 1.0:
+        raise ValueError(f"rtol must lie in [0, 1), got {rtol}")
+    # Vh must be square (a basis of all of R^F); with C >= F the thin SVD already gives that, without the C x C U
+    U, s, Vh = np.linalg.svd(W, full_matrices=W.shape[0] < W.shape[1])
+    r = int(np.sum(s > rtol * s[0])) if s.size and s[0] > 0 else 0
+    U, row = fix_signs(U[:, :r], Vh[:r])
+    null = Vh[r:]
+    if null.shape[0]:
+        pivot = np.argmax(np.abs(null), axis=1)
+        null = null * np.where(null[np.arange(null.shape[0]), pivot] < 0, -1.0, 1.0)[:, None]
+    return s, row, null
+
+
+def projector(basis: np.ndarray) -> np.ndarray:
+    """The orthogonal projector (D, D) onto the span of the orthonormal rows of ``basis`` (k, D): ``basis^T basis``."""
+    basis = np.asarray(basis, dtype=np.float64)
+    return basis.T @ basis
+
+
+def split_components(X: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(X_in, X_out)``: the components of the rows of X (n, D) (or one vector (D,)) inside and orthogonal to the
+    span of the orthonormal rows of ``basis`` (k, D); ``X_in + X_out == X`` up to rounding."""
+    X = np.asarray(X, dtype=np.float64)
+    inside = (X @ basis.T) @ basis
+    return inside, X - inside
+
+
+def subspace_energy(X: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Share of each row's squared norm inside the span of the orthonormal rows of ``basis`` (k, D): values in
+    [0, 1], shape (n,) for X (n, D). A zero row gets NaN (it has no direction)."""
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    inside = np.einsum("ij,ij->i", X @ basis.T, X @ basis.T)
+    total = np.einsum("ij,ij->i", X, X)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.minimum(inside / total, 1.0), np.nan)
+
+
+def principal_directions(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k leading principal directions (k, D) of the rows of X (n, D), uncentred, and their singular values (k,).
+
+    The right singular vectors of X, computed from the D x D Gram matrix X^T X (one GEMM, then a symmetric
+    eigendecomposition; cheap when n >> D). Signs: each direction's largest-magnitude entry is positive.
+    """
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    k = int(min(k, X.shape[1]))
+    evals, evecs = np.linalg.eigh(X.T @ X)
+    order = np.argsort(-evals, kind="stable")[:k]
+    dirs = evecs[:, order].T
+    pivot = np.argmax(np.abs(dirs), axis=1)
+    dirs = dirs * np.where(dirs[np.arange(k), pivot] < 0, -1.0, 1.0)[:, None]
+    return dirs, np.sqrt(np.maximum(evals[order], 0.0))
+
+
+def vector_angle(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Angle in radians between x and y along the last axis (broadcasting), accurate at small and large angles:
+    ``2 atan2(|x^ - y^|, |x^ + y^|)`` with x^, y^ the unit vectors (arccos of the cosine loses digits near 0 and pi)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    xn = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    yn = y / np.linalg.norm(y, axis=-1, keepdims=True)
+    return 2.0 * np.arctan2(np.linalg.norm(xn - yn, axis=-1), np.linalg.norm(xn + yn, axis=-1))

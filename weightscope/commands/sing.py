@@ -1,0 +1,114 @@
+"""`weightscope sing`: the null space of a classifier head and what it hides (SING, data-free on CLIP heads).
+
+    weightscope sing                                   # bundled model, its 8 shape classes
+    weightscope sing ViT-B-32 --pretrained openai --classes cifar10 --image cat.jpg --text "a snowy background"
+    weightscope sing --head resnet20.th                # a plain classifier's last linear layer: geometry only
+
+Writes ``sing.json`` and ``sing.html`` into ``--out`` (both or neither).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import WeightscopeError
+from . import add_model_arguments
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sing", help="null space of a classifier head: what it sees, what it is blind to",
+                       description="SING null-space analysis of a zero-shot head (or of a classifier's linear head).",
+                       allow_abbrev=False)
+    add_model_arguments(p)
+    p.add_argument("--classes", default=None,
+                   help="'shapes', a built-in list (e.g. cifar10), a file (one class per line) or 'a,b,c' "
+                        "(default: shapes for the bundled model)")
+    p.add_argument("--vocab", default=None,
+                   help="concept vocabulary spec, e.g. 'general' or 'shapes_world,general:5000' "
+                        "(default: shapes_world for the bundled model, general otherwise)")
+    p.add_argument("--image", help="image file whose embedding is f (default: a gallery image, else a class prompt)")
+    p.add_argument("--text", action="append", help="text to steer towards / away from (repeatable; default: the "
+                                                    "concept the head is most blind to)")
+    p.add_argument("--gallery", help="folder of images for equivalent images by retrieval "
+                                     "(default: the shapes world for the bundled model)")
+    p.add_argument("--image-score", type=float, default=40.0, help="IS in degrees at which |AS| is reported (40)")
+    p.add_argument("--directions", type=int, default=4, help="row / null directions to explain (default 4)")
+    p.add_argument("--k", type=int, default=5, help="concepts per direction (default 5)")
+    p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="COMP coherence weight (default 0.3)")
+    p.add_argument("--method", default="comp", help="comp, nnomp, omp, mp or topk (default comp)")
+    p.add_argument("--normalize", default="splice", help="concept normalisation: splice (default), l2 or none")
+    p.add_argument("--rtol", type=float, default=None, help="relative rank tolerance (default 1e-6)")
+    p.add_argument("--head", metavar="FILE[:KEY]",
+                   help="analyse a classifier's linear head from a state-dict file instead (KEY: the weight's name; "
+                        "default the last 2-D tensor)")
+    p.add_argument("--out", default="weightscope-out", help="output folder for sing.json and sing.html")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _write_outputs(out: Path, json_text: str, html: str) -> tuple[Path, Path]:
+    from ..fileio import write_atomic
+
+    # both texts exist before either file is written: a failure leaves no half-finished run behind
+    return write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)
+
+
+def _run_head(args, rtol: float) -> int:
+    from ..fileio import dump_json
+    from ..heads import linear_head
+    from ..load import read_state_dict
+    from ..reports.sing import render_head_page
+    from ..sing import head_geometry
+
+    if args.model or args.pretrained or args.checkpoint or args.image or args.text or args.gallery:
+        raise WeightscopeError("--head analyses a plain classifier head: do not combine it with a CLIP model, "
+                               "--image, --text or --gallery")
+    text, key = args.head, None
+    if not Path(text).is_file() and ":" in text:
+        text, key = text.rsplit(":", 1)
+    state = read_state_dict(text)
+    names = None
+    if args.classes:
+        from ..sing import parse_classes
+
+        names = parse_classes(args.classes)[0]
+    head = linear_head(state, names, key=key)
+    geom = head_geometry(head, rtol)
+    summary = {"format": "weightscope-sing-head/1", "source": f"{Path(text).name}:{head.feature_space}",
+               "classes": list(head.class_names), "n_classes": head.n_classes, "n_features": head.n_features,
+               "feature_space": head.feature_space, "rank": geom.rank, "null_dim": geom.null_dim, "rtol": geom.rtol,
+               "singular_values": [float(x) for x in geom.s]}
+    print(f"{summary['source']}: {head.n_classes} classes x {head.n_features} features; rank {geom.rank}, null space "
+          f"{geom.null_dim}-d (rtol {geom.rtol:g}); singular values " + " ".join(f"{x:.3g}" for x in geom.s))
+    paths = _write_outputs(Path(args.out), dump_json(summary), render_head_page(summary))
+    print(f"\nwrote {paths[0]} and {paths[1]}")
+    return 0
+
+
+def run(args) -> int:
+    from ..linalg import RANK_RTOL
+
+    rtol = RANK_RTOL if args.rtol is None else args.rtol
+    if not 0.0 <= rtol < 1.0:
+        raise WeightscopeError(f"--rtol {rtol}: give a relative tolerance in [0, 1), e.g. 1e-6")
+    if args.head:
+        return _run_head(args, rtol)
+    from ..reports.sing import render_report
+    from ..sing import parse_classes, sing_analysis
+
+    classes = args.classes
+    if classes is None:
+        if args.model is not None:
+            raise WeightscopeError("give --classes for a model other than the bundled one, e.g. --classes cifar10 "
+                                   "or --classes cat,dog,bird")
+        classes = "shapes"
+    parse_classes(classes)           # bad class lists fail before the model loads
+    if args.directions < 1:
+        raise WeightscopeError(f"--directions {args.directions}: give a positive number")
+    result = sing_analysis(args.model, classes, args.vocab, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                           image=args.image, texts=args.text, gallery=args.gallery, image_score=args.image_score,
+                           n_directions=args.directions, method=args.method, k=args.k, lam=args.lam,
+                           normalize=args.normalize, rtol=rtol, progress=not args.quiet)
+    print(result.summary())
+    paths = _write_outputs(Path(args.out), result.to_json(), render_report(result))
+    print(f"\nwrote {paths[0]} and {paths[1]}")
+    return 0

@@ -1,0 +1,165 @@
+"""The self-contained HTML report of a SING analysis: dimensions, visibility chart, subspace explanations,
+steering scores and the equivalent-images strip (gallery retrieval)."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import write_atomic
+from ..sing.analysis import SingResult
+from .page import esc, figure_to_img, page, table
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _visibility_figure(result: SingResult, n: int = 15):
+    plt = _plt()
+    by = result.rank_by
+    seen, blind = result.visibility.ranked(n, by=by), result.visibility.ranked(n, blind=True, by=by)
+    titles = (("most visible (row space)", "least visible (null space)") if by == "visibility"
+              else ("largest gain (null space empty)", "smallest gain"))
+    panels = [(titles[0], seen, "#2b7bba"), (titles[1], blind, "#d95f02")]
+    if result.families:
+        panels.append(("mean per attribute family", sorted(result.families.items(), key=lambda kv: -kv[1]), "#555"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.26 * n + 1.2))
+    for ax, (title, pairs, colour) in zip(np.atleast_1d(axes), panels):
+        names = [c for c, _ in pairs][::-1]
+        ax.barh(range(len(pairs)), [v for _, v in pairs][::-1], color=colour)
+        ax.set_yticks(range(len(pairs)), names, fontsize=7)
+        ax.axvline(result.chance_visibility, color="k", ls=":", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("share of energy in the row space" if by == "visibility" or "family" in title
+                      else "gain |W d| / (s[0] |d|)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"Concept visibility (dotted: a random direction, {result.chance_visibility:.3f})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _curve_figure(result: SingResult):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    data = np.array([[x if x is not None else np.nan for x in row] for row in result.curve], dtype=float)
+    ax.plot(data[:, 0], data[:, 1], label="towards t (max AS)")
+    ax.plot(data[:, 0], data[:, 2], label="away from t (min AS)")
+    ax.axvline(result.image_score, color="k", ls=":", lw=1)
+    ax.axhline(0, color="#999", lw=0.6)
+    ax.set_xlabel("image score IS (deg)", fontsize=8)
+    ax.set_ylabel("attribute score AS (deg)", fontsize=8)
+    ax.set_title(f"Optimal null-space moves, t = {result.main_text!r}", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _strip_figure(result: SingResult):
+    plt = _plt()
+    gal, nb = result.gallery, result.neighbours
+    k = len(nb["f"])
+    fig, axes = plt.subplots(2, k + 1, figsize=(1.5 * (k + 1), 4.2))
+    rows = [("f", result.f_image, "f"), ("f_tilde", None, "f~")]
+    for r, (which, own, label) in enumerate(rows):
+        ax = axes[r, 0]
+        if own is not None:
+            ax.imshow(own)
+            ax.set_title(f"{label} (input)", fontsize=7)
+        else:
+            ax.text(0.5, 0.5, f"{label}:\nsteered\ntowards\n{result.main_text!r}", ha="center", va="center", fontsize=6,
+                    wrap=True)
+        for j, (idx, caption, cos) in enumerate(nb[which]):
+            axes[r, j + 1].imshow(gal.image(idx))
+            axes[r, j + 1].set_title(f"cos {cos:.2f}", fontsize=6)
+            axes[r, j + 1].set_xlabel(textwrap.fill(caption, 24), fontsize=5)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+    fig.suptitle("Nearest gallery images to f (top) and to the equivalent f~ (bottom): same logits", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _fmt(pairs, n: int = 4) -> str:
+    return ", ".join(f"{c} ({w:.2f})" for c, w in pairs[:n])
+
+
+def render_report(result: SingResult) -> str:
+    """The HTML page (one self-contained string) of a SING analysis."""
+    r = result
+    dims = table(["classes", "feature width F", "rank r", "null-space dimension F - r", "relative rank tolerance",
+                  "chance visibility r / F"],
+                 [[len(r.classes), r.n_features, r.rank, r.null_dim, f"{r.rtol:g}", f"{r.chance_visibility:.3f}"]])
+    spectrum = ", ".join(f"{s:.3g}" for s in r.singular_values[:16])
+    body = (f"<p>Model <code>{esc(r.model)}</code>; {len(r.classes)} classes: {esc(', '.join(r.classes[:20]))}"
+            f"{' ...' if len(r.classes) > 20 else ''}. Features: {esc(r.feature_space)}. Vocabulary "
+            f"<code>{esc(r.vocabulary)}</code>, normalisation <code>{esc(r.normalize)}</code>.</p>"
+            "<h2>Null space</h2>" + dims + f"<p class='muted'>Singular values of W: {esc(spectrum)}. Any "
+            "f + &Pi;<sub>n</sub>&delta; has the logits of f.</p>")
+    body += ("<h2>What the head sees and what it is blind to</h2><p class='muted'>Visibility: the share of a concept's "
+             "normalised embedding in the head's row space (1 = fully read by the logits; 0 = entirely in the null "
+             "space).</p>" + figure_to_img(_visibility_figure(r), "visibility chart"))
+    if r.families:
+        body += table(["attribute family", "mean visibility"], [[k, f"{v:.3f}"] for k, v in r.families.items()])
+    rows = [[d.space, d.index, f"{d.weight:.3g}", _fmt(d.plus), f"{d.fidelity_plus:.2f}", _fmt(d.minus),
+             f"{d.fidelity_minus:.2f}"] for d in r.directions]
+    body += ("<h2>Explanations of the row and null spaces</h2><p class='muted'>Row directions: right singular vectors "
+             "of W (weight: singular value). Null directions: leading principal directions of the concepts' null "
+             "components (weight: their singular value). Each explained as +v and -v.</p>"
+             + table(["space", "#", "weight", "+v", "fid", "-v", "fid"], rows))
+    srows = [[s.text, f"{s.angle_f_t:.1f}", "-" if s.as_towards is None else f"{s.as_towards:+.2f}",
+              "-" if s.as_away is None else f"{s.as_away:+.2f}", "-" if s.abs_as is None else f"{s.abs_as:.2f}",
+              f"{s.max_is_towards:.1f} / {s.max_is_away:.1f}"] for s in r.steering]
+    body += (f"<h2>Steering inside the null space</h2><p>f = {esc(r.feature)}. At IS = {r.image_score:g} deg "
+             f"(closed form; logits of f~ equal those of f to {r.logit_change:.1e} relative):</p>"
+             + table(["text t", "angle(f, t)", "AS towards", "AS away", "|AS|", "largest IS towards / away"], srows))
+    if r.curve:
+        body += figure_to_img(_curve_figure(r), "AS versus IS")
+    if r.leakage and r.leakage.get("mean_abs_as") is not None:
+        lk = r.leakage
+        body += (f"<p>Leakage (SING's statistic): mean |AS| at IS = {lk['image_score']:g} deg over "
+                 f"{lk['n_reachable']} of {lk['n_images']} gallery images, steering towards / away from 'an image of a "
+                 f"&lt;predicted class&gt;': <b>{lk['mean_abs_as']:.2f} deg</b> (median {lk['median_abs_as']:.2f}). "
+                 "SING's demo flags |AS| &gt; 4 deg as substantial.</p>")
+    if r.neighbours and r.gallery is not None:
+        body += "<h2>Equivalent images (retrieval)</h2>" + figure_to_img(_strip_figure(r), "equivalent images")
+    return page(f"weightscope SING: {r.model}", body)
+
+
+def write_report(result: SingResult, path: str | Path) -> Path:
+    """Write the HTML report of ``result`` to ``path`` (atomically); returns the path."""
+    return write_atomic(path, render_report(result))
+
+
+def render_head_page(summary: dict) -> str:
+    """A short page for a plain classifier head (no joint space, so no semantics): dimensions and spectrum.
+
+    summary: the dict ``weightscope sing --head`` writes (source, n_classes, n_features, rank, null_dim, rtol,
+    singular_values)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 2.6))
+    s = np.asarray(summary["singular_values"])
+    ax.semilogy(np.arange(len(s)), np.maximum(s, 1e-300), marker=".")
+    ax.axhline(summary["rtol"] * s[0], color="k", ls=":", lw=1, label="rank tolerance")
+    ax.set_xlabel("index", fontsize=8)
+    ax.set_ylabel("singular value", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    dims = table(["classes", "feature width F", "rank r", "null-space dimension", "relative rank tolerance"],
+                 [[summary["n_classes"], summary["n_features"], summary["rank"], summary["null_dim"],
+                   f"{summary['rtol']:g}"]])
+    body = (f"<p>Head <code>{esc(summary['source'])}</code> ({esc(summary['feature_space'])}). Its features are not "
+            "in a vision-language space, so only the geometry is reported.</p>" + dims
+            + figure_to_img(fig, "singular values"))
+    return page(f"weightscope SING: {summary['source']}", body)

@@ -1,0 +1,18 @@
+"""SING: the null space of a classifier head and what it hides (METHODS.md section 8; seed 000).
+
+- :mod:`.geometry`: row / null space of a :class:`~weightscope.heads.LinearHead`, equivalent features
+  ``f + Pi_n delta``, and the closed-form steering with SING's image and attribute scores (degrees).
+- :mod:`.semantics`: data-free visibility of concepts to a CLIP head and COMP explanations of its subspaces.
+- :mod:`.gallery`: image galleries (the shapes world, or a folder) for equivalent images by retrieval.
+- :mod:`.analysis`: :func:`sing_analysis`, everything above on a CLIP model's zero-shot head.
+"""
+from .analysis import SingResult, leakage, parse_classes, sing_analysis
+from .gallery import Gallery, folder_gallery, shapes_gallery
+from .geometry import HeadGeometry, Steering, head_geometry, scores, steer
+from .semantics import SubspaceDirection, Visibility, concept_visibility, explain_subspaces, normalized_dictionary
+
+__all__ = [
+    "Gallery", "HeadGeometry", "SingResult", "Steering", "SubspaceDirection", "Visibility", "concept_visibility",
+    "explain_subspaces", "folder_gallery", "head_geometry", "leakage", "normalized_dictionary", "parse_classes",
+    "scores", "shapes_gallery", "sing_analysis", "steer",
+]
