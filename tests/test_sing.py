@@ -519,10 +519,10 @@ def test_resnet_heads_null_dimension_and_equivalence(depth):
 
     cr = _cifar()
     from weightscope.heads import linear_head
-    from weightscope.load import read_state_dict
+    from weightscope.checkpoints import read_checkpoint
 
-    head = linear_head(read_state_dict(cr.weights_path(depth)), cr.CLASSES)
-    assert head.feature_space == "input of linear.weight" and head.weight.shape == (10, 64)
+    head = linear_head(read_checkpoint(cr.weights_path(depth)).state_dict, cr.CLASSES)
+    assert head.feature_space == "input of module.linear.weight" and head.weight.shape == (10, 64)  # as saved
     net = cr.load_resnet(depth)
     assert np.array_equal(linear_head(net).weight, head.weight)          # module path: the same last nn.Linear
     geom = head_geometry(head)

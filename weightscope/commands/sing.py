@@ -55,7 +55,7 @@ def _write_outputs(out: Path, json_text: str, html: str) -> tuple[Path, Path]:
 def _run_head(args, rtol: float) -> int:
     from ..fileio import dump_json
     from ..heads import linear_head
-    from ..load import read_state_dict
+    from ..checkpoints import read_checkpoint
     from ..reports.sing import render_head_page
     from ..sing import head_geometry
 
@@ -65,7 +65,7 @@ def _run_head(args, rtol: float) -> int:
     text, key = args.head, None
     if not Path(text).is_file() and ":" in text:
         text, key = text.rsplit(":", 1)
-    state = read_state_dict(text)
+    state = read_checkpoint(text, trust=args.trust_checkpoint).state_dict
     names = None
     if args.classes:
         from ..sing import parse_classes
