@@ -8,12 +8,13 @@ Depth convention (Similarity Depth, seed 003, METHODS.md section 9): the authors
 Wu-Palmer similarity uses. Hypernyms are the ``@`` and ``@i`` (instance) pointers. The lowest common
 hypernyms of a and b are the common ancestors (each synset counts as its own ancestor) whose *shortest* path
 to the root is longest (NLTK's ``use_min_depth=True``); ties are ordered by synset name and the first is
-taken, unless a itself is among them. The depth reported is that hypernym's *longest* path to the root
-plus one, so ``entity.n.01`` has depth 1.
+taken, unless a itself is among them (so the rule is asymmetric when one synset is an ancestor of the
+other; Similarity Depth passes the class with the smaller index first, as the authors' networkx edges do).
+The depth reported is that hypernym's *longest* path to the root plus one, so ``entity.n.01`` has depth 1.
 
 Class name resolution (:meth:`WordNet.resolve`): a WordNet id ``n02084071``; an nltk-style sense
 ``dog.n.01`` (the lemma's first, second ... noun sense in index.noun order); otherwise a class name, looked
-up in the override table (shipped ``overrides.tsv``, then the caller's), else the lemma's first noun
+up in the override table (the caller's, then the shipped ``overrides.tsv``), else the lemma's first noun
 sense (lower case, spaces as underscores; no morphological reduction, so write singular forms).
 """
 from __future__ import annotations
@@ -37,6 +38,11 @@ def data_dir() -> Path:
         raise WeightscopeError(f"WordNet data not found in {path}; reinstall weightscope or run "
                                "concepts/build_wordnet.py in a source checkout")
     return path
+
+
+def is_wnid(text: str) -> bool:
+    """True for an ImageNet-style noun id such as 'n01440764'."""
+    return bool(_WNID.match(text))
 
 
 def wnid(offset: int) -> str:

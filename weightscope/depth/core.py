@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import WeightscopeError
+from ..errors import WeightscopeError
 
 METHODS = ("affinity", "louvain", "optics", "hdbscan")
 SEED = 42  # the authors' seed
@@ -236,7 +236,9 @@ class MethodResult:
     """Similarity Depth and compliance for one clustering method.
 
     depths / subsumers: per similarity tree edge (aligned with graph.edges), WordNet depth and the offset
-    of the lowest common hypernym; sd: their mean (NaN when no cluster has two classes).
+    of the lowest common hypernym; sd: their mean (NaN when no cluster has two classes). With a confusion
+    matrix, confusion_graph and confusion_depths (per confusion tree edge; their mean is the depth of the
+    errors, the authors' "CCSM depth").
     """
 
     method: str
@@ -244,6 +246,13 @@ class MethodResult:
     depths: list[int]
     subsumers: list[int]
     confusion_graph: ClassGraph | None = None
+    confusion_depths: list[int] | None = None
+
+    @property
+    def confusion_sd(self) -> float | None:
+        if self.confusion_depths is None:
+            return None
+        return float(np.mean(self.confusion_depths)) if self.confusion_depths else math.nan
 
     @property
     def sd(self) -> float:
@@ -290,7 +299,7 @@ class DepthResult:
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
     def to_json(self, wordnet=None) -> dict:
-        from .wordnet import wnid
+        from ..wordnet import wnid
 
         def graph_json(g: ClassGraph) -> dict:
             return {"n_clusters": g.n_clusters, "clusters": [list(c) for c in g.clusters], "noise_cluster": g.noise,
@@ -305,29 +314,45 @@ class DepthResult:
                  "edge_depths": r.depths, "edge_subsumers": [wnid(s) for s in r.subsumers]}
             if r.confusion_graph is not None:
                 d, e = r.direct, r.extended
-                m.update(confusion_graph=graph_json(r.confusion_graph),
+                m.update(confusion_graph=graph_json(r.confusion_graph), confusion_sd=r.confusion_sd,
+                         confusion_edge_depths=r.confusion_depths,
                          direct={"similarity_edges_confused": d[0], "confusions_explained": d[1], "shared_edges": d[2]},
                          extended={"similarity_edges_confused": e[0], "confusions_explained": e[1]})
             out["methods"][name] = m
-        return out
+        return _finite(out)
 
 
-def similarity_depth(similarity, classes, *, confusion=None, methods=METHODS, overrides=None,
+def _finite(obj):
+    """NaN -> None throughout, so the JSON is standard (NaN marks a ratio with no edges to count)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def similarity_depth(similarity, classes, *, confusion=None, methods=METHODS, overrides=None, names=None,
                      seed: int = SEED, source: str = "", accuracy: float | None = None, wordnet=None) -> DepthResult:
     """Similarity Depth of a classifier, per clustering method, with compliance when a confusion matrix is given.
 
     similarity: (C, C) raw class similarity (cosine of templates: :func:`cosine_similarity`), min-max
     normalised here. classes: C class names, nltk-style senses or WordNet ids (``weightscope.wordnet``).
     confusion: optional (C, C) confusion matrix (row = true class). overrides: {class name: synset} for
-    names without a (right) first noun sense. Everything is validated before any clustering.
+    names without a (right) first noun sense. names: C display names (default: classes). Everything is
+    validated before any clustering.
     """
-    from .wordnet import load_wordnet
+    from ..wordnet import load_wordnet
 
     wordnet = wordnet or load_wordnet()
     S = _square(similarity, "similarity matrix")
     classes = [str(c) for c in classes]
     if len(classes) != S.shape[0]:
         raise WeightscopeError(f"{len(classes)} class names for a {S.shape[0]} x {S.shape[0]} similarity matrix")
+    names = classes if names is None else [str(n) for n in names]
+    if len(names) != len(classes):
+        raise WeightscopeError(f"{len(names)} display names for {len(classes)} classes")
     methods = [methods] if isinstance(methods, str) else list(methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
@@ -339,9 +364,12 @@ def similarity_depth(similarity, classes, *, confusion=None, methods=METHODS, ov
     for m in methods:
         g = class_graph(A, m, seed)
         pairs = [wordnet.lch_depth(synsets[i], synsets[j]) for i, j, _ in g.edges]
-        results[m] = MethodResult(m, g, [d for d, _ in pairs], [s for _, s in pairs],
-                                  None if K is None else class_graph(K, m, seed))
+        r = MethodResult(m, g, [d for d, _ in pairs], [s for _, s in pairs])
+        if K is not None:
+            r.confusion_graph = class_graph(K, m, seed)
+            r.confusion_depths = [wordnet.lch_depth(synsets[i], synsets[j])[0] for i, j, _ in r.confusion_graph.edges]
+        results[m] = r
     notes = []
     if len(set(synsets)) < len(synsets):
         notes.append("several classes map to the same synset; their edges have that synset's own depth")
-    return DepthResult(classes, synsets, A, K, results, source, accuracy, notes)
+    return DepthResult(names, synsets, A, K, results, source, accuracy, notes)
