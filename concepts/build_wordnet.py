@@ -22,6 +22,7 @@ Outputs (gzip files are written with mtime 0, so rebuilding gives identical byte
   index.noun's sense order (first = most frequent sense).
 - ``imagenet_wnids.txt``: the 1,000 ImageNet-1k WordNet ids, line i = class i.
 - ``overrides.tsv``: ``class name<TAB>wnid<TAB>synset name<TAB>gloss`` for every entry of CLASS_OVERRIDES.
+- ``LICENSE``: WordNet 3.0's licence, copied from the header of data.noun (it must accompany derivatives).
 """
 from __future__ import annotations
 
@@ -75,6 +76,8 @@ class WordNetFiles:
         if not (root / "data.noun").is_file() or not (root / "index.noun").is_file():
             raise SystemExit(f"WordNet 3.0 noun files not found in {root}: apt-get install wordnet-base, "
                              "or pass --wordnet-dir")
+        self.licence = "".join(ln[2:].split(" ", 1)[1].rstrip() + "\n" for ln in
+                               (root / "data.noun").read_text(encoding="latin-1").splitlines() if ln.startswith("  "))
         self.first_lemma: dict[int, str] = {}
         self.hypernyms: dict[int, list[int]] = {}
         self.gloss: dict[int, str] = {}
@@ -147,6 +150,8 @@ def build(root: Path) -> dict[str, bytes]:
         "synsets.tsv.gz": _gzip(synsets),
         "lemmas.tsv.gz": _gzip(lemmas),
         "imagenet_wnids.txt": "".join(w + "\n" for w in wnids).encode(),
+        "LICENSE": ("The files in this folder derive from Princeton WordNet 3.0 (data.noun, index.noun), whose\n"
+                    "licence follows.\n\n" + wn.licence).encode(),
         "overrides.tsv": ("# class name\twnid\tsynset\tgloss (why)\n" + "".join(rows)).encode(),
     }
 
