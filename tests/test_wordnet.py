@@ -121,6 +121,7 @@ def test_shipped_data_is_small():
     assert sum(f.stat().st_size for f in folder.iterdir()) < 3_000_000
 
 
+@pytest.mark.slow  # parses the 15 MB data.noun: about 30 s
 @pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(), reason="WordNet 3.0 (wordnet-base) not installed")
 def test_build_script_reproduces_the_shipped_files():
     pytest.importorskip("timm")
