@@ -107,9 +107,12 @@ def confusion_matrix(path: Path, images, labels, cache_dir: Path | None) -> np.n
     cached = cache_dir / f"confusion-{path.stem}-{key}.npy" if cache_dir else None
     if cached is not None and cached.is_file():
         return np.load(cached)
+    from tqdm import tqdm
+
     net = load_resnet(path)
     with torch.no_grad():
-        pred = np.concatenate([net(images[i:i + 500]).argmax(1).numpy() for i in range(0, len(images), 500)])
+        pred = np.concatenate([net(images[i:i + 500]).argmax(1).numpy()
+                               for i in tqdm(range(0, len(images), 500), desc=path.stem, leave=False)])
     counts = np.zeros((10, 10))
     np.add.at(counts, (labels, pred), 1)
     if cached is not None:
