@@ -92,13 +92,17 @@ def run(args) -> int:
         from ..load import load_model
 
         loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
-        if bundled and spec == "shapes":
-            head, counts, accuracy = shapes_confusion(loaded)
-            confusion = counts if confusion is None else confusion
-            source = f"bundled shapes-world CLIP ({loaded.name}), zero-shot shape head"
+        shapes = bundled and spec == "shapes"
+        if shapes and confusion is None:  # the shapes world makes labelled images: measure the errors too
+            head, confusion, accuracy = shapes_confusion(loaded)
+        elif shapes:
+            from ..shapes.evaluate import TASKS
+
+            head = zero_shot_head(loaded, names, TASKS["shape"][1])
         else:
             head = zero_shot_head(loaded, names)
-            source = f"CLIP zero-shot head of {loaded.name} ({loaded.source})"
+        source = (f"bundled shapes-world CLIP ({loaded.name}), zero-shot shape head" if shapes
+                  else f"CLIP zero-shot head of {loaded.name} ({loaded.source})")
         similarity = cosine_similarity(head)
     methods = args.method or list(METHODS)
     result = similarity_depth(similarity, specs, names=names, confusion=confusion, methods=methods,

@@ -23,6 +23,11 @@ Pipeline, for C classes:
    graph ("confusions that similarities explain"). Extended compliance = share of one graph's tree edges
    whose two classes lie in one cluster of the other graph, both ways.
 
+Differences from the authors' code: no +-5e-8 symmetric noise is added to the similarity matrix (tied
+weights are broken by class order instead); Louvain is networkx's implementation, not python-louvain's, so its
+communities can differ (on their ConvNeXt both find 8; SD 7.554 here, 7.511 there). Affinity Propagation,
+OPTICS and HDBSCAN reproduce the authors' ConvNeXt figures exactly (tests/test_depth.py).
+
 All functions are deterministic for a fixed ``seed``; every bad input raises WeightscopeError (one line).
 """
 from __future__ import annotations
