@@ -87,16 +87,17 @@ def weights_path(depth: int) -> Path:
     return found[0]
 
 
-def load_resnet(depth: int) -> CifarResNet:
-    """The trained ResNet-``depth`` (20, 32, 44 or 56) in eval mode on the CPU."""
-    blob = torch.load(weights_path(depth), map_location="cpu", weights_only=True)
+def load_resnet(depth: int, path: Path | None = None) -> CifarResNet:
+    """The trained ResNet-``depth`` (20, 32, 44 or 56) in eval mode on the CPU (weights from ``path`` if given)."""
+    blob = torch.load(path or weights_path(depth), map_location="cpu", weights_only=True)
     state = {k.removeprefix("module."): v for k, v in blob["state_dict"].items()}
     net = CifarResNet((depth - 2) // 6)
     net.load_state_dict(state, strict=True)
     return net.eval()
 
 
-def load_cifar_test(limit: int | None = None, per_class: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+def load_cifar_test(limit: int | None = None, per_class: int | None = None,
+                    folder: Path = DATA) -> tuple[torch.Tensor, np.ndarray]:
     """The CIFAR-10 test JPEGs as a normalised float32 tensor (N, 3, 32, 32) and labels (N,) int64.
 
     Files in class order, then file-name order. limit: the first ``limit`` files of that order; per_class: the first
@@ -106,13 +107,13 @@ def load_cifar_test(limit: int | None = None, per_class: int | None = None) -> t
 
     files, labels = [], []
     for c, name in enumerate(CLASSES):
-        own = sorted((DATA / name).glob("*.jpg"))
+        own = sorted((folder / name).glob("*.jpg"))
         if per_class is not None:
             own = own[:per_class]
         files += own
         labels += [c] * len(own)
     if not files:
-        raise FileNotFoundError(f"no CIFAR-10 test images under {DATA}")
+        raise FileNotFoundError(f"no CIFAR-10 test images under {folder}")
     files, labels = files[:limit], labels[:limit]
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in files])
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)

@@ -19,84 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-# ------------------------------------------------------------------------------------------------------
-# Minimal CIFAR ResNet (He et al. 2016, CIFAR variant, option-A shortcuts), written from the facts in
-# ../shared/models/cifar10-resnets/README.md. Kept apart so that it can be replaced by a shared loader.
-# ------------------------------------------------------------------------------------------------------
-
-
-def build_resnet(depth: int):
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.pad = (cout - cin) // 2 if stride != 1 or cin != cout else None
-
-        def forward(self, x):
-            out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-            short = x if self.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-            return F.relu(out + short)
-
-    class ResNet(nn.Module):
-        def __init__(self, n: int):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(16)
-            stages, cin = [], 16
-            for cout, stride in ((16, 1), (32, 2), (64, 2)):
-                blocks = []
-                for b in range(n):
-                    blocks.append(Block(cin, cout, stride if b == 0 else 1))
-                    cin = cout
-                stages.append(nn.Sequential(*blocks))
-            self.layer1, self.layer2, self.layer3 = stages
-            self.linear = nn.Linear(64, 10)
-
-        def forward(self, x):
-            x = F.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-    return ResNet((depth - 2) // 6)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cifar_resnets import CLASSES, SHARED, load_cifar_test  # noqa: E402  (the shared CIFAR network and loader)
+from cifar_resnets import load_resnet as _load_resnet  # noqa: E402
 
 
 def load_resnet(path: Path):
     """A trained CIFAR ResNet from one of the shared .th files (depth read from the file name)."""
-    from weightscope.load import read_state_dict
-
-    depth = int(path.name.split("-")[0].removeprefix("resnet"))
-    net = build_resnet(depth)
-    net.load_state_dict(read_state_dict(path), strict=True)
-    return net.eval()
+    return _load_resnet(int(path.name.split("-")[0].removeprefix("resnet")), path)
 
 
 def load_test_images(folder: Path):
     """(N, 3, 32, 32) normalised float tensor and (N,) labels of the CIFAR-10 test folders (class order)."""
-    import torch
-    from PIL import Image
-
-    xs, ys = [], []
-    for label, name in enumerate(CLASSES):
-        for f in sorted((folder / name).glob("*.jpg")):
-            xs.append(np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8))
-            ys.append(label)
-    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    return x, np.asarray(ys)
-
-
-# ------------------------------------------------------------------------------------------------------
+    return load_cifar_test(folder=folder)
 
 
 def confusion_matrix(path: Path, images, labels, cache_dir: Path | None) -> np.ndarray:

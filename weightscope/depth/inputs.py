@@ -105,9 +105,9 @@ def classifier_head(path: str | Path, class_names: list[str], key: str | None = 
     (a classifier's output layer). Returns a :class:`weightscope.heads.LinearHead`.
     """
     from ..heads import linear_head
-    from ..load import read_state_dict
+    from ..checkpoints import read_checkpoint
 
-    sd = read_state_dict(path)
+    sd = read_checkpoint(path).state_dict
     if key is None:
         fits = [k for k, v in sd.items() if v.ndim == 2 and v.shape[0] == len(class_names) and v.is_floating_point()]
         if not fits:
