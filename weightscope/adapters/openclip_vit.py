@@ -160,3 +160,16 @@ def write_attention(visual: torch.nn.Module, layer: int, attn: AttentionWeights)
             mod.out_proj.bias.copy_(torch.from_numpy(attn.bias_o))
         elif np.any(attn.bias_o):
             raise WeightscopeError(f"layer {layer} has no output bias to hold the folded value bias")
+
+
+def block_modules(visual: torch.nn.Module, prefix: str = "") -> dict:
+    """Where each residual block's output (the residual stream after block i) can be hooked.
+
+    Returns {"names": [prefix + "transformer.resblocks.<i>", ...], "batch_first": bool (outputs are (N, T, D) when
+    True, (T, N, D) otherwise), "grid": (gh, gw) (patch tokens form a gh x gw map after the class token), "image_size": (H, W)}.
+    """
+    check_supported(visual)
+    names = [f"{prefix}transformer.resblocks.{i}" for i in range(len(visual.transformer.resblocks))]
+    grid = visual.grid_size
+    return {"names": names, "batch_first": bool(getattr(visual.transformer, "batch_first", True)),
+            "grid": (int(grid[0]), int(grid[1])), "image_size": tuple(int(x) for x in visual.image_size)}
