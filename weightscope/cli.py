@@ -11,7 +11,7 @@ import sys
 
 from .errors import WeightscopeError
 
-COMMANDS = ("inspect", "edit", "compare")
+COMMANDS = ("inspect", "edit", "compare", "similarity")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,8 @@ class Concepts:
 
     names: C concept names; labels: (N, C) bool, concept present in the image; masks: optional (N, C, h, w) float
     fraction of each mask cell covered by the concept (any resolution at least as fine as the feature maps).
-    Raises WeightscopeError when shapes disagree or a concept has one class (present in all images or in none).
+    Raises WeightscopeError when shapes disagree or a concept has one class (in all images or none; with masks: in
+    all mask cells or none).
     """
 
     names: list[str]
@@ -50,11 +51,15 @@ class Concepts:
             self.masks = np.asarray(self.masks, dtype=np.float32)
             if self.masks.ndim != 4 or self.masks.shape[:2] != self.labels.shape:
                 raise WeightscopeError(f"masks must be (N, C, h, w) = {self.labels.shape} + (h, w), got {self.masks.shape}")
-        counts = self.labels.sum(axis=0)
-        for name, c in zip(self.names, counts):
-            if c == 0 or c == len(self.labels):
-                raise WeightscopeError(f"concept {name!r} has one class ({'all' if c else 'none'} of {len(self.labels)} "
-                                       "images show it); a probe needs images with and without the concept")
+        # masked concepts are probed per location: they need covered and uncovered locations, not images
+        if self.masks is None:
+            present, total, where = self.labels.sum(axis=0), len(self.labels), "images"
+        else:
+            present, total, where = (self.masks > 0).sum(axis=(0, 2, 3)), self.masks[:, 0].size, "mask cells"
+        for name, c in zip(self.names, present):
+            if c == 0 or c == total:
+                raise WeightscopeError(f"concept {name!r} has one class ({'all' if c else 'none'} of {total} {where} "
+                                       "show it); a probe needs examples with and without the concept")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -147,7 +152,7 @@ def fit_concept_vector(
         fit_rows = np.sort(np.random.default_rng(seed).choice(len(y), max_samples, replace=False))
         if y[fit_rows].all() or not y[fit_rows].any():
             fit_rows = np.arange(len(y))
-    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, tol=1e-8)
+    clf = LogisticRegression(C=C, class_weight="balanced", solver="newton-cholesky", max_iter=200, tol=1e-8)
     clf.fit(X[fit_rows] / scale, y[fit_rows])
     vec = ConceptVector(concept, layer, clf.coef_[0].copy(), float(clf.intercept_[0]), scale, "AP", 0.0, 0.0)
     test_scores = vec.respond(test_x)

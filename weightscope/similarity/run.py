@@ -73,6 +73,12 @@ def layer_similarity(
     data_free = concepts is None if data_free is None else data_free
     if not data_free and concepts is None:
         raise WeightscopeError("nothing to do: give --concepts shapes|cifar10 and/or --data-free")
+    if data_free and vocabulary is not None:  # a bad vocabulary or k must fail before any probe is fitted
+        from ..inspection import parse_vocabulary_spec
+
+        size = len(parse_vocabulary_spec(vocabulary)[0])
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
+            raise WeightscopeError(f"k = {k} must be between 1 and the vocabulary size ({size})")
     loaded, names = load_models(list(models) if models else list(DEFAULT_MODELS))
     hooks = [clip_layers(m, layers, spatial=concepts == "shapes") for m in loaded]  # validates layer indices
     settings = {"models": names, "concepts": concepts, "data_free": data_free, "seed": seed}
