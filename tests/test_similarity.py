@@ -71,6 +71,7 @@ def test_linear_cka_matches_the_gram_form_and_its_invariances():
     X = rng.normal(size=(40, 7))
     Y = X[:, :5] @ rng.normal(size=(5, 9)) + 0.5 * rng.normal(size=(40, 9))
     assert linear_cka(X, Y) == pytest.approx(_gram_cka(X, Y), abs=1e-12)
+    assert cka_matrix([X, Y], [Y])[0, 0] == pytest.approx(_gram_cka(X, Y), abs=1e-12)
     Q = ortho_group.rvs(9, random_state=2)
     assert linear_cka(X, Y @ Q * 3.7) == pytest.approx(linear_cka(X, Y), abs=1e-12)
     assert linear_cka(X + 5.0, Y) == pytest.approx(linear_cka(X, Y), abs=1e-12)  # centring

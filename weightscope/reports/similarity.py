@@ -147,7 +147,8 @@ def write_report(sim: Similarity, out_dir: str | Path, per_concept: bool = False
     if len(sim.models) > 1:
         imgs["model x model"] = figure_to_img(figure_model_matrices(sim), "model x model")
         for m in sim.main_measures:
-            imgs[f"relative depth: {m}"] = figure_to_img(figure_depth(sim, m), f"depth {m}")
+            if sim.depth(m) is not None:  # measured between two different models
+                imgs[f"relative depth: {m}"] = figure_to_img(figure_depth(sim, m), f"depth {m}")
     if per_concept:
         for m in sim.measures:
             if m.startswith("concept:"):

@@ -45,7 +45,13 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
 
 def cka_matrix(feats_a: list[np.ndarray], feats_b: list[np.ndarray], same: bool = False) -> np.ndarray:
     """(La, Lb) linear CKA between every layer of A (list of (n, ...) arrays) and every layer of B."""
-    S = np.array([[linear_cka(x, y) for y in feats_b] for x in feats_a])
+    if len({len(x) for x in [*feats_a, *feats_b]}) > 1:
+        raise WeightscopeError("CKA needs the same inputs for every layer: feature arrays differ in length")
+    # centre each layer and take its ||X^T X||_F once; the pairwise work is then one (p, q) product per pair
+    A, B = [_centred_2d(x) for x in feats_a], [_centred_2d(y) for y in feats_b]
+    na, nb = [np.linalg.norm(x.T @ x) for x in A], [np.linalg.norm(y.T @ y) for y in B]
+    S = np.array([[np.linalg.norm(x.T @ y) ** 2 / (nx * ny) if nx * ny > 0 else 0.0 for y, ny in zip(B, nb)]
+                  for x, nx in zip(A, na)])
     return _finish(S, same)
 
 
