@@ -3,9 +3,9 @@
     feats = collect_activations(net, images, ["layer1.0", "layer2.0"], reduce=pool_spatial)
     feats["layer1.0"].shape          # (N, C): one reduced array per layer
 
-Nothing is kept beyond one batch unless the caller's ``reduce`` keeps it: every hooked output is reduced
-(e.g. global average pooling) as soon as the batch has run, so a run holds all layers of one batch, never all
-layers of all images. Inputs are sliced lazily (``inputs[start:stop]``), so an object that loads images on
+Every hooked output is reduced (e.g. global average pooling) inside its hook, as soon as the module has run, so
+the full activations are never kept: a run holds the reduced outputs of one batch, and ``collect_activations``
+the reduced outputs of all images (never all layers of all images in full). Inputs are sliced lazily (``inputs[start:stop]``), so an object that loads images on
 slicing streams them from disk.
 """
 from __future__ import annotations
@@ -80,13 +80,14 @@ def iter_activations(
     n = len(inputs)
     modules = dict(model.named_modules())
     forward = forward or model
-    captured: dict[str, torch.Tensor] = {}
+    captured: dict[str, np.ndarray] = {}
 
     def hook_for(name):
         def hook(_module, _args, output):
             if name in captured:
                 raise WeightscopeError(f"module {name} ran twice in one forward pass; hook a module that runs once")
-            captured[name] = output[0] if isinstance(output, (tuple, list)) else output
+            # reduce at once: the full output is freed as the forward moves on
+            captured[name] = reduce(name, output[0] if isinstance(output, (tuple, list)) else output)
         return hook
 
     flags = {m: m.training for m in model.modules()}
@@ -101,7 +102,7 @@ def iter_activations(
                 missing = [name for name in names if name not in captured]
                 if missing:
                     raise WeightscopeError(f"module {missing[0]} did not run in the forward pass; hook modules on its path")
-                yield sl, {name: reduce(name, captured[name]) for name in names}
+                yield sl, {name: captured[name] for name in names}
     finally:
         for h in handles:
             h.remove()

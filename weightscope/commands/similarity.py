@@ -32,6 +32,8 @@ def register(subparsers) -> None:
     add_model_arguments(p)
     p.add_argument("model_b", nargs="?", default=None, metavar="MODEL_B",
                    help="a second model to compare with (spec; default: none, or bundled:tuned when MODEL is omitted)")
+    p.add_argument("--model", dest="arch", metavar="NAME", default=None,
+                   help="open_clip architecture of checkpoint file paths given as MODEL or MODEL_B (default: MODEL's)")
     p.add_argument("--concepts", choices=("shapes", "cifar10"), default=None,
                    help="data-based concepts: shapes-world masks, or CIFAR-10 classes from --images")
     p.add_argument("--images", metavar="DIR", default=None, help="with --concepts cifar10: folder of class subfolders")
@@ -52,7 +54,8 @@ def register(subparsers) -> None:
 
 
 def _model_specs(args) -> list:
-    """MODEL (with --pretrained/--checkpoint) and MODEL_B as load_model arguments or checkpoint specs."""
+    """MODEL (with --pretrained/--checkpoint) and MODEL_B as LoadedModels or checkpoint specs."""
+    from ..compare import load_checkpoint
     from ..errors import WeightscopeError
     from ..load import load_model
 
@@ -61,8 +64,10 @@ def _model_specs(args) -> list:
             raise WeightscopeError("give MODEL_A before MODEL_B, --pretrained or --checkpoint")
         return ["bundled", "bundled:tuned"]
     first = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint) \
-        if (args.pretrained or args.checkpoint) else args.model
-    return [first] + ([args.model_b] if args.model_b else [])
+        if (args.pretrained or args.checkpoint) else load_checkpoint(args.model, args.arch)
+    second = [load_checkpoint(args.model_b, args.arch)] if args.model_b and args.arch else \
+        ([args.model_b] if args.model_b else [])
+    return [first] + second
 
 
 def run(args) -> int:
