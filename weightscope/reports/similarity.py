@@ -72,7 +72,8 @@ def figure_model_matrices(sim: Similarity):
         _heatmap(ax, M, labels, labels, m)
         for i in range(len(names)):
             for j in range(len(names)):
-                ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+                ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="k" if M[i, j] > 0.6 else "w")  # readable on viridis' light and dark ends
     return fig
 
 
