@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     files, concepts = folder_concepts(data, None if args.n_images >= 10_000 else args.n_images, seed=0)
     inputs = CifarInputs(files)
     t_load = time.perf_counter() - t0
-    probed, accuracy = [], {}
+    probed = []
     for depth in (int(d) for d in args.depths.split(",")):
         net = load_resnet(depth)
         probed.append(probe_model(net, inputs, concepts, net.hook_names(), name=f"resnet{depth}", reduce=pool_spatial,

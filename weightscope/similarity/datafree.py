@@ -52,7 +52,7 @@ def datafree_similarity(models: list, names: list[str], *, layers=None, vocabula
     (``inspect_model``); n_directions: leading singular directions per head that form a layer's profile and
     subspace. Layer names are the blocks' module names, as the data-based measures use them.
     """
-    profiles, spaces, layer_names = [], [], {}
+    spaces, layer_names = [], {}
     insps = []
     for loaded, name in zip(models, names):
         weights = describe_model(loaded)
