@@ -40,3 +40,10 @@ def test_depth_notebook_runs(tmp_path, monkeypatch, capsys):
     aff = namespace["result"].methods["affinity"]
     assert len(aff.depths) == 8 - aff.n_clusters and aff.sd == sum(aff.depths) / len(aff.depths)
     assert (tmp_path / "weightscope-out" / "depth-notebook" / "report.html").stat().st_size > 10_000
+
+
+def test_similarity_notebook_runs(tmp_path, monkeypatch, capsys):
+    namespace, out = run_notebook("similarity_bundled.ipynb", tmp_path, monkeypatch, capsys)
+    assert "best held-out IoU" in out and "Spearman" in out
+    assert list(namespace["cross"].argmax(axis=1)) == list(range(len(namespace["cross"])))
+    assert (tmp_path / "weightscope-out" / "similarity" / "report.html").stat().st_size > 10_000

@@ -11,7 +11,7 @@ import sys
 
 from .errors import WeightscopeError
 
-COMMANDS = ("inspect", "edit", "compare", "sing", "depth")
+COMMANDS = ("inspect", "edit", "compare", "sing", "depth", "similarity")
 
 
 def build_parser() -> argparse.ArgumentParser:

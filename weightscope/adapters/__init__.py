@@ -29,6 +29,13 @@ def describe_model(model) -> VisionWeights:
     return desc
 
 
+def block_modules(model) -> dict:
+    """Hook points of the vision tower's residual blocks, as names in ``model.named_modules()`` (``model``: an open_clip
+    CLIP or a LoadedModel): {"names": [...], "batch_first": bool, "grid": (gh, gw)}; see openclip_vit.block_modules."""
+    model = getattr(model, "model", model)
+    return openclip_vit.block_modules(_visual(model), prefix="visual.")
+
+
 def write_attention(model, layer: int, attn: AttentionWeights) -> None:
     """Write one layer's per-head attention factors into ``model`` (an open_clip CLIP), in place."""
     openclip_vit.write_attention(_visual(getattr(model, "model", model)), layer, attn)

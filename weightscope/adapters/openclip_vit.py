@@ -218,3 +218,16 @@ def _unscale(value: np.ndarray, scale: np.ndarray, current: np.ndarray, layer: i
         raise WeightscopeError(f"layer {layer}: the edited {what} is non-zero where the block's output scale "
                                "(LayerScale or head scale) is zero, so the model cannot hold it")
     return np.where(zero, current, value / np.where(zero, 1.0, scale))
+
+
+def block_modules(visual: torch.nn.Module, prefix: str = "") -> dict:
+    """Where each residual block's output (the residual stream after block i) can be hooked.
+
+    Returns {"names": [prefix + "transformer.resblocks.<i>", ...], "batch_first": bool (outputs are (N, T, D) when
+    True, (T, N, D) otherwise), "grid": (gh, gw) (patch tokens form a gh x gw map after the class token), "image_size": (H, W)}.
+    """
+    check_supported(visual)
+    names = [f"{prefix}transformer.resblocks.{i}" for i in range(len(visual.transformer.resblocks))]
+    grid = visual.grid_size
+    return {"names": names, "batch_first": bool(getattr(visual.transformer, "batch_first", True)),
+            "grid": (int(grid[0]), int(grid[1])), "image_size": tuple(int(x) for x in visual.image_size)}

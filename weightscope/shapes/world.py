@@ -469,3 +469,53 @@ def concept_vocabulary() -> list[str]:
 
 if __name__ == "__main__":  # python -m weightscope.shapes.world > concepts/shapes_world.txt
     print("\n".join(concept_vocabulary()))
+
+
+# ---------------------------------------------------------------- concept masks
+
+MASK_CONCEPTS = ("shape", "colour", "size", "position", "background")
+
+
+def object_masks(scenes: Scenes) -> np.ndarray:
+    """(N, K, S, S) bool: the pixels inside object k of each scene (the shapes ``render`` draws, before
+    anti-aliasing: signed distance <= 0, i.e. the pixels render covers at least half). Absent objects are empty."""
+    n, S, K = len(scenes), scenes.image_size, scenes.shape.shape[1]
+    out = np.zeros((n, K, S, S), dtype=bool)
+    pix = np.arange(S, dtype=np.float32) + 0.5
+    for k in range(K):
+        for s_idx, s_name in enumerate(SHAPES):
+            idx = np.flatnonzero(scenes.shape[:, k] == s_idx)
+            if idx.size == 0:
+                continue
+            rad = scenes.radius[idx, k].astype(np.float32)[:, None, None]
+            cx = scenes.centre[idx, k, 0].astype(np.float32)[:, None, None]
+            cy = scenes.centre[idx, k, 1].astype(np.float32)[:, None, None]
+            x = (pix[None, None, :] - cx) / rad
+            y = (cy - pix[None, :, None]) / rad
+            out[idx, k] = _sdf(s_name, x, y, scenes.aspect_flip[idx, k][:, None, None]) <= 0
+    return out
+
+
+def concept_names() -> list[str]:
+    """Names of the mask concepts, "<group>:<value>": 8 shapes, 8 colours, 2 sizes, 9 positions, 4 backgrounds."""
+    groups = (SHAPES, COLOUR_NAMES, SIZES, POSITIONS, BACKGROUND_NAMES)
+    return [f"{g}:{v}" for g, values in zip(MASK_CONCEPTS, groups) for v in values]
+
+
+def concept_masks(scenes: Scenes) -> np.ndarray:
+    """(N, C, S, S) bool pixel masks of the concepts of ``concept_names()``, in that order.
+
+    An object concept ("shape:circle", "colour:red", "size:small", "position:top left") covers the pixels of the
+    objects that have it; "background:<b>" covers the pixels outside every object of images whose background is b.
+    """
+    obj = object_masks(scenes)
+    fields = (scenes.shape, scenes.colour, scenes.size, scenes.position)
+    groups = (SHAPES, COLOUR_NAMES, SIZES, POSITIONS)
+    planes = []
+    for field_values, values in zip(fields, groups):
+        for v in range(len(values)):
+            planes.append(np.any(obj & (field_values == v)[:, :, None, None], axis=1))
+    free = ~obj.any(axis=1)
+    for b in range(len(BACKGROUND_NAMES)):
+        planes.append(free & (scenes.background == b)[:, None, None])
+    return np.stack(planes, axis=1)
