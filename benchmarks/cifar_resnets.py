@@ -58,6 +58,8 @@ class CifarResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU()  # a module (not F.relu) so that the stem's output can be hooked
+        self.n = n
         stages, c_in = [], 16
         for c_out, stride in ((16, 1), (32, 2), (64, 2)):
             blocks = []
@@ -70,9 +72,13 @@ class CifarResNet(nn.Module):
 
     def features(self, x):
         """Penultimate features (N, 64): the globally pooled output of layer3, the input of ``linear``."""
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return x.mean(dim=(2, 3))
+
+    def hook_names(self) -> list[str]:
+        """The stem and every residual block, in depth order (module names for forward hooks)."""
+        return ["relu"] + [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(self.n)]
 
     def forward(self, x):
         return self.linear(self.features(x))

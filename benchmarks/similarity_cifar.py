@@ -30,65 +30,8 @@ from weightscope.activations import pool_spatial  # noqa: E402
 from weightscope.reports.similarity import write_report  # noqa: E402
 from weightscope.similarity import compare_probed, folder_concepts, probe_model  # noqa: E402
 
-# ======================================================================================================
-# Minimal CIFAR-10 ResNet loader (He et al. 2016, CIFAR variant; facts from the weights' README).
-# Kept separate on purpose: benchmarks/cifar_resnets.py (another branch) has the shared version.
-# ======================================================================================================
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-RESNETS = {20: "resnet20-12fca82f.th", 32: "resnet32-d509ac18.th", 44: "resnet44-014dd654.th", 56: "resnet56-4bfd9763.th"}
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.pad = (cout - cin) // 2 if stride != 1 or cin != cout else 0  # option A: subsample + zero channels
-        self.stride = stride
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        short = x
-        if self.stride != 1 or self.pad:
-            short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-        return F.relu(out + short)
-
-
-class CifarResNet(nn.Module):
-    def __init__(self, depth: int):
-        super().__init__()
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.relu = nn.ReLU()
-        widths, cin = (16, 32, 64), 16
-        for s, w in enumerate(widths):
-            blocks = [BasicBlock(cin if i == 0 else w, w, 1 if (s == 0 or i > 0) else 2) for i in range(n)]
-            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-            cin = w
-        self.linear = nn.Linear(64, 10)
-        self.n = n
-
-    def forward(self, x):
-        x = self.layer3(self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x))))))
-        return self.linear(x.mean(dim=(2, 3)))
-
-    def hook_names(self) -> list[str]:
-        """The stem and every residual block, in depth order."""
-        return ["relu"] + [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(self.n)]
-
-
-def load_resnet(depth: int) -> CifarResNet:
-    ckpt = torch.load(SHARED / "models" / "cifar10-resnets" / RESNETS[depth], map_location="cpu", weights_only=True)
-    net = CifarResNet(depth)
-    net.load_state_dict({k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()})
-    return net.eval()
-# ======================================================================================================
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from cifar_resnets import MEAN, STD, load_resnet  # noqa: E402  (the shared CIFAR network)
 
 
 class CifarInputs:
