@@ -1,6 +1,7 @@
 """Concept embedding: bucketed encoding equals open_clip's full-context encode_text; cache behaviour."""
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -336,3 +337,46 @@ def test_unwritable_cache_dir_warns_and_still_returns(small, tok, tmp_path):
     with pytest.warns(UserWarning, match="could not write"):
         emb = embed.embed_concepts(small, tok, ["cat", "dog"], cache_dir=blocker, progress=False)
     assert emb.shape == (2, 24)
+
+
+# ------------------------------------------------------------------------------------------------
+# The cache key sees every text-tower tensor (issue 21, kind 5)
+# ------------------------------------------------------------------------------------------------
+
+def _text_tensor_names(custom_text: bool) -> list[str]:
+    """Every parameter and buffer of the small model outside the vision tower and the logit scale/bias, listed
+    from torch (not from weightscope): what a fine-tune of the text side may change."""
+    model = _small_clip(custom_text=custom_text)
+    names = [n for n, _ in list(model.named_parameters()) + list(model.named_buffers())]
+    if custom_text:
+        return [n for n in names if n.startswith("text.")]
+    return [n for n in names if not n.startswith(("visual.", "logit_"))]
+
+
+@pytest.fixture(scope="module")
+def pristine():
+    """One small model per family; each test edits its own deep copy (cheaper than building a model)."""
+    return {c: _small_clip(seed=6, custom_text=c) for c in (False, True)}
+
+
+TEXT_TENSORS = [(False, n) for n in _text_tensor_names(False)] + [(True, n) for n in _text_tensor_names(True)]
+
+
+@pytest.mark.parametrize("custom_text,name", TEXT_TENSORS,
+                         ids=[f"{'custom' if c else 'clip'}:{n}" for c, n in TEXT_TENSORS])
+def test_changing_any_text_tower_tensor_misses_the_cache(custom_text, name, tok, tmp_path, pristine):
+    """A model whose text projection, positional embedding, mask or any other text weight was changed must not
+    be served the embeddings cached for the unchanged model."""
+    model = copy.deepcopy(pristine[custom_text])
+    texts = ["a red circle in the corner", "snowy mountains", "cat"]
+    kw = dict(cache_dir=tmp_path, model_name="small", normalize="none", progress=False)
+    stale = embed.embed_concepts(model, tok, texts, **kw)
+    tensor = dict(list(model.named_parameters()) + list(model.named_buffers()))[name]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # in place, as a fine-tune's optimiser step would
+        finite = torch.isfinite(tensor)
+        tensor[finite] += 0.2 * torch.randn(int(finite.sum()), generator=g).to(tensor.dtype)
+    fresh = _reference(model, texts)
+    assert np.abs(fresh - stale).max() > 1e3 * TOL, "the perturbation must change the text features"
+    got = embed.embed_concepts(model, tok, texts, **kw)
+    assert np.abs(got - fresh).max() <= TOL
