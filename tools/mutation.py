@@ -180,18 +180,69 @@ def _copy_repo(dest: Path) -> None:
                                                                "mutation-results.json", ".pytest_cache"))
 
 
-def _pytest(workdir: Path, args, timeout: float) -> tuple[int | None, float]:
-    env = dict(os.environ, PYTHONPATH=str(workdir), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1", WEIGHTSCOPE_CACHE_DIR=str(workdir / ".cache"),
-               MPLBACKEND="Agg")
-    start = time.monotonic()
-    try:
-        r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args],
-                           cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           timeout=timeout)
-        return r.returncode, time.monotonic() - start
-    except subprocess.TimeoutExpired:
-        return None, time.monotonic() - start
+PRELOAD = ("numpy", "scipy.linalg", "scipy.optimize", "scipy.special", "sklearn.linear_model", "torch", "open_clip",
+           "numba", "matplotlib.pyplot", "safetensors.torch", "threadpoolctl", "tqdm.auto", "hypothesis", "pytest")
+
+
+def serve(workdir: str) -> None:
+    """Worker loop (``--serve DIR``): import the heavy dependencies once (never weightscope), then for each request
+    line ``{"args": [...], "timeout": s}`` on stdin fork a child that runs pytest in DIR on whatever the package
+    holds now, and answer ``{"rc": exit code or null on timeout, "seconds": s}``. Saves the ~5-20 s interpreter and
+    torch start-up per mutant."""
+    import importlib
+    import signal
+
+    for mod in PRELOAD:
+        importlib.import_module(mod)
+    os.chdir(workdir)
+    sys.path.insert(0, workdir)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # child: a fresh pytest session; weightscope is imported here, from the mutated copy
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            import pytest
+
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *req["args"]])
+            os._exit(int(code))
+        rc = None
+        while time.monotonic() - start < req["timeout"]:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                rc = os.waitstatus_to_exitcode(status)
+                break
+            time.sleep(0.05)
+        if rc is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        print(json.dumps({"rc": rc, "seconds": time.monotonic() - start}), flush=True)
+
+
+class Worker:
+    """A ``--serve`` process bound to one scratch copy of the repository."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        env = dict(os.environ, PYTHONPATH=str(workdir), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1", WEIGHTSCOPE_CACHE_DIR=str(workdir / ".cache"),
+                   MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(workdir)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=workdir)
+        assert json.loads(self.proc.stdout.readline())["ready"]
+
+    def pytest(self, args, timeout: float) -> tuple[int | None, float]:
+        self.proc.stdin.write(json.dumps({"args": list(args), "timeout": timeout}) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        return answer["rc"], answer["seconds"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main(argv=None) -> int:
@@ -202,7 +253,11 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="parallel workers (each with its own repo copy)")
     ap.add_argument("--out", default="mutation-results.json", help="where to write the per-mutant results")
     ap.add_argument("--list", action="store_true", help="list the sampled mutants and exit")
+    ap.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.serve:
+        serve(args.serve)
+        return 0
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in names if t not in TARGETS]
     if unknown:
@@ -223,45 +278,51 @@ def main(argv=None) -> int:
         return 0
 
     with tempfile.TemporaryDirectory(prefix="ws-mutation-") as tmp:
-        workers = [Path(tmp) / f"w{i}" for i in range(max(1, args.jobs))]
-        for w in workers:
-            _copy_repo(w)
-        # baseline: every selection passes unmutated (this also warms Numba's cache in each copy)
-        limits = {}
-        for name in names:
-            rc, secs = _pytest(workers[0], TARGETS[name][2], timeout=1200)
-            if rc != 0:
-                print(f"baseline of {name} fails (exit {rc}); fix the tests first")
-                return 1
-            limits[name] = 3 * secs + 60
-            print(f"baseline {name}: {secs:.0f} s")
-        for w in workers[1:]:
-            _pytest(w, ["tests/test_select.py", "-k", "explanation_mode_scores"], timeout=600)  # warm Numba
+        dirs = [Path(tmp) / f"w{i}" for i in range(max(1, args.jobs))]
+        for d in dirs:
+            _copy_repo(d)
+        workers = [Worker(d) for d in dirs]
+        try:
+            # baseline: every selection passes unmutated (this also fills Numba's cache in each copy)
+            limits = {}
+            for name in names:
+                for w in workers:
+                    rc, secs = w.pytest(TARGETS[name][2], timeout=1800)
+                    if rc != 0:
+                        print(f"baseline of {name} fails (exit {rc}); fix the tests first")
+                        return 1
+                limits[name] = 3 * secs + 30
+                print(f"baseline {name}: {secs:.0f} s", flush=True)
+            free = list(workers)
 
-        free = list(workers)
+            def run(item):
+                mutant, text = item
+                worker = free.pop()
+                path = worker.workdir / TARGETS[mutant.target][0]
+                original = path.read_text()
+                try:
+                    path.write_text(text)
+                    rc, mutant.seconds = worker.pytest(TARGETS[mutant.target][2], limits[mutant.target])
+                finally:
+                    path.write_text(original)
+                    free.append(worker)
+                if rc is None:
+                    mutant.status = "killed (timeout)"
+                elif rc != 0:
+                    mutant.status = "killed"
+                else:
+                    equivalent = (mutant.target, mutant.function, mutant.mutated) in EQUIVALENT
+                    mutant.status = "equivalent" if equivalent else "survived"
+                print(f"  [{mutant.status:>16}] {mutant.target} #{mutant.number} {mutant.function} L{mutant.line}: "
+                      f"{mutant.original!r} -> {mutant.mutated!r} ({mutant.seconds:.0f} s)", flush=True)
+                return mutant
 
-        def run(item):
-            mutant, text = item
-            work = free.pop()
-            path = work / TARGETS[mutant.target][0]
-            original = path.read_text()
-            try:
-                path.write_text(text)
-                rc, mutant.seconds = _pytest(work, TARGETS[mutant.target][2], limits[mutant.target])
-            finally:
-                path.write_text(original)
-                free.append(work)
-            mutant.status = "killed" if rc != 0 else (
-                "equivalent" if (mutant.target, mutant.function, mutant.mutated) in EQUIVALENT else "survived")
-            if rc is None:
-                mutant.status = "killed (timeout)"
-            print(f"  [{mutant.status:>16}] {mutant.target} #{mutant.number} {mutant.function} L{mutant.line}: "
-                  f"{mutant.original!r} -> {mutant.mutated!r} ({mutant.seconds:.0f} s)", flush=True)
-            return mutant
-
-        start = time.monotonic()
-        with ThreadPoolExecutor(len(workers)) as pool:
-            done = list(pool.map(run, plan))
+            start = time.monotonic()
+            with ThreadPoolExecutor(len(workers)) as pool:
+                done = list(pool.map(run, plan))
+        finally:
+            for w in workers:
+                w.close()
     killed = sum(m.status.startswith("killed") for m in done)
     equivalent = sum(m.status == "equivalent" for m in done)
     survivors = [m for m in done if m.status == "survived"]
