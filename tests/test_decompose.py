@@ -248,3 +248,33 @@ def test_bad_indices_are_clear(tiny_model):
     with pytest.raises(WeightscopeError, match="unknown matrix kind 'ov'"):
         decompose_head(w, 0, 0, kind="ov")
     assert decompose_head(w, -1, -1).layer == 1
+
+
+def test_index_selection_and_options_pass_through(asym_model):
+    from weightscope.decompose import check_index
+
+    w = describe_model(asym_model)
+    assert check_index(np.int64(-1), 4, "head") == 3 and check_index(0, 4, "head") == 0
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(WeightscopeError, match="head index must be an integer"):
+            check_index(bad, 4, "head")
+    with pytest.raises(WeightscopeError, match=r"head -5 is out of range"):
+        check_index(-5, 4, "head")
+    heads = decompose_model(w, layers=1, heads=[3, -1, 0], progress=False)
+    assert list(heads) == [(1, 0), (1, 3)]  # sorted, duplicates merged, negatives counted from the end
+    assert len(decompose_model(w, layers=[0], progress=False)) == w.n_heads
+    assert len(decompose_model(w, heads=2, progress=False)) == w.n_layers
+    # every option reaches each head: kind, fold_ln, center_write and rtol
+    ref = {(l, h): decompose_head(w, l, h, "qk", True, False, 0.5) for l in range(2) for h in range(4)}
+    got = decompose_model(w, kind="qk", fold_ln=True, rtol=0.5, progress=False)
+    for key, h in got.items():
+        assert h.kind == "qk" and (h.layer, h.head) == key
+        np.testing.assert_array_equal(h.s, ref[key].s)
+        assert h.groups == ref[key].groups and h.groups  # rtol 0.5 ties many values
+    centred = decompose_model(w, center_write=True, progress=False)[1, 1]
+    np.testing.assert_allclose(centred.write.mean(axis=1), 0, atol=1e-12)
+    # HeadSVD.matrix is U S V^T; rank is the number of singular values
+    h = decompose_head(w, 1, 1)
+    np.testing.assert_allclose(h.matrix(), _raw_vo(w, 1, 1), atol=1e-12)
+    assert h.rank == w.width // w.n_heads
+    assert decompose_head(w, 0, 0, rtol=1.0).groups == [list(range(h.rank))]
