@@ -382,3 +382,49 @@ def test_changing_any_text_tower_tensor_misses_the_cache(custom_text, name, tok,
     assert np.abs(fresh - stale).max() > 1e3 * TOL, "the perturbation must change the text features"
     got = embed.embed_concepts(model, tok, texts, **kw)
     assert np.abs(got - fresh).max() <= TOL
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_one_ulp_change_anywhere_changes_the_tower_hash(where, pristine):
+    """Every byte counts, in every 4 MiB block: token_embedding (6.3 MB, two blocks) and text_projection."""
+    for name in ("token_embedding.weight", "text_projection"):
+        model = copy.deepcopy(pristine[False])
+        before = embed.text_tower_hash(model)
+        flat = dict(model.named_parameters())[name].data.view(-1)
+        i = {"first": 0, "middle": flat.numel() // 2 + 1, "last": flat.numel() - 1}[where]
+        with torch.no_grad():
+            flat[i] = torch.nextafter(flat[i], torch.tensor(float("inf")))  # the lowest byte changes
+        embed.forget_model_hash(model)
+        assert embed.text_tower_hash(model) != before, (name, where)
+
+
+def test_hash_sees_values_not_layout(pristine):
+    """A non-contiguous copy of a text tensor hashes like the contiguous original (same values, same hash)."""
+    a, b = copy.deepcopy(pristine[False]), copy.deepcopy(pristine[False])
+    with torch.no_grad():
+        b.text_projection = torch.nn.Parameter(a.text_projection.detach().T.contiguous().T)
+    assert not b.text_projection.is_contiguous()
+    assert embed.text_tower_hash(a) == embed.text_tower_hash(b)
+
+
+def test_tokenizer_fingerprint_sees_settings_and_wrapped_tokenizers():
+    class Tok:
+        def __init__(self, vocab_size=10, inner=None):
+            self.vocab_size = vocab_size
+            if inner is not None:
+                self.tokenizer = inner
+
+    class Inner:
+        def __init__(self, name):
+            self.name_or_path = name
+
+    def plain(texts):
+        return texts
+
+    assert oct_.tokenizer_fingerprint(Tok()) != oct_.tokenizer_fingerprint(Tok(vocab_size=11))
+    assert "vocab_size=10" in oct_.tokenizer_fingerprint(Tok())
+    assert oct_.tokenizer_fingerprint(Tok(inner=Inner("a"))) != oct_.tokenizer_fingerprint(Tok(inner=Inner("b")))
+    assert oct_.tokenizer_fingerprint(Tok(inner=Inner("a"))) != oct_.tokenizer_fingerprint(Tok())
+    assert oct_.tokenizer_fingerprint(plain).endswith("test_tokenizer_fingerprint_sees_settings_and_wrapped_tokenizers"
+                                                      ".<locals>.plain")
+    assert "None" not in oct_.tokenizer_fingerprint(Tok())  # absent settings are left out, not written as None

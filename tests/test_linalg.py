@@ -129,3 +129,12 @@ def test_angles_and_normalisation_edges():
     X = np.array([[3.0, 4.0], [0.0, 0.0], [1e-13, 0.0]])
     np.testing.assert_array_equal(linalg.normalize_rows(X), [[0.6, 0.8], [0.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(linalg.normalize_rows(X, eps=1e-14)[2], [1.0, 0.0])
+
+
+def test_plain_sequences_and_single_vectors_are_accepted():
+    assert linalg.degenerate_groups([2.0, 2.0, 1.0]) == [[0, 1]]
+    B = linalg.orthonormal_basis(np.array([3.0, 4.0]))  # one vector (D,) is one row
+    np.testing.assert_allclose(np.abs(B), [[0.6, 0.8]], atol=1e-12)
+    assert linalg.orthonormal_basis([[0.0, 0.0]]).shape == (0, 2)
+    np.testing.assert_allclose(linalg.normalize_rows([[0.0, 2.0]]), [[0.0, 1.0]])
+    assert linalg.null_space([1.0, 0.0]).shape == (1, 2)

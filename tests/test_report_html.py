@@ -20,7 +20,7 @@ class _Page(HTMLParser):
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.paragraphs, self.cards, self.images = [], [], []
+        self.paragraphs, self.cards, self.images, self.headings, self.title = [], [], [], [], ""
         self._tag, self._text, self._row, self._in_card = None, [], None, False
 
     def handle_starttag(self, tag, attrs):
@@ -32,7 +32,7 @@ class _Page(HTMLParser):
             self.images.append(attrs.get("src", ""))
         elif tag == "tr" and self._in_card:
             self._row = []
-        elif tag in ("p", "h3", "td", "th"):
+        elif tag in ("p", "h1", "h2", "h3", "td", "th", "title"):
             self._tag, self._text = tag, []
 
     def handle_endtag(self, tag):
@@ -40,6 +40,10 @@ class _Page(HTMLParser):
             text = "".join(self._text)
             if tag == "p":
                 self.paragraphs.append(text)
+            elif tag in ("h1", "h2"):
+                self.headings.append(text)
+            elif tag == "title":
+                self.title = text
             elif tag == "h3":
                 self.cards[-1]["title"] = text
             elif tag == "td" and self._row is not None:
@@ -84,6 +88,8 @@ def check_report_matches(result: Inspection, path, n_directions: int = 4):
                  f"k = {s['k']}", f"lambda = {s['lam']}", f"joint map {s['joint_mode']}"):
         assert fact in intro, fact
     assert ("image mean subtracted" in intro) == bool(s["image_mean"])
+    assert page.title == f"weightscope inspection: {result.model}"
+    assert page.headings == [page.title, "Singular-value spectra", "Head themes", "Heads"]
     assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
     keys = sorted(result.heads)
     assert len(page.cards) == len(keys)

@@ -169,10 +169,29 @@ def enumerate_mutants(name: str):
             number += 1
             if text == original:
                 continue
-            shown = "pass  # statement removed" if isinstance(mutated_node, ast.Pass) else ast.unparse(mutated_node)
-            out.append((Mutant(name, qual, number, getattr(node, "lineno", 0), ast.unparse(node).splitlines()[0][:120],
-                               shown.splitlines()[0][:120]), text))
+            before = ast.unparse(node)
+            after = "pass  # statement removed" if isinstance(mutated_node, ast.Pass) else ast.unparse(mutated_node)
+            out.append((Mutant(name, qual, number, getattr(node, "lineno", 0), *_changed_part(before, after)), text))
     return out
+
+
+def _changed_part(before: str, after: str, context: int = 40) -> tuple[str, str]:
+    """The differing middle of two one-statement texts, with some context, on one line each."""
+    before, after = " ".join(before.split()), " ".join(after.split())
+    if after.startswith("pass  #") or len(before) <= 2 * context + 40:
+        return before[:160], after[:160]
+    i = 0
+    while i < min(len(before), len(after)) and before[i] == after[i]:
+        i += 1
+    j = 0
+    while j < min(len(before), len(after)) - i and before[-1 - j] == after[-1 - j]:
+        j += 1
+    lo = max(0, i - context)
+
+    def cut(t):
+        return ("..." if lo else "") + t[lo:len(t) - j + context] + ("..." if j > context else "")
+
+    return cut(before), cut(after)
 
 
 def _copy_repo(dest: Path) -> None:
