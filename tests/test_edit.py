@@ -212,6 +212,33 @@ def test_degenerate_group_is_edited_as_a_whole(tiny_model):
     w2 = edit_weights(w, [Edit(1, 0, 2, 0.0)])
     assert np.allclose(decompose_head(w2, 1, 0).s, np.sort(np.r_[s[[0]], s[3:], 0, 0])[::-1], atol=1e-12)
     assert resolve_edits(w, [Edit(1, 0, 2, 0.0)], expand_groups=False)[0].indices == (2,)
+    single = resolve_edits(w, (e for e in [Edit(-1, -4, 4, 0.5)]))[0]  # any iterable; a lone index stays an int
+    assert (single.layer, single.head, single.index) == (1, 0, 4) and isinstance(single.index, int)
+
+
+def test_apply_edits_widens_groups_and_keeps_the_wrapper(tiny_model):
+    """apply_edits edits a degenerate group as a whole by default, and returns a LoadedModel for a LoadedModel."""
+    from weightscope import load_model
+    from weightscope.adapters import write_attention
+
+    model = copy.deepcopy(tiny_model)
+    w = describe_model(model)
+    attn = w.layers[1].attn
+    D, dh = attn.read_v.shape[1:]
+    rng = np.random.default_rng(1)
+    Qa, Qb = (np.linalg.qr(rng.normal(size=(D, dh)))[0] for _ in range(2))
+    s = np.linspace(3, 1, dh)
+    s[2] = s[1]
+    attn.read_v[0], attn.write_o[0] = Qa, (Qb * s).T
+    write_attention(model, 1, attn)
+    edited = describe_model(apply_edits(model, [Edit(1, 0, 2, 0.0)]))
+    assert np.allclose(decompose_head(edited, 1, 0).s, np.sort(np.r_[s[[0]], s[3:], 0, 0])[::-1], atol=1e-6)
+    one = describe_model(apply_edits(model, [Edit(1, 0, 2, 0.0)], expand_groups=False))
+    assert np.sum(decompose_head(one, 1, 0).s < 1e-6) == 1
+    loaded = load_model(model)
+    out = apply_edits(loaded, [Edit(0, 0, 0, 0.0)])
+    assert out.source == f"{loaded.source}+edited" and out.model is not loaded.model
+    assert decompose_head(describe_model(out.model), 0, 0).s[-1] < 1e-6
 
 
 # ------------------------------------------------------------------------------------ checkpoints

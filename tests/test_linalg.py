@@ -138,3 +138,10 @@ def test_plain_sequences_and_single_vectors_are_accepted():
     assert linalg.orthonormal_basis([[0.0, 0.0]]).shape == (0, 2)
     np.testing.assert_allclose(linalg.normalize_rows([[0.0, 2.0]]), [[0.0, 1.0]])
     assert linalg.null_space([1.0, 0.0]).shape == (1, 2)
+
+
+def test_basis_tolerance_is_relative_and_empty_inputs():
+    assert linalg.orthonormal_basis(np.diag([100.0, 1e-9])).shape == (1, 2)  # 1e-9 < 1e-10 * 100
+    assert linalg.orthonormal_basis(np.diag([100.0, 1e-7])).shape == (2, 2)
+    assert linalg.orthonormal_basis(np.zeros((0, 3))).shape == (0, 3)
+    assert linalg.null_space(np.zeros((0, 3))).shape == (3, 3)
