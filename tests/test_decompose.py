@@ -273,6 +273,9 @@ def test_index_selection_and_options_pass_through(asym_model):
         assert h.groups == ref[key].groups and h.groups  # rtol 0.5 ties many values
     centred = decompose_model(w, center_write=True, progress=False)[1, 1]
     np.testing.assert_allclose(centred.write.mean(axis=1), 0, atol=1e-12)
+    # the defaults are the raw factors: no fold, no centring, value-output
+    A, B = head_factors(w, 1, 1)
+    assert np.array_equal(A, w.layers[1].attn.read_v[1]) and np.array_equal(B, w.layers[1].attn.write_o[1])
     # HeadSVD.matrix is U S V^T; rank is the number of singular values
     h = decompose_head(w, 1, 1)
     np.testing.assert_allclose(h.matrix(), _raw_vo(w, 1, 1), atol=1e-12)

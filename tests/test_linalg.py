@@ -129,6 +129,7 @@ def test_angles_and_normalisation_edges():
     X = np.array([[3.0, 4.0], [0.0, 0.0], [1e-13, 0.0]])
     np.testing.assert_array_equal(linalg.normalize_rows(X), [[0.6, 0.8], [0.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(linalg.normalize_rows(X, eps=1e-14)[2], [1.0, 0.0])
+    np.testing.assert_array_equal(linalg.normalize_rows(np.array([[0.5, 0.0]]), eps=0.5), [[0.0, 0.0]])  # strict
 
 
 def test_plain_sequences_and_single_vectors_are_accepted():
