@@ -273,6 +273,14 @@ def test_index_selection_and_options_pass_through(asym_model):
         assert h.groups == ref[key].groups and h.groups  # rtol 0.5 ties many values
     centred = decompose_model(w, center_write=True, progress=False)[1, 1]
     np.testing.assert_allclose(centred.write.mean(axis=1), 0, atol=1e-12)
+    # default rtol 1e-3: a relative gap of 0.9e-3 ties, 1.1e-3 does not (decompose_head and decompose_model)
+    attn = w.layers[0].attn
+    D, dh = attn.read_v.shape[1:]
+    Vt = np.linalg.qr(np.random.default_rng(8).normal(size=(D, dh)))[0].T
+    s = np.r_[1.0, 0.5, 0.5 - 0.9e-3, 0.2, 0.2 - 1.1e-3, np.linspace(0.1, 0.01, dh - 5)]
+    attn.write_o[3] = np.linalg.solve(np.linalg.qr(attn.read_v[3])[1], s[:, None] * Vt)
+    assert decompose_head(w, 0, 3).groups == [[1, 2]]
+    assert decompose_model(w, layers=[0], heads=[3], progress=False)[0, 3].groups == [[1, 2]]
     # the defaults are the raw factors: no fold, no centring, value-output
     A, B = head_factors(w, 1, 1)
     assert np.array_equal(A, w.layers[1].attn.read_v[1]) and np.array_equal(B, w.layers[1].attn.write_o[1])

@@ -398,6 +398,14 @@ def test_one_ulp_change_anywhere_changes_the_tower_hash(where, pristine):
         assert embed.text_tower_hash(model) != before, (name, where)
 
 
+def test_tensor_list_is_the_same_through_a_wrapper(pristine):
+    from types import SimpleNamespace
+
+    names = [n for n, _ in oct_.text_tower_tensors(pristine[False])]
+    assert [n for n, _ in oct_.text_tower_tensors(SimpleNamespace(model=pristine[False]))] == names
+    assert "text_projection" in names and "attn_mask" in names and not any(n.startswith("visual.") for n in names)
+
+
 def test_hash_sees_values_not_layout(pristine):
     """A non-contiguous copy of a text tensor hashes like the contiguous original (same values, same hash)."""
     a, b = copy.deepcopy(pristine[False]), copy.deepcopy(pristine[False])

@@ -125,13 +125,13 @@ def _hand_made() -> Inspection:
     that need escaping."""
     names = ["red & blue", "<circle>", "snowy mountains", "a \"quoted\" word", "dog", "cat", "tree"]
     heads = {}
-    for (layer, head), s in (((0, 2), [3.25, 1.5, 1.5, 0.125]), ((1, 0), [9.0, 4.0, 0.5])):
+    for (layer, head), s in (((0, 2), [3.25, 1.5, 1.5, 0.125]), ((1, 0), [9.0, 4.0, 0.5, 0.25, 0.2, 0.1])):
         dirs = []
         for i in range(len(s)):
             for side in ("write", "read"):
                 for sign in (1, -1):
                     k = (i + layer + (side == "read") + (sign < 0)) % len(names)
-                    picked = [names[(k + j) % len(names)] for j in range(6 - i)]  # 6 atoms: only 5 are shown
+                    picked = [names[(k + j) % len(names)] for j in range(max(1, 6 - i))]  # 6 atoms: 5 shown
                     coefs = [round(0.9 / (j + 1) + 0.01 * i, 6) for j in range(len(picked))]
                     if (layer, i, side, sign) == (1, 2, "read", -1):
                         picked, coefs = [], []  # nothing explained
@@ -154,10 +154,13 @@ def test_report_shows_every_number_and_label_of_a_hand_made_inspection(tmp_path)
     for d in result.heads[1, 0].directions:
         if d.side == "write" and d.index < 4:
             for c, w in zip(d.concepts, d.coefficients):
-                score[c] = score.get(c, 0.0) + w * [9.0, 4.0, 0.5][d.index]
+                score[c] = score.get(c, 0.0) + w * result.heads[1, 0].s[d.index]
     assert page.cards[1]["title"].endswith(max(sorted(score), key=score.get))
     # n_directions limits the rows: 3 directions x 2 sides x 2 signs
     assert len(page.cards[0]["rows"]) == 12
+    # the default shows 4 directions per head
+    check_report_matches(result, write_report(result, tmp_path / "default.html"), n_directions=4)
+    assert len(_parse(tmp_path / "default.html").cards[1]["rows"]) == 16
     # names that need escaping come back intact (the parser unescapes what the report escaped)
     assert {"red & blue", "<circle>", 'a "quoted" word'} <= {c for card in page.cards for r in card["rows"]
                                                            for c, _ in _concepts(r[2])}

@@ -140,6 +140,50 @@ def test_explanation_mode_explains_both_signs(planted):
     assert "write -v explained as" in got[1, 0, (0,)].reason
 
 
+def test_units_skip_only_rounding_level_directions(asym_model):
+    """The documented cut: singular values <= 1e-9 of the head's largest are skipped, larger ones kept."""
+    weights = describe_model(asym_model)
+    attn = weights.layers[0].attn
+    D, dh = attn.read_v[2].shape
+    Vt = np.linalg.qr(np.random.default_rng(6).normal(size=(D, dh)))[0].T
+    s = np.r_[1.0, 0.5, np.geomspace(1.5e-9, 1e-12, dh - 2)]
+    s[3] = 0.9e-9
+    attn.write_o[2] = np.linalg.solve(np.linalg.qr(attn.read_v[2])[1], s[:, None] * Vt)
+    units = direction_units(weights, layers=[0], heads=[2], rtol=1e-12, progress=False)
+    assert [u.indices for u in units] == [(0,), (1,), (2,)]
+
+
+def test_embed_texts_by_hand(tiny_name, tiny_model):
+    """Unit text embeddings from encode_text; with a vocabulary, minus the vocabulary's mean unit embedding, renormalised."""
+    import open_clip
+    import torch
+
+    tok = open_clip.get_tokenizer(tiny_name)
+    vocab = ["red", "blue", "a green square", "circle"]
+
+    def unit_text(texts):
+        with torch.no_grad():
+            return torch.nn.functional.normalize(tiny_model.encode_text(tok(texts)).double(), dim=-1).numpy()
+
+    q = unit_text(["a blue circle", "dog"])
+    np.testing.assert_allclose(select.embed_texts(tiny_model, ["a blue circle", "dog"], tok), q, atol=1e-5)
+    centred = q - unit_text(vocab).mean(axis=0)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    np.testing.assert_allclose(select.embed_texts(tiny_model, ["a blue circle", "dog"], tok, vocabulary=vocab),
+                               centred, atol=1e-5)
+    loaded = SimpleNamespace(model=tiny_model, tokenizer=tok)  # a LoadedModel carries its tokenizer
+    np.testing.assert_allclose(select.embed_texts(loaded, ["dog"]), q[1:], atol=1e-5)
+    with pytest.raises(WeightscopeError, match="pass tokenizer="):
+        select.embed_texts(tiny_model, ["dog"])
+
+    # select_by_relevance embeds with the model's text tower when given model= (here checked by hand)
+    insp = _inspection({(0, 0): [_d(0, "write", 1, ["red", "circle"], [0.5, 0.25])]})
+    (got,) = select_by_relevance(insp, ["a blue circle", "dog"], model=tiny_model, tokenizer=tok)
+    emb = dict(zip(["red", "circle", "a blue circle", "dog"], unit_text(["red", "circle", "a blue circle", "dog"])))
+    R = sum(c * max(emb[k] @ emb["a blue circle"], emb[k] @ emb["dog"]) for k, c in (("red", 0.5), ("circle", 0.25)))
+    assert got.score == pytest.approx(R, abs=1e-5)
+
+
 def test_units_skip_rounding_level_directions_and_keep_groups(asym_model):
     weights = describe_model(asym_model)
     attn = weights.layers[0].attn
@@ -159,6 +203,9 @@ def test_best_edits_top_and_threshold_edges():
 
     edits = [Edit(0, 0, i, 0.0, "", sc) for i, sc in enumerate([0.9, 0.5, 0.3, 0.3, 0.1])]
     assert [e.index for e in best_edits(edits, top=2)] == [0, 1]
+    assert [e.index for e in best_edits(edits, top=1)] == [0]
+    many = [Edit(0, 0, i, 0.0, "", 0.9 - 0.01 * i) for i in range(8)]
+    assert len(best_edits(many, threshold=0.5)) == 8  # a threshold alone is not capped at 5
     assert [e.index for e in best_edits(edits, threshold=0.3)] == [0, 1, 2, 3]  # >= keeps the edge
     assert [e.index for e in best_edits(edits, threshold=0.30000001)] == [0, 1]
     assert [e.index for e in best_edits(edits, top=3, threshold=0.4)] == [0, 1]
@@ -201,6 +248,9 @@ def test_concept_mode_scores_the_named_concepts_coefficients():
     two = select_by_concepts(insp, ["red circle", "BLUE"])
     assert {(e.layer, e.head, e.indices): e.score for e in two} == pytest.approx(
         {(0, 1, (0,)): 0.4, (0, 1, (3,)): 0.9, (2, 0, (1,)): 0.6, (1, 1, (4, 5)): 0.35})
+    tie = select_by_concepts(_inspection({(0, 0): [_d(1, "write", 1, ["x"], [0.5]), _d(1, "write", -1, ["x"], [0.5])]}),
+                             ["x"])
+    assert tie[0].reason.startswith("write +v") and "; write -v" in tie[0].reason  # a tie keeps the first
     both = select_by_concepts(insp, ["red circle"], sides=("read", "write"))
     assert (both[0].layer, both[0].head, both[0].index, both[0].score) == (2, 0, 2, pytest.approx(0.95))
     assert [e.index for e in select_by_concepts(insp, ["red circle"], min_coefficient=0.3)] == [0, 1]
