@@ -138,6 +138,7 @@ def test_plain_sequences_and_single_vectors_are_accepted():
     np.testing.assert_allclose(np.abs(B), [[0.6, 0.8]], atol=1e-12)
     assert linalg.orthonormal_basis([[0.0, 0.0]]).shape == (0, 2)
     np.testing.assert_allclose(linalg.normalize_rows([[0.0, 2.0]]), [[0.0, 1.0]])
+    np.testing.assert_allclose(linalg.normalize_rows(np.array([[3, 4]])), [[0.6, 0.8]])  # integers are fine
     assert linalg.null_space([1.0, 0.0]).shape == (1, 2)
 
 
