@@ -436,3 +436,15 @@ def test_tokenizer_fingerprint_sees_settings_and_wrapped_tokenizers():
     assert oct_.tokenizer_fingerprint(plain).endswith("test_tokenizer_fingerprint_sees_settings_and_wrapped_tokenizers"
                                                       ".<locals>.plain")
     assert "None" not in oct_.tokenizer_fingerprint(Tok())  # absent settings are left out, not written as None
+
+
+def test_tower_settings_are_part_of_the_hash(pristine, tok, tmp_path):
+    """Same weights, another pooling rule: different features, so a different hash and a cache miss."""
+    a, b = copy.deepcopy(pristine[False]), copy.deepcopy(pristine[False])
+    b.text_pool_type = "first"
+    texts = ["a red circle in the corner", "snowy mountains"]
+    assert np.abs(_reference(a, texts) - _reference(b, texts)).max() > 1e3 * TOL
+    assert embed.text_tower_hash(a) != embed.text_tower_hash(b)
+    kw = dict(cache_dir=tmp_path, model_name="small", normalize="none", progress=False)
+    embed.embed_concepts(a, tok, texts, **kw)
+    assert np.abs(embed.embed_concepts(b, tok, texts, **kw) - _reference(b, texts)).max() <= TOL
