@@ -448,3 +448,10 @@ def test_tower_settings_are_part_of_the_hash(pristine, tok, tmp_path):
     kw = dict(cache_dir=tmp_path, model_name="small", normalize="none", progress=False)
     embed.embed_concepts(a, tok, texts, **kw)
     assert np.abs(embed.embed_concepts(b, tok, texts, **kw) - _reference(b, texts)).max() <= TOL
+
+
+def test_cache_file_names(tmp_path):
+    """``<cache dir>/embeddings/<model>-<key>.wsemb``: the name made file-safe (or "model"), the key's first 32."""
+    key = "0123456789abcdef" * 4
+    assert embed.cache_path(tmp_path, "ViT-B/32 x", key) == tmp_path / "embeddings" / f"ViT-B_32_x-{key[:32]}.wsemb"
+    assert embed.cache_path(tmp_path, None, key).name == f"model-{key[:32]}.wsemb"

@@ -49,7 +49,8 @@ TARGETS = {
              ["tests/test_edit.py", "-k", "(rescales or dense_reference or reference_forward or tiny or layerscale "
               "or degenerate or bad_edits or widens) and not vit"]),
     "cache_key": ("weightscope/embed.py", ["text_tower_hash", "vocabulary_hash", "cache_key", "cache_path"],
-                  ["tests/test_embed.py", "-k", "cache_key or hashes or cache_hit or misses_the_cache or ulp or layout or settings"]),
+                  ["tests/test_embed.py", "-k", "cache_key or hashes or cache_hit or misses_the_cache or ulp or layout "
+                   "or settings or file_names"]),
     "text_tensors": ("weightscope/adapters/openclip_text.py",
                      ["text_tower_tensors", "tensor_signature", "tensor_digest_records", "tokenizer_fingerprint"],
                      ["tests/test_embed.py", "-k", "cache_key or hashes or cache_hit or misses_the_cache or ulp or layout "
@@ -272,6 +273,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     ap.add_argument("--jobs", type=int, default=2, help="parallel workers (each with its own repo copy)")
     ap.add_argument("--out", default="mutation-results.json", help="where to write the per-mutant results")
+    ap.add_argument("--only", metavar="TARGET:N,...", help="run just these mutants (numbers as listed), e.g. "
+                    "cache_key:6,24 select:17; sampling is skipped")
     ap.add_argument("--list", action="store_true", help="list the sampled mutants and exit")
     ap.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -283,11 +286,19 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
 
+    only = {}
+    for part in (args.only or "").split():
+        name, _, numbers = part.partition(":")
+        only[name] = {int(n) for n in numbers.split(",") if n}
+    if only:
+        names = [n for n in names if n in only]
     plan = []
     for name in names:
         mutants = enumerate_mutants(name)
         total = len(mutants)
-        if args.per_target and total > args.per_target:
+        if only:
+            mutants = [m for m in mutants if m[0].number in only[name]]
+        elif args.per_target and total > args.per_target:
             mutants = sorted(random.Random(f"{args.seed}:{name}").sample(mutants, args.per_target),
                              key=lambda m: m[0].number)
         print(f"{name}: {len(mutants)} of {total} mutants")
