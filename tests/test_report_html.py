@@ -22,10 +22,14 @@ class _Page(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.paragraphs, self.cards, self.images, self.headings, self.title = [], [], [], [], ""
         self._tag, self._text, self._row, self._in_card = None, [], None, False
+        self.open_divs, self.nested_cards = 0, False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if tag == "div":
+            self.open_divs += 1
         if tag == "div" and attrs.get("class") == "card":
+            self.nested_cards |= self.open_divs > 2  # inside <div class='cards'> only
             self.cards.append({"title": "", "rows": []})
             self._in_card = True
         elif tag == "img":
@@ -36,6 +40,8 @@ class _Page(HTMLParser):
             self._tag, self._text = tag, []
 
     def handle_endtag(self, tag):
+        if tag == "div":
+            self.open_divs -= 1
         if tag == self._tag:
             text = "".join(self._text)
             if tag == "p":
@@ -88,6 +94,7 @@ def check_report_matches(result: Inspection, path, n_directions: int = 4):
                  f"k = {s['k']}", f"lambda = {s['lam']}", f"joint map {s['joint_mode']}"):
         assert fact in intro, fact
     assert ("image mean subtracted" in intro) == bool(s["image_mean"])
+    assert page.open_divs == 0 and not page.nested_cards  # every card closed, none inside another
     assert page.title == f"weightscope inspection: {result.model}"
     assert page.headings == [page.title, "Singular-value spectra", "Head themes", "Heads"]
     assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
