@@ -14,7 +14,7 @@ Run from the repository root with the project's virtualenv (``/work/main/.venv/b
 It never touches the working tree: every worker mutates its own copy under a temporary folder. Results go to
 ``--out`` (default ``mutation-results.json``) and a summary to stdout; survivors print with file, line, the
 original and the mutated code. Triage lives in ``tools/MUTATION.md``; ``EQUIVALENT`` below lists the surviving
-mutants judged equivalent (same behaviour for every input), keyed by target, function and mutated code.
+mutants judged equivalent (same behaviour for every input), keyed by target, function, original and mutated code.
 
 Targets and their test selections are in ``TARGETS``. The default sample (seed 0, 25 per target, 7 targets)
 finishes in about 20-25 minutes on 2 busy cores.
@@ -60,8 +60,33 @@ TARGETS = {
                ["tests/test_report_html.py", "-k", "hand_made"]),
 }
 
-#: (target, function, mutated code) of survivors judged equivalent; the reasons are in tools/MUTATION.md.
-EQUIVALENT: set[tuple[str, str, str]] = set()
+#: (target, function, original, mutated code) of survivors judged equivalent; the reasons are in tools/MUTATION.md.
+EQUIVALENT: set[tuple[str, str, str, str]] = {
+    ('linalg', 'fix_signs', 'U * signs',
+     'U / signs'),
+    ('decompose', 'decompose_model', '1',
+     '2'),
+    ('edit', 'edit_weights', 'B - B.mean(axis=1, keepdims=True)',
+     'B + B.mean(axis=1, keepdims=True)'),
+    ('cache_key', 'text_tower_hash', '_hash_memo[root] = (sig, digest)',
+     'pass # statement removed'),
+    ('cache_key', 'text_tower_hash', '0',
+     '1'),
+    ('cache_key', 'text_tower_hash', 'True',
+     'False'),
+    ('cache_key', 'vocabulary_hash', 'False',
+     'True'),
+    ('cache_key', 'cache_key', 'True',
+     'False'),
+    ('cache_key', 'cache_path', '60',
+     '61'),
+    ('text_tensors', 'text_tower_tensors', "items = {k: v for k, v in items.items() if k.startswith('text.')}",
+     'pass # statement removed'),
+    ('text_tensors', 'tensor_digest_records', 'data.element_size() == 1',
+     'data.element_size() != 1'),
+    ('select', 'score_by_query', 'True',
+     'False'),
+}
 
 _SWAP_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.Pow: ast.Mult,
              ast.FloorDiv: ast.Div, ast.Mod: ast.Mult}
@@ -342,7 +367,7 @@ def main(argv=None) -> int:
                 elif rc != 0:
                     mutant.status = "killed"
                 else:
-                    equivalent = (mutant.target, mutant.function, mutant.mutated) in EQUIVALENT
+                    equivalent = (mutant.target, mutant.function, mutant.original, mutant.mutated) in EQUIVALENT
                     mutant.status = "equivalent" if equivalent else "survived"
                 print(f"  [{mutant.status:>16}] {mutant.target} #{mutant.number} {mutant.function} L{mutant.line}: "
                       f"{mutant.original!r} -> {mutant.mutated!r} ({mutant.seconds:.0f} s)", flush=True)
