@@ -465,7 +465,8 @@ def _by_hand_predictions(model, tok, x, classes, templates):
     with torch.no_grad():
         rows = []
         for c in classes:
-            t = torch.nn.functional.normalize(model.encode_text(tok([tp.format(c) for tp in templates])).double(), dim=-1)
+            feats = model.encode_text(tok([tp.format(c) for tp in templates])).double()
+            t = torch.nn.functional.normalize(feats, dim=-1)
             rows.append(torch.nn.functional.normalize(t.mean(0), dim=0))
         img = torch.nn.functional.normalize(model.encode_image(x).double(), dim=-1)
     scores = (img @ torch.stack(rows).T).numpy()

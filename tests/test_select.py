@@ -158,7 +158,8 @@ def test_units_skip_only_rounding_level_directions(asym_model):
 
 
 def test_embed_texts_by_hand(tiny_name, tiny_model):
-    """Unit text embeddings from encode_text; with a vocabulary, minus the vocabulary's mean unit embedding, renormalised."""
+    """Unit text embeddings from encode_text; with a vocabulary, minus the vocabulary's mean unit embedding,
+    renormalised."""
     import open_clip
     import torch
 

@@ -49,12 +49,12 @@ TARGETS = {
              ["tests/test_edit.py", "-k", "(rescales or dense_reference or reference_forward or tiny or layerscale "
               "or degenerate or bad_edits or widens) and not vit"]),
     "cache_key": ("weightscope/embed.py", ["text_tower_hash", "vocabulary_hash", "cache_key", "cache_path"],
-                  ["tests/test_embed.py", "-k", "cache_key or hashes or cache_hit or misses_the_cache or ulp or layout "
-                   "or settings or file_names"]),
+                  ["tests/test_embed.py", "-k", "cache_key or hashes or cache_hit or misses_the_cache or ulp "
+                   "or layout or settings or file_names"]),
     "text_tensors": ("weightscope/adapters/openclip_text.py",
                      ["text_tower_tensors", "tensor_signature", "tensor_digest_records", "tokenizer_fingerprint"],
-                     ["tests/test_embed.py", "-k", "cache_key or hashes or cache_hit or misses_the_cache or ulp or layout "
-                      "or wrapper or fingerprint"]),
+                     ["tests/test_embed.py", "-k", "cache_key or hashes or cache_hit or misses_the_cache or ulp "
+                      "or layout or wrapper or fingerprint"]),
     "select": ("weightscope/select.py", None, ["tests/test_select.py"]),
     "report": ("weightscope/reports/inspection.py", ["_card", "write_report"],
                ["tests/test_report_html.py", "-k", "hand_made"]),
