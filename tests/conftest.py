@@ -60,7 +60,8 @@ def asymmetrize(model, seed: int = 0, gain=(0.5, 1.5), shift: float = 0.3, bias:
         for mod in model.modules():
             if isinstance(mod, torch.nn.LayerNorm) and mod.weight is not None:
                 uniform(mod.weight, gain)
-                normal(mod.bias, shift)
+                if mod.bias is not None:
+                    normal(mod.bias, shift)
             elif isinstance(mod, torch.nn.MultiheadAttention) and mod.in_proj_bias is not None:
                 normal(mod.in_proj_bias, bias)
             elif isinstance(mod, torch.nn.Linear) and mod.bias is not None:

@@ -84,7 +84,7 @@ def _module_copy(model, layer):
 
 def _standardised_basis(D):
     """D vectors with mean 0 and variance 1 spanning the mean-zero subspace: LayerNorm maps each b to gamma * b
-    (up to 1/sqrt(1 + eps)). Also returns P (D, D), the projector onto that subspace (b_j = P e_j * c)."""
+    (up to 1/sqrt(1 + eps)). Also returns P (D, D), the projector onto that subspace (b_j = P e_j / P[0].std())."""
     P = np.eye(D) - 1.0 / D
     return P / P[0].std(), P
 
