@@ -80,7 +80,7 @@ def planted(asym_model, monkeypatch):
 
     def fake_concepts(model, tokenizer, concepts, *args, **kwargs):
         assert list(concepts) == names
-        return np.stack([ATOMS[c] for c in names]).astype(np.float32)
+        return np.stack([ATOMS[c] for c in names])  # float64: a fit that is exact leaves a residual ~1e-13
 
     monkeypatch.setattr(select, "embed_texts", fake_texts)
     monkeypatch.setattr(embed_module, "embed_concepts", fake_concepts)
@@ -121,9 +121,9 @@ def test_explanation_mode_scores_the_reconstruction(planted):
     assert '"half"' in got[1, 3, (0,)].reason
     # a group scores its best member: each of unit(E0 +- E1) is explained by "half" (+) or nothing useful
     assert got[1, 1, (0, 1)].score == pytest.approx(1 / np.sqrt(2), abs=1e-6)
-    # k = 2: "half" fits z_B exactly, so its pursuit stops after one atom (the second slot is padding)
+    # k = 2, NN-OMP: "half" fits z_B exactly, so its pursuit stops after one atom (the second slot is padding)
     k2 = score_by_query(None, "the query", tokenizer=object(), weights=weights, layers=[1], heads=[3],
-                        by="explanation", vocabulary=names, k=2, progress=False)
+                        by="explanation", vocabulary=names, method="nnomp", k=2, progress=False)
     assert {(e.head, e.indices): e.score for e in k2}[3, (0,)] == pytest.approx(1 / np.sqrt(2), abs=1e-6)
     chosen = select_by_query(None, "the query", tokenizer=object(), weights=weights, layers=[1], heads=[2, 3],
                              by="explanation", vocabulary=names, k=1, threshold=0.7, progress=False)
