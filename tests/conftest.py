@@ -1,4 +1,10 @@
-"""Shared fixtures: random-init open_clip models (never the network) and a tiny registered config."""
+"""Shared fixtures: random-init open_clip models (never the network) and a tiny registered config.
+
+Random init leaves every LayerNorm gain at 1, every shift and attention bias at 0 and LayerScale uniform, so a
+check of exactness on such a model cannot see a fault that drops or inverts one of them. ``asymmetrize`` breaks
+that symmetry; ``asym_model`` (and ``asym_ls_model``, with non-uniform LayerScale) are the models to use wherever
+a test claims exactness.
+"""
 from __future__ import annotations
 
 import json
@@ -34,6 +40,37 @@ def register_config(tmp_dir, name: str, cfg: dict) -> str:
     return name
 
 
+def asymmetrize(model, seed: int = 0, gain=(0.5, 1.5), shift: float = 0.3, bias: float = 0.3,
+                layer_scale=(0.5, 1.5)):
+    """Give ``model`` (in place; returns it) random LayerNorm gains (uniform in ``gain``) and shifts (normal, std
+    ``shift``), random biases on every linear map and attention projection (normal, std ``bias``), and random
+    per-channel LayerScale (uniform in ``layer_scale``) where the model has LayerScale. Vision and text towers."""
+    from open_clip.transformer import LayerScale
+
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform(t, lo_hi):
+        lo, hi = lo_hi
+        t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=g, dtype=torch.float64).to(t.dtype))
+
+    def normal(t, std):
+        t.copy_(std * torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype))
+
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.LayerNorm) and mod.weight is not None:
+                uniform(mod.weight, gain)
+                if mod.bias is not None:
+                    normal(mod.bias, shift)
+            elif isinstance(mod, torch.nn.MultiheadAttention) and mod.in_proj_bias is not None:
+                normal(mod.in_proj_bias, bias)
+            elif isinstance(mod, torch.nn.Linear) and mod.bias is not None:
+                normal(mod.bias, bias)
+            elif isinstance(mod, LayerScale):
+                uniform(mod.gamma, layer_scale)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_name(tmp_path_factory):
     """Name of a tiny ViT CLIP config registered with open_clip (2 layers, 4 heads, width 64)."""
@@ -43,6 +80,25 @@ def tiny_name(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_name):
     return make_model(tiny_name)
+
+
+@pytest.fixture(scope="session")
+def asym_model(tiny_name):
+    """The tiny model with random LayerNorm gains (0.5-1.5) and shifts, and non-zero biases everywhere."""
+    return asymmetrize(make_model(tiny_name, seed=0), seed=1)
+
+
+@pytest.fixture(scope="session")
+def asym_ls_name(tmp_path_factory):
+    """The tiny config with LayerScale in the vision tower."""
+    cfg = {**TINY_CFG, "vision_cfg": {**TINY_CFG["vision_cfg"], "ls_init_value": 0.5}}
+    return register_config(tmp_path_factory.mktemp("cfg-ls"), TINY + "-ls", cfg)
+
+
+@pytest.fixture(scope="session")
+def asym_ls_model(asym_ls_name):
+    """``asym_model``'s variant with non-uniform LayerScale (per-channel gains 0.5-1.5) after attention and MLP."""
+    return asymmetrize(make_model(asym_ls_name, seed=2), seed=3)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Concept embedding: bucketed encoding equals open_clip's full-context encode_text; cache behaviour."""
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -10,6 +11,8 @@ import torch
 from weightscope import embed, vocab
 from weightscope.adapters import openclip_text as oct_
 from weightscope.errors import WeightscopeError
+
+from conftest import asymmetrize
 
 TOL = 1e-5
 
@@ -102,7 +105,7 @@ def test_bucketed_equals_open_clip_vit_b32(vit_b32, tok):
     ids=["plain", "eos-pool", "linear-proj", "layerscale", "custom-block", "ctx20"],
 )
 def test_bucketed_equals_open_clip_small_configs(tok, overrides):
-    model = _small_clip(seed=1, **overrides)
+    model = asymmetrize(_small_clip(seed=1, **overrides))  # LayerNorm gains/shifts, biases, LayerScale not trivial
     ctx = overrides.get("context_length", 77)
     texts = [t for t in CONCEPTS if len(tok.encode(t)) + 2 <= ctx] + ["z " * (ctx - 2)]
     got = embed.encode_texts(model, tok, texts, batch_size=5, bucketed=True, progress=False)
@@ -336,3 +339,119 @@ def test_unwritable_cache_dir_warns_and_still_returns(small, tok, tmp_path):
     with pytest.warns(UserWarning, match="could not write"):
         emb = embed.embed_concepts(small, tok, ["cat", "dog"], cache_dir=blocker, progress=False)
     assert emb.shape == (2, 24)
+
+
+# ------------------------------------------------------------------------------------------------
+# The cache key sees every text-tower tensor (issue 21, kind 5)
+# ------------------------------------------------------------------------------------------------
+
+def _text_tensor_names(custom_text: bool) -> list[str]:
+    """Every parameter and buffer of the small model outside the vision tower and the logit scale/bias, listed
+    from torch (not from weightscope): what a fine-tune of the text side may change."""
+    model = _small_clip(custom_text=custom_text)
+    names = [n for n, _ in list(model.named_parameters()) + list(model.named_buffers())]
+    if custom_text:
+        return [n for n in names if n.startswith("text.")]
+    return [n for n in names if not n.startswith(("visual.", "logit_"))]
+
+
+@pytest.fixture(scope="module")
+def pristine():
+    """One small model per family; each test edits its own deep copy (cheaper than building a model)."""
+    return {c: _small_clip(seed=6, custom_text=c) for c in (False, True)}
+
+
+TEXT_TENSORS = [(False, n) for n in _text_tensor_names(False)] + [(True, n) for n in _text_tensor_names(True)]
+
+
+@pytest.mark.parametrize("custom_text,name", TEXT_TENSORS,
+                         ids=[f"{'custom' if c else 'clip'}:{n}" for c, n in TEXT_TENSORS])
+def test_changing_any_text_tower_tensor_misses_the_cache(custom_text, name, tok, tmp_path, pristine):
+    """A model whose text projection, positional embedding, mask or any other text weight was changed must not
+    be served the embeddings cached for the unchanged model."""
+    model = copy.deepcopy(pristine[custom_text])
+    texts = ["a red circle in the corner", "snowy mountains", "cat"]
+    kw = dict(cache_dir=tmp_path, model_name="small", normalize="none", progress=False)
+    stale = embed.embed_concepts(model, tok, texts, **kw)
+    tensor = dict(list(model.named_parameters()) + list(model.named_buffers()))[name]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # in place, as a fine-tune's optimiser step would
+        finite = torch.isfinite(tensor)
+        tensor[finite] += 0.2 * torch.randn(int(finite.sum()), generator=g).to(tensor.dtype)
+    fresh = _reference(model, texts)
+    assert np.abs(fresh - stale).max() > 1e3 * TOL, "the perturbation must change the text features"
+    got = embed.embed_concepts(model, tok, texts, **kw)
+    assert np.abs(got - fresh).max() <= TOL
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_one_ulp_change_anywhere_changes_the_tower_hash(where, pristine):
+    """Every byte counts, in every 4 MiB block: token_embedding (6.3 MB, two blocks) and text_projection."""
+    for name in ("token_embedding.weight", "text_projection"):
+        model = copy.deepcopy(pristine[False])
+        before = embed.text_tower_hash(model)
+        flat = dict(model.named_parameters())[name].data.view(-1)
+        i = {"first": 0, "middle": flat.numel() // 2 + 1, "last": flat.numel() - 1}[where]
+        with torch.no_grad():
+            flat[i] = torch.nextafter(flat[i], torch.tensor(float("inf")))  # the lowest byte changes
+        embed.forget_model_hash(model)
+        assert embed.text_tower_hash(model) != before, (name, where)
+
+
+def test_tensor_list_is_the_same_through_a_wrapper(pristine):
+    from types import SimpleNamespace
+
+    names = [n for n, _ in oct_.text_tower_tensors(pristine[False])]
+    assert [n for n, _ in oct_.text_tower_tensors(SimpleNamespace(model=pristine[False]))] == names
+    assert "text_projection" in names and "attn_mask" in names and not any(n.startswith("visual.") for n in names)
+
+
+def test_hash_sees_values_not_layout(pristine):
+    """A non-contiguous copy of a text tensor hashes like the contiguous original (same values, same hash)."""
+    a, b = copy.deepcopy(pristine[False]), copy.deepcopy(pristine[False])
+    with torch.no_grad():
+        b.text_projection = torch.nn.Parameter(a.text_projection.detach().T.contiguous().T)
+    assert not b.text_projection.is_contiguous()
+    assert embed.text_tower_hash(a) == embed.text_tower_hash(b)
+
+
+def test_tokenizer_fingerprint_sees_settings_and_wrapped_tokenizers():
+    class Tok:
+        def __init__(self, vocab_size=10, inner=None):
+            self.vocab_size = vocab_size
+            if inner is not None:
+                self.tokenizer = inner
+
+    class Inner:
+        def __init__(self, name):
+            self.name_or_path = name
+
+    def plain(texts):
+        return texts
+
+    assert oct_.tokenizer_fingerprint(Tok()) != oct_.tokenizer_fingerprint(Tok(vocab_size=11))
+    assert "vocab_size=10" in oct_.tokenizer_fingerprint(Tok())
+    assert oct_.tokenizer_fingerprint(Tok(inner=Inner("a"))) != oct_.tokenizer_fingerprint(Tok(inner=Inner("b")))
+    assert oct_.tokenizer_fingerprint(Tok(inner=Inner("a"))) != oct_.tokenizer_fingerprint(Tok())
+    assert oct_.tokenizer_fingerprint(plain).endswith("test_tokenizer_fingerprint_sees_settings_and_wrapped_tokenizers"
+                                                      ".<locals>.plain")
+    assert "None" not in oct_.tokenizer_fingerprint(Tok())  # absent settings are left out, not written as None
+
+
+def test_tower_settings_are_part_of_the_hash(pristine, tok, tmp_path):
+    """Same weights, another pooling rule: different features, so a different hash and a cache miss."""
+    a, b = copy.deepcopy(pristine[False]), copy.deepcopy(pristine[False])
+    b.text_pool_type = "first"
+    texts = ["a red circle in the corner", "snowy mountains"]
+    assert np.abs(_reference(a, texts) - _reference(b, texts)).max() > 1e3 * TOL
+    assert embed.text_tower_hash(a) != embed.text_tower_hash(b)
+    kw = dict(cache_dir=tmp_path, model_name="small", normalize="none", progress=False)
+    embed.embed_concepts(a, tok, texts, **kw)
+    assert np.abs(embed.embed_concepts(b, tok, texts, **kw) - _reference(b, texts)).max() <= TOL
+
+
+def test_cache_file_names(tmp_path):
+    """``<cache dir>/embeddings/<model>-<key>.wsemb``: the name made file-safe (or "model"), the key's first 32."""
+    key = "0123456789abcdef" * 4
+    assert embed.cache_path(tmp_path, "ViT-B/32 x", key) == tmp_path / "embeddings" / f"ViT-B_32_x-{key[:32]}.wsemb"
+    assert embed.cache_path(tmp_path, None, key).name == f"model-{key[:32]}.wsemb"

@@ -151,6 +151,58 @@ def test_gram_trick_and_fallback_paths_agree(monkeypatch, method, positive, chun
     assert_same(a, explain_reference(X, D, method=method, k=6, positive=positive))
 
 
+def _independent_pursuit(x, D, method, k, lam):
+    """One raw signal x (E,) against raw atoms D (M, E), from METHODS.md section 5 with its own normalisation,
+    scipy's NNLS and numpy's least squares: shares nothing with weightscope.solvers (not even ``prepare``)."""
+    x = x / np.linalg.norm(x)
+    D = D / np.linalg.norm(D, axis=1, keepdims=True)
+    if method == "topk":
+        S = list(np.argsort(-(D @ x), kind="stable")[:k])
+        return S, scipy_nnls(D[S].T, x)[0]
+    S, c, r = [], np.zeros(0), x
+    for _ in range(k):
+        score = D @ r
+        if method == "comp" and S:
+            score = score + lam * (D @ D[S].mean(axis=0))
+        if method == "omp":
+            score = np.abs(score)
+        if method != "mp":
+            score[S] = -np.inf
+        j = int(np.argmax(score))
+        if score[j] <= 1e-10:
+            break
+        S.append(j)
+        if method == "mp":
+            c = np.append(c, D[j] @ r)
+            r = r - c[-1] * D[j]
+            continue
+        c = np.linalg.lstsq(D[S].T, x, rcond=None)[0] if method == "omp" else scipy_nnls(D[S].T, x)[0]
+        r = x - c @ D[S]
+    return S, c
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_explain_matches_an_independent_pursuit_on_raw_inputs(method):
+    """Un-normalised signals and atoms (row scales 0.1-10), both signs: every output field against the pursuit
+    above, which normalises by itself; the numpy reference shares ``prepare`` with the fast path, this does not."""
+    rng = np.random.default_rng(31)
+    X, D = problem(32, B=6, M=90, E=20)
+    X *= rng.uniform(0.1, 10, (6, 1))
+    D *= rng.uniform(0.1, 10, (90, 1))
+    ex = explain(X, D, method=method, k=4, lam=0.3, both_signs=True)
+    assert ex.indices.shape == (12, 4)
+    for row, x in enumerate(np.concatenate([X, -X])):
+        S, c = _independent_pursuit(x, D, method, 4, 0.3)
+        n = len(S)
+        np.testing.assert_array_equal(ex.indices[row, :n], S)
+        assert (ex.indices[row, n:] == -1).all()
+        np.testing.assert_allclose(ex.coefficients[row, :n], c, atol=1e-8)
+        xu, rec = x / np.linalg.norm(x), c @ (D[S] / np.linalg.norm(D[S], axis=1, keepdims=True))
+        assert ex.residual_norm[row] == pytest.approx(np.linalg.norm(xu - rec), abs=1e-8)
+        assert ex.fidelity[row] == pytest.approx(xu @ rec / np.linalg.norm(rec), abs=1e-8)
+        assert ex.signal_norm[row] == pytest.approx(np.linalg.norm(x), rel=1e-12)
+
+
 # ------------------------------------------------------------------------------------------ NNLS
 
 def _kernel_nnls(A, x):
