@@ -145,14 +145,15 @@ def test_explanation_mode_explains_both_signs(planted):
 
 
 def test_units_skip_only_rounding_level_directions(asym_model):
-    """The documented cut: singular values <= 1e-9 of the head's largest are skipped, larger ones kept."""
+    """Units are exactly the head's real directions (index < HeadSVD.rank): one far above the rounding floor is kept,
+    those at 1e-9 and below (float32 weights: floor ~ 2 eps |A| |B|) are skipped."""
     weights = describe_model(asym_model)
     attn = weights.layers[0].attn
     D, dh = attn.read_v[2].shape
     Vt = np.linalg.qr(np.random.default_rng(6).normal(size=(D, dh)))[0].T
-    s = np.r_[1.0, 0.5, np.geomspace(1.5e-9, 1e-12, dh - 2)]
-    s[3] = 0.9e-9
+    s = np.r_[1.0, 0.5, 1e-3, np.geomspace(1e-9, 1e-12, dh - 3)]
     attn.write_o[2] = np.linalg.solve(np.linalg.qr(attn.read_v[2])[1], s[:, None] * Vt)
+    assert decompose_head(weights, 0, 2).rank == 3
     units = direction_units(weights, layers=[0], heads=[2], rtol=1e-12, progress=False)
     assert [u.indices for u in units] == [(0,), (1,), (2,)]
 

@@ -47,19 +47,20 @@ def direction_units(weights: VisionWeights, layers=None, heads=None, *, image_me
                     rtol: float = BASIS["rtol"], progress: bool = True) -> list[Unit]:
     """All editable units of the chosen heads (default: all), in (layer, head, index) order.
 
-    Singular values at rounding level (<= 1e-9 of the head's largest) have arbitrary vectors and are skipped.
+    Only the head's real directions are units: singular values at rounding level (index >= ``HeadSVD.rank``, see
+    weightscope.decompose) have arbitrary vectors and are skipped; a dead head has none.
     """
     svds = decompose_model(weights, layers, heads, "vo", fold_ln, center_write, rtol, progress=progress)
     units = []
     for (layer, head), svd in svds.items():
-        if svd.rank == 0 or svd.s[0] <= 0:
+        if svd.rank == 0:
             continue
         Z = to_joint(weights, svd.write, image_mean=image_mean)
         in_group = {i: tuple(g) for g in svd.groups for i in g}
         done = set()
         for i in range(svd.rank):
             idx = in_group.get(i, (i,))
-            if idx[0] in done or svd.s[idx[0]] <= 1e-9 * svd.s[0]:
+            if idx[0] in done:
                 continue
             done.add(idx[0])
             sel = list(idx)
