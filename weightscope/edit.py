@@ -37,7 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from .decompose import HeadSVD, check_index, decompose_head
 from .errors import WeightscopeError
-from .fileio import write_atomic
+from .fileio import outputs, refuse_inputs, write_atomic
 from .weights import VisionWeights
 
 #: Decomposition settings edits and selections use unless told otherwise (recorded in the sidecar).
@@ -240,8 +240,10 @@ def save_checkpoint(model, path: str | Path, *, metadata: dict | None = None, ov
     """Save the full CLIP state dict as .safetensors (stock ``open_clip.create_model(name, pretrained=path)``
     loads it) and a JSON sidecar ``<path>.json`` holding ``metadata`` plus the checkpoint's sha256.
 
-    Both files are written atomically; existing files are kept unless ``overwrite``. ``protect``: paths that
-    must never be written (the input checkpoint), even with ``overwrite``. Returns (checkpoint, sidecar).
+    Both files are written atomically, together or not at all; existing files are kept unless ``overwrite``.
+    ``protect``: files and folders the run read (input checkpoint, vocabularies ...): no output may be one or
+    lie inside one, even with ``overwrite``; the shipped checkpoints are always protected. Returns (checkpoint,
+    sidecar).
     """
     from safetensors.torch import save
 
@@ -249,10 +251,7 @@ def save_checkpoint(model, path: str | Path, *, metadata: dict | None = None, ov
     side = sidecar_path(path)
     if path.suffix != ".safetensors":
         raise WeightscopeError(f"output path {path} must end in .safetensors (open_clip reads that format)")
-    for p in protect:
-        if p is not None and Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve():
-            raise WeightscopeError(f"refusing to write the edited model over its input checkpoint {p}; "
-                                   "choose another output path")
+    refuse_inputs([path, side], protect)  # the shipped checkpoints are always protected
     if not overwrite:
         for p in (path, side):
             if p.exists():
@@ -261,10 +260,11 @@ def save_checkpoint(model, path: str | Path, *, metadata: dict | None = None, ov
     # clone: safetensors refuses tensors that share storage, and views must be contiguous
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
     data = save(state, metadata={"format": "pt", "producer": "weightscope.edit"})
-    write_atomic(path, data, overwrite=overwrite)
     meta = dict(metadata or {})
     meta["checkpoint_sha256"] = hashlib.sha256(data).hexdigest()
-    write_atomic(side, json.dumps(meta, indent=2, default=_json_default) + "\n", overwrite=overwrite)
+    with outputs():  # checkpoint and sidecar together, or neither
+        write_atomic(path, data, overwrite=overwrite)
+        write_atomic(side, json.dumps(meta, indent=2, default=_json_default) + "\n", overwrite=overwrite)
     return path, side
 
 

@@ -21,7 +21,7 @@ from .fileio import dump_json, parse_json
 from .joint import to_joint
 from .load import LoadedModel, load_model
 from .solvers import explain
-from .vocab import combine_vocabularies
+from .vocab import parse_vocabulary_spec
 
 SIDES = ("write", "read")
 BUNDLED_VOCAB = "shapes_world,general:5000"
@@ -69,6 +69,10 @@ class HeadReport:
             f"layer {self.layer} head {self.head} has no explained {side} direction {index} with sign {sign:+d}"
         )
 
+    def n_explained(self, side: str = "write") -> int:
+        """How many leading directions of ``side`` were explained (inspect_model's n_directions may stop early)."""
+        return len({d.index for d in self.directions if d.side == side})
+
     def theme(self, n_directions: int = 4, side: str = "write") -> str:
         """The head's dominant concept: coefficient x singular value, summed over its leading directions."""
         score: dict[str, float] = defaultdict(float)
@@ -101,7 +105,7 @@ class Inspection:
     def top_concepts(self, layer: int, head: int, n_directions: int = 3, side: str = "write") -> list[str]:
         """Top concept of each leading direction (sign +) of one head."""
         rep = self[layer, head]
-        return [rep.direction(i, side, 1).concepts[0] for i in range(min(n_directions, len(rep.s)))
+        return [rep.direction(i, side, 1).concepts[0] for i in range(min(n_directions, rep.n_explained(side)))
                 if rep.direction(i, side, 1).concepts]
 
     def summary(self, n_directions: int = 3, n_concepts: int = 3) -> str:
@@ -109,7 +113,7 @@ class Inspection:
                  f"{self.settings['method']} k={self.settings['k']} lambda={self.settings['lam']}"]
         for (l, h), rep in sorted(self.heads.items()):
             lines.append(f"L{l:<2} H{h:<2} theme: {rep.theme() or '-'}   s = " + " ".join(f"{x:.2f}" for x in rep.s[:n_directions]))
-            for i in range(min(n_directions, len(rep.s))):
+            for i in range(min(n_directions, rep.n_explained("write"))):
                 d_pos, d_neg = rep.direction(i, "write", 1), rep.direction(i, "write", -1)
                 tied = f" (tied with {d_pos.group})" if d_pos.group else ""
                 lines.append(f"    w{i}{tied} +: {d_pos.label(n_concepts)} [fid {d_pos.fidelity:.2f}]")
@@ -137,27 +141,6 @@ class Inspection:
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "Inspection":
         return parse_json(text_or_path, "inspection", cls.from_dict)
-
-
-def parse_vocabulary_spec(spec) -> tuple[list[str], str]:
-    """Vocabulary from a spec: a list of strings, or "name[:limit],name2[:limit]..." (built-in names or files).
-
-    Returns (concepts, description). Example: "shapes_world,general:5000" is the shapes-world vocabulary plus the
-    5,000 most frequent general concepts not already in it.
-    """
-    if not isinstance(spec, str):
-        concepts = combine_vocabularies(spec)
-        return concepts, "custom list"
-    sources, limits = [], []
-    for part in spec.split(","):
-        name, sep, limit = part.strip().rpartition(":")
-        if not (sep and limit.isdigit()):
-            name, limit = part.strip(), ""
-        if not name:
-            raise WeightscopeError(f"empty vocabulary name in {spec!r}; write e.g. 'shapes_world,general:5000'")
-        sources.append(name)
-        limits.append(int(limit) if limit else None)
-    return combine_vocabularies(*sources, limits=limits), spec
 
 
 def inspect_model(

@@ -52,7 +52,9 @@ def _check_model_name(name: str) -> None:
         return
     known = open_clip.list_models()
     if name not in known:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        from .shapes.bundled import MODEL_NAME
+
+        close = difflib.get_close_matches(name, [BUNDLED, MODEL_NAME, *known], n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see open_clip.list_models() for the names"
         raise WeightscopeError(f"unknown model name {name!r}: {hint}")
 
