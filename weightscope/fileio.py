@@ -127,8 +127,9 @@ def refuse_inputs(outputs, inputs) -> None:
                     raise WeightscopeError(f"refusing to write {out}: it is inside {inp}, which this run reads; "
                                            "choose an output outside every input folder")
             elif real == inp_real or _same(out, inp):
-                raise WeightscopeError(f"refusing to write {out}: it is {inp}, an input of this run "
-                                       "(--overwrite never replaces inputs); choose another output path")
+                raise WeightscopeError(f"refusing to write {out}: it is {inp}, which this run reads (an input "
+                                       "checkpoint, vocabulary, inspection or image file is never replaced, even "
+                                       "with --overwrite); choose another output path")
 
 
 @contextlib.contextmanager
