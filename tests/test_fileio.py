@@ -109,11 +109,12 @@ def test_half_written_outputs_kind6_rename_failure_rolls_back(tmp_path, monkeypa
         return real_replace(src, dst)
 
     monkeypatch.setattr(fileio.os, "replace", flaky)
-    with pytest.raises(WeightscopeError, match=r"cannot write .*b\.html: the disk is full"):
+    with pytest.raises(WeightscopeError, match=r"cannot write .*b\.html: the disk is full") as exc:
         with outputs():
             write_atomic(d / "a.json", "new a")
             write_atomic(d / "b.html", "new b")
     monkeypatch.undo()
+    assert isinstance(exc.value, OSError) and exc.value.errno == 28   # code that handles OSError still can
     assert sorted(p.name for p in d.iterdir()) == ["a.json"] and (d / "a.json").read_text() == "old a"
 
 

@@ -6,8 +6,9 @@
   place the ones already replaced get their previous content back. A block that raises writes nothing, so a
   failed run leaves earlier outputs as they were.
 - Every file gets mode ``0o666 & ~umask`` (``mkstemp`` alone would give 0600), also when it replaces a file.
-- OS failures (read-only folder, full disk, a file where a folder is needed) become one-line
-  :class:`WeightscopeError` naming the path; :func:`check_writable` finds them before any expensive work.
+- OS failures (read-only folder, full disk, a file where a folder is needed) become a one-line
+  :class:`WriteError` naming the path (a WeightscopeError and an OSError); :func:`check_writable` finds
+  them before any expensive work.
 """
 from __future__ import annotations
 
@@ -43,6 +44,18 @@ def process_umask() -> int:
     return mask
 
 
+class WriteError(WeightscopeError, OSError):
+    """An output could not be written: one line for people (``str``), and an OSError for code that handles the
+    environment (``errno``, ``strerror``, ``filename`` of the underlying failure)."""
+
+    def __init__(self, message: str, err: OSError, path: str | Path):
+        super().__init__(message)
+        self.errno, self.strerror, self.filename = err.errno, err.strerror, str(path)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 def _hint(err: OSError) -> str:
     """What an OS error means for an output and what to do, in a few words."""
     hints = {
@@ -60,9 +73,9 @@ def _hint(err: OSError) -> str:
     return hints.get(err.errno, err.strerror or type(err).__name__)
 
 
-def os_problem(err: OSError, path: str | Path, doing: str = "write") -> WeightscopeError:
+def os_problem(err: OSError, path: str | Path, doing: str = "write") -> WriteError:
     """One line for an OS failure on ``path``: what failed and, for the common causes, what to do."""
-    return WeightscopeError(f"cannot {doing} {path}: {_hint(err)}")
+    return WriteError(f"cannot {doing} {path}: {_hint(err)}", err, path)
 
 
 def _deepest_existing(path: Path) -> Path:
@@ -96,7 +109,7 @@ def check_writable(path: str | Path, kind: str = "file", what: str = "--out") ->
         os.unlink(probe)
     except OSError as err:
         why = "it does not take new files" if err.errno == errno.ENOENT else _hint(err)
-        raise WeightscopeError(f"{what} {path}: cannot create files in {base} ({why})") from None
+        raise WriteError(f"{what} {path}: cannot create files in {base} ({why})", err, base) from None
     return path
 
 

@@ -205,8 +205,7 @@ def write_report(comparisons: list[Comparison], out_dir: str | Path, png: bool =
 
     if not comparisons:
         raise WeightscopeError("nothing to report: no comparisons")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # the writer makes the folder when the files are committed, not before
     written: dict[str, Path] = {}
     figs = {"shares": lambda: figure_shares(comparisons), "layers": lambda: figure_layers(comparisons)}
     for i, c in enumerate(comparisons):
