@@ -207,6 +207,35 @@ def test_inputs_get_overwritten_kind5_edit(tiny_name, victim, tmp_path, capsys):
     assert not (tmp_path / "e.safetensors").exists()
 
 
+def test_inputs_get_overwritten_kind5_future_command(victim, tmp_path, capsys, monkeypatch):
+    """A command added later that forgets to check its outputs still cannot replace what it reads: the CLI
+    registers every run's inputs with the writer."""
+    import types
+
+    from weightscope import commands
+    from weightscope.fileio import write_atomic
+
+    def register(sub):
+        p = sub.add_parser("careless")
+        commands.add_model_arguments(p)
+        commands.add_vocab_argument(p)
+        commands.add_output_argument(p, kind="file")
+        p.set_defaults(func=lambda args: write_atomic(args.out, b"clobbered") and 0)
+
+    monkeypatch.setitem(sys.modules, "weightscope.commands.careless", types.SimpleNamespace(register=register))
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "careless"))
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("red\n")
+    before = sha(victim)
+    for argv in (["--checkpoint", victim, "--out", victim], [victim, "--out", victim],
+                 ["--vocab", f"colors,{vocab}", "--out", vocab]):
+        rc, _, err = run_main(["careless", *argv], capsys)
+        assert one_error_line(rc, err, "refusing to write"), (argv, err)
+    assert sha(victim) == before and vocab.read_text() == "red\n"
+    assert run_main(["careless", "--checkpoint", victim, "--out", tmp_path / "new.bin"], capsys)[0] == 0
+    assert (tmp_path / "new.bin").read_bytes() == b"clobbered"
+
+
 def test_inputs_get_overwritten_kind5_inspect_and_compare(tiny_name, victim, tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .commands import EXIT_CODES, Parser
+from .commands import EXIT_CODES, Parser, run_inputs
 from .errors import WeightscopeError
+from .fileio import reading
 
 COMMANDS = ("inspect", "edit", "compare")
 
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # the command's own parser knows which option names are close
         subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.func(args) or 0)
+        with reading(run_inputs(args)):  # whatever a command writes, it cannot replace what it reads
+            return int(args.func(args) or 0)
     except WeightscopeError as err:
         print(f"weightscope {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -27,6 +27,8 @@ from .errors import WeightscopeError
 
 # the checkpoints shipped inside the package: no output may ever replace them
 SHIPPED = Path(__file__).resolve().parent / "shapes" / "assets"
+# what the running command reads (set by the CLI for every command): no write may replace one of them
+_READS: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("weightscope_reads", default=())
 _STAGED: contextvars.ContextVar[dict[Path, bytes] | None] = contextvars.ContextVar("weightscope_staged", default=None)
 
 
@@ -146,6 +148,17 @@ def refuse_inputs(outputs, inputs) -> None:
 
 
 @contextlib.contextmanager
+def reading(paths) -> Iterator[None]:
+    """Inside the block every write is refused (as by :func:`refuse_inputs`) if it would replace one of
+    ``paths``; the command line wraps each command in it, so a command cannot forget its inputs."""
+    token = _READS.set((*_READS.get(), *(Path(p) for p in paths if p is not None)))
+    try:
+        yield
+    finally:
+        _READS.reset(token)
+
+
+@contextlib.contextmanager
 def outputs() -> Iterator[dict[Path, bytes]]:
     """Stage every :func:`write_atomic` inside the block; commit them together when it ends without error.
 
@@ -198,7 +211,7 @@ def _commit(files: dict[Path, bytes]) -> None:
     """Put every file in place, or none: temporaries first, then renames with the old files kept until done."""
     if not files:
         return
-    refuse_inputs(files, ())
+    refuse_inputs(files, _READS.get())
     mode = 0o666 & ~process_umask()
     temps: dict[Path, str] = {}
     made_dirs: list[Path] = []
