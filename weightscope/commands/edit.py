@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         raise WeightscopeError("--inspection only serves --concept (it holds the concept explanations)")
     if args.inspection and not Path(args.inspection).is_file():
         raise WeightscopeError(f"--inspection {args.inspection}: no such file (write it with `weightscope inspect`)")
-    parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
+    for option in ("layers", "heads"):  # read the lists now, before the model is loaded
+        parse_indices(getattr(args, option), f"--{option}")
     if args.vocab not in (AUTO, None) and str(args.vocab).lower() != "none":
         from ..vocab import check_vocabulary_spec
 
