@@ -444,7 +444,8 @@ def _stub_repo(tmp_path, main_job: str) -> Path:
     (repo / ".ci").mkdir(parents=True)
     shutil.copy(REPO / ".ci" / "run", repo / ".ci" / "run")
     (repo / "README.md").write_text(f"# x\n\n## Two commands\n\n```bash\n{main_job}\n```\n\ntext\n\n```bash\n"
-                                    "echo tests > ran-tests\n```\n\n## Next\n\n```bash\necho never > never\n```\n")
+                                    "echo tests > ran-tests\n```\n\n```text\nan output, not a command\n```\n\n"
+                                    "## Next\n\n```bash\necho never > never\n```\n")
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
     return repo
