@@ -77,8 +77,7 @@ def parse_indices(text: str | None, option: str) -> list[int] | None:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """MODEL [--pretrained TAG | --checkpoint PATH], as load_model takes them."""
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
-                   help="open_clip model name, 'bundled' or 'shapes-vit' (the shipped shapes-world model, the "
-                        "default), or a checkpoint written by weightscope")
+                   help="open_clip model name (default: the bundled shapes-world model)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pretrained", metavar="TAG", help="open_clip pretrained tag (bundled model: base or tuned)")
     src.add_argument("--checkpoint", metavar="PATH", help="local checkpoint file (.safetensors, .pt, .bin)")
