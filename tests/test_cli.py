@@ -448,18 +448,20 @@ def _stub_repo(tmp_path, main_job: str) -> Path:
                                     "## Next\n\n```bash\necho never > never\n```\n")
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=ci", "-c", "user.email=ci@example.org", "commit", "-qm",
+                    "stub"], check=True)
     return repo
 
 
 def test_readme_promises_kind7_ci_runs_exactly_the_readme_commands(tmp_path):
-    """.ci/run runs the two README commands (from a copy: the checkout gets no venv), and a broken main job
+    """.ci/run runs the two README commands (in a fresh clone: the checkout gets no venv), and a broken main job
     fails CI."""
     log = tmp_path / "log"
     ok = _stub_repo(tmp_path, f"pwd > {log} && echo main > ran-main")
     proc = subprocess.run(["bash", ".ci/run"], cwd=ok, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     copy = Path(log.read_text().strip())
-    assert copy != ok and not copy.exists()           # ran in a clean copy, removed afterwards
+    assert copy != ok and not copy.exists()           # ran in a fresh clone, removed afterwards
     assert not (ok / "ran-main").exists() and "command 2: echo tests" in proc.stdout and "never" not in proc.stdout
     shutil.rmtree(ok)
     broken = _stub_repo(tmp_path, "weightscope-not-installed inspect")
