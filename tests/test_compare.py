@@ -334,8 +334,7 @@ def test_cli_compare_writes_report_and_json(constructed, tiny_model, tiny_name, 
     tuned, energy, _ = constructed
     base_path, tuned_path = _save(tiny_model, tmp_path / "base.safetensors"), _save(tuned, tmp_path / "tuned.safetensors")
     out = tmp_path / "out"
-    assert main(["compare", base_path, tuned_path, base_path, "--model", tiny_name, "--out", str(out), "--quiet",
-                 "--in-process"]) == 0
+    assert main(["compare", f"{tiny_name}:{base_path}", tuned_path, base_path, "--out", str(out), "--quiet", "--in-process"]) == 0
     text = capsys.readouterr().out
     assert "reweighted" in text and "L1 H2" in text
     found = load_comparisons(out / "compare.json")
@@ -355,7 +354,7 @@ def test_cli_compare_label_with_inspections(constructed, tiny_model, tiny_name, 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["red", "blue", "green", "circle", "square", "dog", "cat", "tree", "car", "sky"]))
     out = tmp_path / "out"
-    argv = ["compare", base_path, tuned_path, "--model", tiny_name, "--label", "--vocab", str(vocab),
+    argv = ["compare", f"{tiny_name}:{base_path}", tuned_path, "--label", "--vocab", str(vocab),
             "--quiet", "--out", str(out), "--in-process"]
     assert main(argv) == 0
     assert "amplified concepts:" in capsys.readouterr().out
@@ -372,7 +371,7 @@ def test_cli_compare_architecture_mismatch(tiny_model, tiny_name, other_names, t
     from weightscope.cli import main
 
     base_path = _save(tiny_model, tmp_path / "base.safetensors")
-    assert main(["compare", base_path, other_names[0], "--model", tiny_name, "--quiet", "--in-process"]) == 2
+    assert main(["compare", f"{tiny_name}:{base_path}", other_names[0], "--quiet", "--in-process"]) == 2
     assert "layer count 2 vs 3" in capsys.readouterr().err
 
 

@@ -182,7 +182,7 @@ def test_classifier_head_from_a_state_dict(tmp_path):
     head = classifier_head(tmp_path / "clf.pt", ["dog", "cat", "ship", "truck"])
     assert np.allclose(head.weight, net[2].weight.detach().double().numpy())
     assert main(["depth", "--classifier", str(tmp_path / "clf.pt"), "--classes", str(tmp_path / "classes.txt"),
-                 "--method", "affinity", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+                 "--clustering", "affinity", "--out", str(tmp_path / "o"), "--quiet"]) == 0
     assert (tmp_path / "o" / "report.html").is_file()
 
 

@@ -450,7 +450,7 @@ def _conv_only_checkpoint(path):
     (["--classes", "circle"], "at least 2"),
     (["--classes", "circle,square,Circle"], "duplicate class 'Circle'"),
     (["--image", "IMAGE"], "cannot decode image"),
-    (["--head", "CONV"], "no 2-D weight: a classifier needs a linear head"),
+    (["--classifier", "CONV"], "no 2-D weight: a classifier needs a linear head"),
     (["--classes", ","], "empty"),
     (["ViT-B-32"], "give --classes"),
     (["--vocab", "no-such-vocabulary"], "neither a built-in name"),
@@ -568,7 +568,7 @@ def test_resnet_null_components_swap_on_real_images():
 
 def test_cli_head_on_a_resnet_checkpoint(tmp_path, capsys):
     cr = _cifar()
-    assert main(["sing", "--head", str(cr.weights_path(20)), "--classes", "cifar10", "--out", str(tmp_path)]) == 0
+    assert main(["sing", "--classifier", str(cr.weights_path(20)), "--classes", "cifar10", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "sing.json").read_text())
     assert (data["n_classes"], data["n_features"], data["rank"], data["null_dim"]) == (10, 64, 10, 54)
     assert "null space 54-d" in capsys.readouterr().out and (tmp_path / "sing.html").stat().st_size > 5000

@@ -160,3 +160,71 @@ def test_combine_validation():
     with pytest.raises(WeightscopeError, match="empty"):
         vocab.combine_vocabularies(["a"], limits=[0])
     assert vocab.combine_vocabularies(["a", "b"], ["B", "c"]) == ["a", "b", "c"]
+
+
+# --------------------------------------------- issue 13 kind 6: entries the tokenizer cannot tell apart
+
+def test_tokenizer_twins_kind6_bom_is_not_text(tmp_path):
+    """The issue's input: a file saved with a UTF-8 byte-order mark keeps it out of the first label."""
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffsteel\nglass\n".encode("utf-8"))
+    assert vocab.load_vocabulary(path) == ["steel", "glass"]
+    assert vocab.load_vocabulary(["\ufeffsteel", "glass"]) == ["steel", "glass"]   # a BOM inside a list too
+
+
+TWINS = [
+    ("caf\u00e9", "cafe\u0301"),          # NFC vs NFD (the issue's normalisation member)
+    ("R&amp;B", "R&B"),                   # HTML-escaped vs not (the issue's escaping member)
+    ("\uff52\uff45\uff44", "red"),        # full-width letters
+    ("\ufb01sh", "fish"),                 # a ligature
+    ("Steel", "steel  "),                 # case and whitespace
+]
+
+
+def test_tokenizer_twins_kind6_duplicates_are_what_tokenises_identically():
+    """Checked against open_clip's own tokenizer: each pair gives identical token ids, and is dropped with a
+    count; entries that tokenise differently are all kept."""
+    import open_clip
+
+    tok = open_clip.get_tokenizer("ViT-B-32")
+    for a, b in TWINS:
+        assert tok([a]).tolist() == tok([b]).tolist(), (a, b)           # the reference: same tokens
+    entries = [a for a, _ in TWINS] + [b for _, b in TWINS] + ["caf", "R B", "reds", "fist"]
+    with pytest.warns(UserWarning, match=r"dropped 5 duplicate concept\(s\) \(they tokenise identically"):
+        out = vocab.load_vocabulary(entries)
+    assert out == [unicodedata_nfc(a) for a, _ in TWINS] + ["caf", "R B", "reds", "fist"]
+    ids = [tuple(t) for t in tok(out).tolist()]
+    assert len(set(ids)) == len(out)                                    # what is kept is distinguishable
+    with pytest.raises(WeightscopeError, match="duplicates entry 0"):
+        vocab.load_vocabulary(["cafe\u0301", "caf\u00e9"], duplicates="error")
+
+
+def unicodedata_nfc(text: str) -> str:
+    import unicodedata
+
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def test_tokenizer_twins_kind6_stored_text_is_nfc_and_tokenises_as_given():
+    import open_clip
+
+    tok = open_clip.get_tokenizer("ViT-B-32")
+    (out,) = vocab.load_vocabulary(["cafe\u0301 au lait"])
+    assert out == "caf\u00e9 au lait" and tok([out]).tolist() == tok(["cafe\u0301 au lait"]).tolist()
+
+
+def test_tokenizer_twins_kind6_vocabulary_path_with_commas(tmp_path, monkeypatch):
+    """A vocabulary file whose path contains commas is one source, with or without a limit, beside others."""
+    folder = tmp_path / "lists, v2"
+    folder.mkdir()
+    path = folder / "shapes,colours.txt"
+    path.write_text("red\nblue\ncircle\n")
+    assert vocab.split_vocabulary_spec(str(path)) == [(str(path), None)]
+    assert vocab.split_vocabulary_spec(f"colors,{path}:2") == [("colors", None), (str(path), 2)]
+    concepts, _ = vocab.parse_vocabulary_spec(f"{path}:2,colors")
+    assert concepts[:2] == ["red", "blue"] and "circle" not in concepts[:2] and len(concepts) > 2
+    assert vocab.vocabulary_files(f"colors,{path}") == [path]
+    monkeypatch.chdir(folder)                                          # relative paths too
+    assert vocab.parse_vocabulary_spec("shapes,colours.txt")[0] == ["red", "blue", "circle"]
+    with pytest.raises(WeightscopeError, match="did you mean colors"):
+        vocab.check_vocabulary_spec("shapes,colours.txt,colrs")

@@ -1,23 +1,28 @@
 """The ``weightscope`` command: subcommands live in weightscope/commands/, one module each.
 
-Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``.
-A WeightscopeError becomes one line on stderr and exit status 2; argparse usage errors also exit 2.
+Each command module exposes ``register(subparsers)``, which adds its parser (built from the shared option helpers
+in weightscope.commands) and sets ``func(args) -> int``. Exit status: 0 done; 2 bad input or environment (a
+WeightscopeError or an OS failure: one line on stderr, no traceback; argparse usage errors too); 1 a bug.
+Only the chosen command's run() imports torch, so ``--help`` answers at once.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
+from .commands import EXIT_CODES, Parser, run_inputs
 from .errors import WeightscopeError
+from .fileio import reading
 
 COMMANDS = ("inspect", "edit", "compare", "sing", "depth", "similarity")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="weightscope",
-        description="Explain what a CLIP vision transformer has learned from its weights alone.",
+        description="Explain what a CLIP vision transformer has learned from its weights alone. "
+                    "With no command: inspect the bundled shapes-world model.",
+        epilog=EXIT_CODES,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -28,19 +33,37 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a command whose module is not there yet
         module.register(sub)
+    for p in sub.choices.values():
+        p.epilog = f"{p.epilog}\n\n{EXIT_CODES}" if p.epilog else EXIT_CODES
     return parser
 
 
+def subparsers(parser: Parser) -> dict[str, Parser]:
+    """{command name: its parser}."""
+    return dict(parser._subparsers._group_actions[0].choices)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["inspect", *(argv or [])])  # bare `weightscope` inspects the bundled model
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["inspect", *argv]  # bare `weightscope` inspects the bundled model
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the command's own parser knows which option names are close
+        subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.func(args) or 0)
+        with reading(run_inputs(args)):  # whatever a command writes, it cannot replace what it reads
+            return int(args.func(args) or 0)
     except WeightscopeError as err:
         print(f"weightscope {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the environment, not the code: a folder that vanished, a disk that filled ...
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"weightscope {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"weightscope {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from .checkpoints import clean_state_dict, provenance, sidecar_record, unwrap_mo
 from .checkpoints import sha256_file, sidecar_path  # noqa: F401  (re-exported: part of this module's API)
 from .decompose import HeadSVD, check_index, decompose_head
 from .errors import WeightscopeError
-from .fileio import write_atomic
+from .fileio import outputs, refuse_inputs, write_atomic
 from .weights import VisionWeights
 
 #: Decomposition settings edits and selections use unless told otherwise (recorded in the sidecar).
@@ -254,7 +254,9 @@ def save_checkpoint(model, path: str | Path, *, selection: dict | None = None, m
 
     model: an open_clip CLIP or a LoadedModel; DataParallel and torch.compile wrappers are looked through, so the
     keys are the bare model's. Both files are written atomically; existing files are kept unless ``overwrite``.
-    ``protect``: paths that must never be written (the input checkpoint), even with ``overwrite``.
+    Both are written together or not at all. ``protect``: files and folders the run read (input checkpoint,
+    vocabularies ...): no output may be one or lie inside one, even with ``overwrite``; the shipped checkpoints are
+    always protected.
     Returns (checkpoint, sidecar). Raises WeightscopeError for a bad path or an existing file.
     """
     from safetensors.torch import save
@@ -263,10 +265,7 @@ def save_checkpoint(model, path: str | Path, *, selection: dict | None = None, m
     side = sidecar_path(path)
     if path.suffix != ".safetensors":
         raise WeightscopeError(f"output path {path} must end in .safetensors (open_clip reads that format)")
-    for p in protect:
-        if p is not None and Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve():
-            raise WeightscopeError(f"refusing to write the edited model over its input checkpoint {p}; "
-                                   "choose another output path")
+    refuse_inputs([path, side], protect)  # the shipped checkpoints are always protected
     if not overwrite:
         for p in (path, side):
             if p.exists():
@@ -275,8 +274,9 @@ def save_checkpoint(model, path: str | Path, *, selection: dict | None = None, m
     data = save(clean_state_dict(module), metadata={"format": "pt", "producer": "weightscope.edit"})
     record = sidecar_record(module, hashlib.sha256(data).hexdigest(), selection, metadata)
     text = json.dumps(record, indent=2, default=_json_default) + "\n"
-    write_atomic(path, data, overwrite=overwrite)
-    write_atomic(side, text, overwrite=overwrite)
+    with outputs():  # checkpoint and sidecar together, or neither
+        write_atomic(path, data, overwrite=overwrite)
+        write_atomic(side, text, overwrite=overwrite)
     return path, side
 
 

@@ -22,7 +22,7 @@ from .joint import to_joint
 from .linalg import numerical_rank
 from .load import LoadedModel, load_model
 from .solvers import explain
-from .vocab import combine_vocabularies
+from .vocab import parse_vocabulary_spec
 
 SIDES = ("write", "read")
 NO_CONCEPT = "(no concept)"
@@ -178,27 +178,6 @@ class Inspection:
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "Inspection":
         return parse_json(text_or_path, "inspection", cls.from_dict)
-
-
-def parse_vocabulary_spec(spec) -> tuple[list[str], str]:
-    """Vocabulary from a spec: a list of strings, or "name[:limit],name2[:limit]..." (built-in names or files).
-
-    Returns (concepts, description). Example: "shapes_world,general:5000" is the shapes-world vocabulary plus the
-    5,000 most frequent general concepts not already in it.
-    """
-    if not isinstance(spec, str):
-        concepts = combine_vocabularies(spec)
-        return concepts, "custom list"
-    sources, limits = [], []
-    for part in spec.split(","):
-        name, sep, limit = part.strip().rpartition(":")
-        if not (sep and limit.isdigit()):
-            name, limit = part.strip(), ""
-        if not name:
-            raise WeightscopeError(f"empty vocabulary name in {spec!r}; write e.g. 'shapes_world,general:5000'")
-        sources.append(name)
-        limits.append(int(limit) if limit else None)
-    return combine_vocabularies(*sources, limits=limits), spec
 
 
 def inspect_model(

@@ -18,7 +18,8 @@ def to_joint(
     mode "linear" (default): ``normalize((gamma_post * (v - mean(v))) @ proj)``; ln_post's per-token scale is a
     positive scalar, so it does not change a direction. mode "affine": the full ln_post, shift included, as in
     SITH's code (the shift adds an offset unrelated to v). image_mean (E,): the mean normalised image embedding;
-    when given it is subtracted and the result renormalised (modality-gap correction).
+    when given it is subtracted and the result renormalised (modality-gap correction); it must be finite
+    (WeightscopeError otherwise).
     """
     if mode not in MODES:
         raise WeightscopeError(f"unknown joint-space map {mode!r}: expected one of {', '.join(MODES)}")
@@ -41,5 +42,9 @@ def to_joint(
             raise WeightscopeError(
                 f"image_mean has shape {mean.shape}, expected ({weights.embed_dim},) for this model's joint space"
             )
+        bad = int(np.count_nonzero(~np.isfinite(mean)))
+        if bad:  # else every corrected direction becomes NaN and the solvers see "zero-norm signals"
+            raise WeightscopeError(f"image_mean has {bad} non-finite (NaN or inf) entries of {mean.size}; "
+                                   "recompute it from readable images")
         Z = normalize_rows(Z - mean)
     return Z[0] if single else Z

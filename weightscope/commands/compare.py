@@ -12,10 +12,23 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 
-from ..compare import DEFAULTS, SPEC_HELP
-from ..harness import read_manifest, run_harness
-from . import parse_indices
+from ..errors import WeightscopeError
+from . import (add_directions_argument, add_layer_head_arguments, add_output_argument, add_quiet_argument,
+               add_trust_argument, add_vocab_argument, check_outputs, parse_indices)
+
+#: the same as weightscope.compare.SPEC_HELP, kept here so that `--help` needs no numpy/torch import
+MODEL_SPECS = (
+    "A model is given as: 'bundled' or 'bundled:base' / 'bundled:tuned' (the shipped shapes-world pair); "
+    "NAME:TAG for open_clip pretrained weights (e.g. ViT-B-32:openai); NAME:PATH for a checkpoint file of "
+    "architecture NAME (e.g. ViT-B-16:ft.pt); a bare file path (.safetensors/.pt/.pth/.bin), whose architecture "
+    "is the base's (or the one its weightscope sidecar records); hf-hub:ORG/REPO; or a bare NAME for a randomly "
+    "initialised model."
+)
+#: verdict thresholds' defaults (weightscope.compare.DEFAULTS; a test checks they agree)
+DEFAULTS = {"cos_threshold": 0.8, "ratio_tol": 0.05, "change_tol": 1e-4, "noise_factor": 3.0, "tie_factor": 0.25,
+            "epsilon": 0.5}
 
 
 def register(subparsers) -> None:
@@ -27,7 +40,7 @@ def register(subparsers) -> None:
             "split each head's change energy into in-basis (rescaling the base's own singular directions) and "
             "off-basis (turning, new directions), count reweighted and rotated directions and intruder dimensions. "
             "Many checkpoints run as one task each on Dask distributed when installed (a local cluster, or "
-            "--scheduler); results under --out are reused by a rerun.", 100) + "\n\n" + textwrap.fill(SPEC_HELP, 100),
+            "--scheduler); results under --out are reused by a rerun.", 100) + "\n\n" + textwrap.fill(MODEL_SPECS, 100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
         allow_abbrev=False,
@@ -38,18 +51,14 @@ def register(subparsers) -> None:
                    help="fine-tuned checkpoints (specs; default with no --manifest: bundled:tuned)")
     p.add_argument("--manifest", metavar="FILE", help="checkpoints to compare: one spec per line, or a CSV with "
                    "'checkpoint' and 'label' columns (added to any TUNED given)")
-    p.add_argument("--model", metavar="NAME", default=None,
-                   help="open_clip architecture of checkpoint file paths (default: the base's)")
-    p.add_argument("--out", metavar="DIR", default=None,
-                   help="write results/, summary.csv/.parquet, report.html and compare.json here (reruns resume)")
+    add_layer_head_arguments(p, "compare")
+    add_output_argument(p, help="write results/, summary.csv/.parquet, report.html and compare.json here "
+                                "(reruns resume)")
     p.add_argument("--png", action="store_true", help="with --out: also write each figure as a PNG")
     p.add_argument("--label", action="store_true",
                    help="explain the directions of both models with concepts (runs inspect on every checkpoint)")
-    p.add_argument("--vocab", metavar="SPEC", default=None, help="concept vocabulary for --label (inspect's default)")
-    p.add_argument("--n-directions", type=int, default=None, metavar="N",
-                   help="with --label: explain only the N leading directions of each head")
-    p.add_argument("--layers", metavar="LIST", default=None, help="compare only these layers, e.g. 0,3-5,-1")
-    p.add_argument("--heads", metavar="LIST", default=None, help="compare only these heads, e.g. 0-3")
+    add_vocab_argument(p, help="concept vocabulary for --label (default: inspect's)")
+    add_directions_argument(p)
     t = p.add_argument_group("verdict thresholds")
     t.add_argument("--cos-threshold", type=float, default=DEFAULTS["cos_threshold"],
                    help="match cosine below which a direction counts as rotated (default %(default)s = 36.9 deg)")
@@ -73,23 +82,54 @@ def register(subparsers) -> None:
                    help="local cluster size (default: sized to CPU cores and memory)")
     r.add_argument("--in-process", action="store_true", help="no Dask: one checkpoint after another here")
     p.add_argument("--top", type=int, default=5, metavar="N", help="most changed heads to list (default 5)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="unpickle torch checkpoints in full (they hold objects other than tensors); "
-                        "only for files you trust: unpickling can run code")
+    add_quiet_argument(p)
+    add_trust_argument(p)
     p.set_defaults(func=run)
 
 
+def split_specs(specs: list[str]) -> tuple[list[str], str | None]:
+    """Strip the NAME of NAME:PATH specs; returns (specs, the one architecture NAME or None)."""
+    names, out = set(), []
+    for spec in specs:
+        name, sep, rest = str(spec).partition(":")
+        if sep and name and rest and not Path(spec).exists() and (
+                Path(rest).exists() or rest.lower().endswith((".safetensors", ".pt", ".pth", ".bin", ".ckpt"))):
+            names.add(name)
+            out.append(rest)
+        else:
+            out.append(spec)
+    if len(names) > 1:
+        raise WeightscopeError(f"the checkpoints name different architectures ({', '.join(sorted(names))}); "
+                               "compare needs one")
+    return out, names.pop() if names else None
+
+
 def run(args) -> int:
+    if args.png and args.out is None:
+        raise WeightscopeError("--png needs --out DIR (where the figures go)")
+    if args.directions is not None and not args.label:
+        raise WeightscopeError("--directions applies to --label (how many directions to explain); add --label")
+    if args.directions is not None and args.directions < 1:
+        raise WeightscopeError(f"--directions must be at least 1, got {args.directions}")
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
-    tuned = [(t, t) for t in args.tuned]
+    if args.label and args.vocab is not None:
+        from ..vocab import check_vocabulary_spec
+
+        check_vocabulary_spec(args.vocab)
+    out = Path(args.out) if args.out else None
+    check_outputs(args, [out / n for n in ("report.html", "compare.json", "summary.csv")] if out else [], kind="dir")
+    specs, model = split_specs([args.base, *args.tuned])
+
+    from ..harness import read_manifest, run_harness
+
+    tuned = [(t, s) for t, s in zip(args.tuned, specs[1:])]
     if args.manifest:
         tuned += read_manifest(args.manifest)
     if not tuned:
         tuned = [("bundled:tuned", "bundled:tuned")]
     result = run_harness(
-        args.base, tuned, args.out, model=args.model, scheduler=args.scheduler, workers=args.workers,
-        in_process=args.in_process, label=args.label, vocabulary=args.vocab, n_directions=args.n_directions,
+        specs[0], tuned, args.out, model=model, scheduler=args.scheduler, workers=args.workers,
+        in_process=args.in_process, label=args.label, vocabulary=args.vocab, n_directions=args.directions,
         layers=layers, heads=heads, progress=not args.quiet, cos_threshold=args.cos_threshold,
         ratio_tol=args.ratio_tol, change_tol=args.change_tol, noise_factor=args.noise_factor,
         tie_factor=args.tie_factor, epsilon=args.epsilon, trust_checkpoint=args.trust_checkpoint,

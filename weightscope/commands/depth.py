@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from ..depth import BUILTIN_CLASSES, METHODS
 from ..errors import WeightscopeError
-from . import add_model_arguments
+from . import add_model_arguments, add_output_argument, add_quiet_argument
+
+#: weightscope.depth.BUILTIN_CLASSES and METHODS, spelled here so that `--help` imports no numpy (a test checks
+#: they agree)
+BUILTIN_CLASSES = ("shapes", "cifar10", "cifar100", "imagenet")
+METHODS = ("affinity", "louvain", "optics", "hdbscan")
 
 
 def register(subparsers) -> None:
@@ -43,12 +47,12 @@ def register(subparsers) -> None:
                    help="override file: 'class name<TAB>synset' lines (WordNet id or sense such as seal.n.09)")
     p.add_argument("--confusion", metavar="FILE", default=None,
                    help="confusion matrix (.npy or .csv; row = true class); the bundled model's is computed")
-    p.add_argument("--method", choices=METHODS, action="append", default=None,
+    p.add_argument("--clustering", choices=METHODS, action="append", default=None,
                    help="clustering method (repeatable; default: all four, affinity first)")
     p.add_argument("--seed", type=int, default=42, help="seed of Affinity Propagation and Louvain (default 42)")
-    p.add_argument("--out", metavar="DIR", default="weightscope-out/depth",
-                   help="output folder for report.html, depth.json and the CSV files (default weightscope-out/depth)")
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_output_argument(p, default="weightscope-out/depth",
+                        help="output folder for report.html, depth.json and the CSV files (default weightscope-out/depth)")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
@@ -104,7 +108,7 @@ def run(args) -> int:
         source = (f"bundled shapes-world CLIP ({loaded.name}), zero-shot shape head" if shapes
                   else f"CLIP zero-shot head of {loaded.name} ({loaded.source})")
         similarity = cosine_similarity(head)
-    methods = args.method or list(METHODS)
+    methods = args.clustering or list(METHODS)
     result = similarity_depth(similarity, specs, names=names, confusion=confusion, methods=methods,
                               overrides=overrides, seed=args.seed, source=source, accuracy=accuracy, wordnet=wordnet)
     written = write_report(result, args.out, wordnet)

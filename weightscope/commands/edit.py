@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 
 from ..errors import WeightscopeError
-from . import add_model_arguments, parse_indices
+from . import (add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument,
+               add_vocab_argument, check_outputs, parse_indices, run_inputs)
 
 AUTO = "auto"
 
@@ -38,8 +39,7 @@ def register(subparsers) -> None:
                            "--alpha); repeatable")
     what.add_argument("--direction", metavar="L:H:I[=A]", action="append",
                       help="edit this singular direction (layer:head:index, group as 4+5) by alpha A; repeatable")
-    p.add_argument("--layers", metavar="LIST", help="only search these layers, e.g. 3,4 or 2-5 (default: all)")
-    p.add_argument("--heads", metavar="LIST", help="only search these heads (default: all)")
+    add_layer_head_arguments(p, "search")
     n = p.add_mutually_exclusive_group()
     n.add_argument("--top", type=int, metavar="N", help="edit the N best-scoring directions (default 5)")
     n.add_argument("--threshold", type=float, metavar="T", help="edit every direction scoring at least T (a cosine)")
@@ -47,15 +47,17 @@ def register(subparsers) -> None:
                    help="singular-value factor (default 0 for --suppress and --direction, 2 for --amplify)")
     p.add_argument("--by", choices=("joint", "explanation"), default="joint",
                    help="score a direction by its joint-space image (default) or by its concept explanation")
-    p.add_argument("--vocab", default=AUTO, metavar="NAME|PATH|none",
-                   help="concept vocabulary that centres the query (and explains directions with --by explanation); "
-                        "default: shapes_world for the bundled model, general otherwise; 'none' disables centring")
+    add_vocab_argument(p, default=AUTO, help=(
+        "concept vocabulary that centres the query (and explains directions with --by explanation or --concept): "
+        "built-in names or files, comma separated; default: shapes_world for the bundled model, general "
+        "otherwise; 'none' disables centring"))
     p.add_argument("--inspection", metavar="JSON",
                    help="with --concept: take the explanations from this inspection.json (written by `weightscope "
                         "inspect` on the same model) instead of explaining the searched heads now")
-    p.add_argument("--out", metavar="PATH", help="where to save the edited checkpoint (.safetensors)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_output_argument(p, kind="file", overwrite=True,
+                        help="where to save the edited checkpoint (.safetensors; its record goes to PATH.json)")
     p.add_argument("--dry-run", action="store_true", help="show the chosen directions, save nothing")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
@@ -77,7 +79,8 @@ def _select_by_concepts(loaded, args, alpha):
     else:
         if str(args.vocab).lower() == "none":
             raise WeightscopeError("--concept needs a vocabulary to explain directions with; drop --vocab none")
-        inspection = inspect_model(loaded, None if args.vocab == AUTO else args.vocab, layers=layers, heads=heads)
+        inspection = inspect_model(loaded, None if args.vocab == AUTO else args.vocab, layers=layers, heads=heads,
+                                   progress=not args.quiet)
     top = args.top if args.top is not None else (None if args.threshold is not None else 5)
     edits = best_edits(select_by_concepts(inspection, args.concept, alpha=alpha), top, args.threshold)
     if not edits:
@@ -107,8 +110,12 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.suffix != ".safetensors":
             raise WeightscopeError(f"--out {out} must end in .safetensors (open_clip reads that format)")
-        if not args.overwrite and not args.dry_run and out.exists():
-            raise WeightscopeError(f"{out} already exists; choose another --out or pass --overwrite")
+        side = out.with_name(out.name + ".json")  # edit.sidecar_path, without importing torch yet
+        if not args.dry_run:
+            check_outputs(args, [out, side], kind="file")
+            for p in (out, side):
+                if not args.overwrite and p.exists():
+                    raise WeightscopeError(f"{p} already exists; choose another --out or pass --overwrite")
     if args.alpha is not None and not math.isfinite(args.alpha):
         raise WeightscopeError(f"--alpha must be a finite number, got {args.alpha}")
     if args.top is not None and args.top < 1:
@@ -119,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.inspection and not args.concept:
         raise WeightscopeError("--inspection only serves --concept (it holds the concept explanations)")
+    if args.inspection and not Path(args.inspection).is_file():
+        raise WeightscopeError(f"--inspection {args.inspection}: no such file (write it with `weightscope inspect`)")
+    for option in ("layers", "heads"):  # read the lists now, before the model is loaded
+        parse_indices(getattr(args, option), f"--{option}")
+    if args.vocab not in (AUTO, None) and str(args.vocab).lower() != "none":
+        from ..vocab import check_vocabulary_spec
+
+        check_vocabulary_spec(args.vocab)
 
     queries = args.suppress or args.amplify
     mode = ("suppress" if args.suppress else "amplify" if args.amplify else "concept" if args.concept
@@ -149,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         vocab = None if str(vocab).lower() == "none" else vocab
         layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
         edits = select_by_query(loaded, queries, alpha=alpha, top=args.top, threshold=args.threshold,
-                                weights=weights, layers=layers, heads=heads, by=args.by, vocabulary=vocab)
+                                weights=weights, layers=layers, heads=heads, by=args.by, vocabulary=vocab,
+                                progress=not args.quiet)
         selection.update(queries=queries, by=args.by, vocabulary=vocab, layers=layers, heads=heads,
                          top=args.top if args.top is not None or args.threshold is not None else 5,
                          threshold=args.threshold)
@@ -170,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     edited = apply_edits(loaded, resolved, weights=weights)
     path, side = save_checkpoint(edited, args.out, selection=selection, overwrite=args.overwrite,
-                                 protect=[args.checkpoint, args.model])
+                                 protect=run_inputs(args))
     size = path.stat().st_size / 2**20
     print(f"saved edited checkpoint: {path} ({size:.1f} MiB)")
     print(f"edit record: {side}")

@@ -1,33 +1,97 @@
-"""`weightscope inspect`: explain every head of a model; print a summary, write JSON and an HTML report."""
+"""``weightscope inspect``: explain every head of a model; print a summary, write JSON and an HTML report.
+
+Examples::
+
+    weightscope inspect                                       # the bundled shapes-world model
+    weightscope inspect ViT-B-32 --pretrained openai --layers 10,11 --vocab general:5000 --out vitb32/
+    weightscope inspect ViT-B-16 --checkpoint ft.safetensors --image-mean images/
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import WeightscopeError
-from . import add_model_arguments, parse_indices
+from . import (add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument,
+               add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, parse_indices)
+
+OUTPUTS = ("inspection.json", "report.html")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # those image_mean_from_folder reads
 
 
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="explain what each attention head writes and reads",
-                       description="Explain each head's value-output singular directions with concepts.")
+                       description="Explain each head's value-output singular directions with concepts.",
+                       epilog=__doc__.split("Examples::", 1)[1])
     add_model_arguments(p)
-    p.add_argument("--layers", help="layer indices, e.g. '10,11' or '0-3' or '-1' (default: all)")
-    p.add_argument("--heads", help="head indices (default: all)")
-    p.add_argument("--vocab", default=None,
-                   help="vocabulary: built-in names or files, with optional limits, e.g. 'shapes_world,general:5000' "
-                        "(default: that for the bundled model, 'general' otherwise)")
-    p.add_argument("--k", type=int, default=5, help="concepts per direction (default 5)")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="COMP coherence weight (default 0.3)")
-    p.add_argument("--method", default="comp", help="comp, nnomp, omp, mp or topk (default comp)")
-    p.add_argument("--directions", type=int, default=None, help="explain only the leading N directions per head")
-    p.add_argument("--image-mean", help="modality-gap correction: a .npy vector or a folder of images")
-    p.add_argument("--show", type=int, default=2, help="directions per head in the printed summary (default 2)")
-    p.add_argument("--out", default="weightscope-out", help="output folder for inspection.json and report.html")
+    add_layer_head_arguments(p, "explain")
+    add_vocab_argument(p)
+    add_solver_arguments(p)
+    p.add_argument("--image-mean", metavar="NPY|DIR",
+                   help="modality-gap correction: a .npy vector or a folder of images")
+    p.add_argument("--show", type=int, default=2, metavar="N",
+                   help="directions per head in the printed summary (default 2)")
+    add_output_argument(p, default="weightscope-out",
+                        help="output folder for inspection.json and report.html (default weightscope-out)")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def read_image_mean(path: Path):
+    """The --image-mean .npy as a finite float vector (E,), checked before the model is loaded."""
     import numpy as np
+
+    try:
+        mean = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise WeightscopeError(f"--image-mean {path}: not a numeric .npy array ({err})") from None
+    except OSError as err:
+        raise WeightscopeError(f"--image-mean {path}: cannot read it ({err.strerror or err})") from None
+    if not isinstance(mean, np.ndarray) or mean.dtype.kind not in "fiu":
+        kind = getattr(mean, "dtype", type(mean).__name__)
+        raise WeightscopeError(f"--image-mean {path} holds {kind} values; it must hold one vector of numbers")
+    mean = np.asarray(mean, dtype=np.float64)
+    if mean.ndim != 1 and mean.squeeze().ndim != 1:
+        raise WeightscopeError(f"--image-mean {path} has shape {mean.shape}; it must be one vector (E,)")
+    bad = int(np.count_nonzero(~np.isfinite(mean)))
+    if bad:
+        raise WeightscopeError(f"--image-mean {path} has {bad} non-finite (NaN or inf) entries; "
+                               "compute the mean again from readable images")
+    return mean.ravel()
+
+
+def check_image_folder(folder: Path) -> None:
+    """Every image under ``folder`` decodes (cheap next to the model's forward pass); else name the bad one."""
+    from PIL import Image
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise WeightscopeError(f"--image-mean {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise WeightscopeError(f"--image-mean: cannot decode image {p} ({err}); remove or replace it") from None
+
+
+def run(args) -> int:
+    from ..vocab import check_vocabulary_spec
+
+    layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
+    check_solver_arguments(args)
+    if args.vocab is not None:
+        check_vocabulary_spec(args.vocab)
+    out = Path(args.out)
+    check_outputs(args, [out / name for name in OUTPUTS], kind="dir")
+    image_mean = None
+    if args.image_mean:
+        path = Path(args.image_mean)
+        if path.is_dir():
+            check_image_folder(path)
+        elif path.suffix == ".npy" and path.is_file():
+            image_mean = read_image_mean(path)
+        else:
+            raise WeightscopeError(f"--image-mean {path}: give a .npy file or a folder of images")
 
     from ..inspection import image_mean_from_folder, inspect_model
     from ..load import load_model
@@ -37,22 +101,24 @@ def run(args) -> int:
                         trust_checkpoint=args.trust_checkpoint)
     if loaded.source == "random-init":
         print(f"note: {loaded.name} has random weights (no --pretrained or --checkpoint given)")
-    image_mean = None
-    if args.image_mean:
-        path = Path(args.image_mean)
-        if path.is_dir():
-            image_mean = image_mean_from_folder(loaded, path)
-        elif path.suffix == ".npy" and path.is_file():
-            image_mean = np.load(path)
-        else:
-            raise WeightscopeError(f"--image-mean {path}: give a .npy file or a folder of images")
-    result = inspect_model(loaded, args.vocab, layers=parse_indices(args.layers, "--layers"), heads=parse_indices(args.heads, "--heads"),
-                           method=args.method, k=args.k, lam=args.lam, n_directions=args.directions,
-                           image_mean=image_mean)
+    if image_mean is not None:
+        import torch
+
+        with torch.no_grad():  # the joint width, from one text embedding: checked before the long work
+            width = loaded.model.encode_text(loaded.tokenizer(["a"])).shape[-1]
+        if image_mean.shape != (width,):
+            raise WeightscopeError(f"--image-mean {args.image_mean} has {image_mean.size} entries; "
+                                   f"this model's joint space has {width}")
+    elif args.image_mean:
+        image_mean = image_mean_from_folder(loaded, args.image_mean, progress=not args.quiet)
+    result = inspect_model(loaded, args.vocab, layers=layers, heads=heads, method=args.method, k=args.k,
+                           lam=args.lam, n_directions=args.directions, image_mean=image_mean,
+                           progress=not args.quiet)
     print(result.summary(n_directions=args.show))
-    out = Path(args.out)
-    json_path = out / "inspection.json"
-    result.to_json(json_path)
-    html_path = write_report(result, out / "report.html")
-    print(f"\nwrote {json_path} and {html_path}")
+    from ..fileio import outputs
+
+    with outputs():  # both files or neither; a failed report leaves an earlier run's files as they were
+        result.to_json(out / OUTPUTS[0])
+        write_report(result, out / OUTPUTS[1])
+    print(f"\nwrote {out / OUTPUTS[0]} and {out / OUTPUTS[1]}")
     return 0

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from . import add_model_arguments, parse_indices
+from . import (add_directions_argument, add_model_arguments, add_output_argument,
+               add_quiet_argument, add_vocab_argument, parse_indices)
 
 
 def register(subparsers) -> None:
-    from ..compare import SPEC_HELP
+    from .compare import MODEL_SPECS
 
     p = subparsers.add_parser(
         "similarity", allow_abbrev=False,
@@ -25,31 +26,28 @@ def register(subparsers) -> None:
             "(logistic probes on each layer's activations; spatial with the shapes world's masks) compared by the "
             "correlation of their responses on held-out images, with linear CKA beside it. Data-free (--data-free, the "
             "default without --concepts): concept profiles of each layer's heads and principal angles between their "
-            "joint-space write subspaces.", 100) + "\n\n" + textwrap.fill(SPEC_HELP, 100),
+            "joint-space write subspaces.", 100) + "\n\n" + textwrap.fill(MODEL_SPECS, 100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
     )
     add_model_arguments(p)
     p.add_argument("model_b", nargs="?", default=None, metavar="MODEL_B",
                    help="a second model to compare with (spec; default: none, or bundled:tuned when MODEL is omitted)")
-    p.add_argument("--model", dest="arch", metavar="NAME", default=None,
-                   help="open_clip architecture of checkpoint file paths given as MODEL or MODEL_B (default: MODEL's)")
     p.add_argument("--concepts", choices=("shapes", "cifar10"), default=None,
                    help="data-based concepts: shapes-world masks, or CIFAR-10 classes from --images")
     p.add_argument("--images", metavar="DIR", default=None, help="with --concepts cifar10: folder of class subfolders")
     p.add_argument("--n-images", type=int, default=None, metavar="N",
                    help="images for the probes (default: 2000 shapes-world images, or every image in --images)")
     p.add_argument("--data-free", action="store_true", help="also (or only) the data-free measures")
-    p.add_argument("--layers", help="block indices, e.g. '0-5' or '-2,-1' (default: all)")
-    p.add_argument("--vocab", default=None, help="vocabulary for the data-free profiles (inspect's default if omitted)")
+    p.add_argument("--layers", metavar="LIST", help="layers (blocks) to compare, e.g. 0-5 or -2,-1 (default: all)")
+    add_vocab_argument(p, help="vocabulary for the data-free profiles (inspect's default if omitted)")
     p.add_argument("--k", type=int, default=5, help="concepts per direction in the profiles (default 5)")
     p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="COMP coherence weight (default 0.3)")
-    p.add_argument("--directions", type=int, default=4, metavar="N",
-                   help="leading singular directions per head in a layer's profile and subspace (default 4)")
+    add_directions_argument(p)
+    p.set_defaults(directions=4)
     p.add_argument("--per-concept", action="store_true", help="with --out: a heatmap per concept as well")
-    p.add_argument("--out", metavar="DIR", default=None,
-                   help="write report.html, similarity.json and CSV tables of the matrices here")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_argument(p, help="write report.html, similarity.json and the CSV matrices here")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
@@ -63,10 +61,13 @@ def _model_specs(args) -> list:
         if args.model_b is not None or args.pretrained or args.checkpoint:
             raise WeightscopeError("give MODEL_A before MODEL_B, --pretrained or --checkpoint")
         return ["bundled", "bundled:tuned"]
-    first = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint) \
-        if (args.pretrained or args.checkpoint) else load_checkpoint(args.model, args.arch)
-    second = [load_checkpoint(args.model_b, args.arch)] if args.model_b and args.arch else \
-        ([args.model_b] if args.model_b else [])
+    from .compare import split_specs
+
+    specs, arch = split_specs([s for s in (args.model, args.model_b) if s])  # NAME:PATH names the architecture
+    first = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                       trust_checkpoint=args.trust_checkpoint) \
+        if (args.pretrained or args.checkpoint) else load_checkpoint(specs[0], arch, args.trust_checkpoint)
+    second = [load_checkpoint(specs[1], arch, args.trust_checkpoint)] if args.model_b and arch else specs[1:]
     return [first] + second
 
 

@@ -2,7 +2,7 @@
 
     weightscope sing                                   # bundled model, its 8 shape classes
     weightscope sing ViT-B-32 --pretrained openai --classes cifar10 --image cat.jpg --text "a snowy background"
-    weightscope sing --head resnet20.th                # a plain classifier's last linear layer: geometry only
+    weightscope sing --classifier resnet20.th                # a plain classifier's last linear layer: geometry only
 
 Writes ``sing.json`` and ``sing.html`` into ``--out`` (both or neither).
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WeightscopeError
-from . import add_model_arguments
+from . import (add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments,
+               add_vocab_argument)
 
 
 def register(sub) -> None:
@@ -22,34 +23,34 @@ def register(sub) -> None:
     p.add_argument("--classes", default=None,
                    help="'shapes', a built-in list (e.g. cifar10), a file (one class per line) or 'a,b,c' "
                         "(default: shapes for the bundled model)")
-    p.add_argument("--vocab", default=None,
-                   help="concept vocabulary spec, e.g. 'general' or 'shapes_world,general:5000' "
-                        "(default: shapes_world for the bundled model, general otherwise)")
+    add_vocab_argument(p, help="concept vocabulary spec, e.g. 'general' or 'shapes_world,general:5000' "
+                               "(default: shapes_world for the bundled model, general otherwise)")
     p.add_argument("--image", help="image file whose embedding is f (default: a gallery image, else a class prompt)")
     p.add_argument("--text", action="append", help="text to steer towards / away from (repeatable; default: the "
                                                     "concept the head is most blind to)")
     p.add_argument("--gallery", help="folder of images for equivalent images by retrieval "
                                      "(default: the shapes world for the bundled model)")
     p.add_argument("--image-score", type=float, default=40.0, help="IS in degrees at which |AS| is reported (40)")
-    p.add_argument("--directions", type=int, default=4, help="row / null directions to explain (default 4)")
-    p.add_argument("--k", type=int, default=5, help="concepts per direction (default 5)")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="COMP coherence weight (default 0.3)")
-    p.add_argument("--method", default="comp", help="comp, nnomp, omp, mp or topk (default comp)")
+    add_solver_arguments(p)  # --method --k --lambda --directions (here: row / null directions to explain)
+    p.set_defaults(directions=4)
     p.add_argument("--normalize", default="splice", help="concept normalisation: splice (default), l2 or none")
     p.add_argument("--rtol", type=float, default=None, help="relative rank tolerance (default 1e-6)")
-    p.add_argument("--head", metavar="FILE[:KEY]",
+    p.add_argument("--classifier", metavar="FILE[:KEY]",
                    help="analyse a classifier's linear head from a state-dict file instead (KEY: the weight's name; "
                         "default the last 2-D tensor)")
-    p.add_argument("--out", default="weightscope-out", help="output folder for sing.json and sing.html")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_argument(p, default="weightscope-out", help="output folder for sing.json and sing.html "
+                                                          "(default weightscope-out)")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 
 def _write_outputs(out: Path, json_text: str, html: str) -> tuple[Path, Path]:
-    from ..fileio import write_atomic
+    from ..fileio import outputs, write_atomic
 
-    # both texts exist before either file is written: a failure leaves no half-finished run behind
-    return write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)
+    # both texts exist before either file is written, and the two files appear together or not at all
+    with outputs():
+        written = write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)
+    return written
 
 
 def _run_head(args, rtol: float) -> int:
@@ -60,9 +61,9 @@ def _run_head(args, rtol: float) -> int:
     from ..sing import head_geometry
 
     if args.model or args.pretrained or args.checkpoint or args.image or args.text or args.gallery:
-        raise WeightscopeError("--head analyses a plain classifier head: do not combine it with a CLIP model, "
+        raise WeightscopeError("--classifier analyses a plain classifier head: do not combine it with a CLIP model, "
                                "--image, --text or --gallery")
-    text, key = args.head, None
+    text, key = args.classifier, None
     if not Path(text).is_file() and ":" in text:
         text, key = text.rsplit(":", 1)
     state = read_checkpoint(text, trust=args.trust_checkpoint).state_dict
@@ -90,7 +91,7 @@ def run(args) -> int:
     rtol = RANK_RTOL if args.rtol is None else args.rtol
     if not 0.0 <= rtol < 1.0:
         raise WeightscopeError(f"--rtol {rtol}: give a relative tolerance in [0, 1), e.g. 1e-6")
-    if args.head:
+    if args.classifier:
         return _run_head(args, rtol)
     from ..reports.sing import render_report
     from ..sing import parse_classes, sing_analysis

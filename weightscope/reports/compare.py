@@ -290,7 +290,7 @@ def write_report(comparisons: list[Comparison], out_dir: str | Path, png: bool =
 
     if not comparisons:
         raise WeightscopeError("nothing to report: no comparisons")
-    out = Path(out_dir)
+    out = Path(out_dir)  # the writer makes the folder when the files are committed, not before
     written: dict[str, Path] = {}
     figs = {"checkpoints": lambda: figure_checkpoints(comparisons), "shares": lambda: figure_shares(comparisons),
             "intruders": lambda: figure_intruders(comparisons), "ratios": lambda: figure_ratios(comparisons),

@@ -39,6 +39,17 @@ def _spectra_figure(result: Inspection):
     return fig
 
 
+def theme_colormap(n: int):
+    """A colormap with ``n`` distinct colours, one per theme: tab20, tab20b, tab20c, then evenly spaced hues."""
+    import matplotlib
+    from matplotlib.colors import ListedColormap, hsv_to_rgb
+
+    colors = [c for name in ("tab20", "tab20b", "tab20c") for c in matplotlib.colormaps[name].colors]
+    extra = max(0, n - len(colors))
+    colors += [tuple(hsv_to_rgb((i / extra, 0.55, 0.9))) for i in range(extra)]
+    return ListedColormap(colors[:max(n, 1)])
+
+
 def _theme_map_figure(result: Inspection):
     import matplotlib
 
@@ -53,7 +64,7 @@ def _theme_map_figure(result: Inspection):
     for (l, h), t in themes.items():
         grid[layers.index(l), heads.index(h)] = palette[t]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(heads)), max(2.5, 0.6 * len(layers))))
-    ax.imshow(grid, cmap="tab20", aspect="auto", vmin=0, vmax=max(19, len(palette)))
+    ax.imshow(grid, cmap=theme_colormap(len(palette)), aspect="auto", vmin=-0.5, vmax=len(palette) - 0.5)
     for (l, h), t in themes.items():
         ax.text(heads.index(h), layers.index(l), textwrap.fill(t, 14), ha="center", va="center", fontsize=6)
     ax.set_xticks(range(len(heads)), [f"H{h}" for h in heads], fontsize=8)
@@ -89,7 +100,10 @@ def write_report(result: Inspection, path: str | Path, n_directions: int = 4) ->
              "<p class='muted'>Directions: w = write (right singular vector), r = read (left); + explains v, - explains -v; "
              "~[i, j] marks a degenerate group (only the span is defined). Fidelity: cosine between the direction's "
              "joint-space image and its sparse reconstruction. Singular values at the rounding level of the weights "
-             "are no directions and are not explained; a head with none is dead.</p>")
+             "are no directions and are not explained; a head with none is dead.</p>"
+             "<p class='muted'>A head's theme: for each concept in the explanations of its four leading write "
+             "directions (both signs), coefficient times the direction's singular value, summed; the concept with "
+             "the largest sum (ties: alphabetical). Each distinct theme has its own colour in the map.</p>")
     body = (intro + "<h2>Singular-value spectra</h2>" + figure_to_img(_spectra_figure(result), "spectra")
             + "<h2>Head themes</h2>" + figure_to_img(_theme_map_figure(result), "theme map")
             + "<h2>Heads</h2><div class='cards'>"
