@@ -543,7 +543,7 @@ def test_threshold_edges_through_the_cli(tiny_model, tiny_name, edge, tmp_path, 
 
     def run(*flags):
         out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
-        assert main(["compare", base_path, tuned_path, "--model", tiny_name, "--quiet", "--in-process",
+        assert main(["compare", f"{tiny_name}:{base_path}", tuned_path, "--quiet", "--in-process",
                      "--out", str(out), *flags]) == 0
         (c,) = load_comparisons(out / "compare.json")
         return c
@@ -558,7 +558,7 @@ def test_threshold_edges_through_the_cli(tiny_model, tiny_name, edge, tmp_path, 
     assert above[1, 1].directions[5].kind == "stable"
     assert run("--change-tol", f"{rel * 1.01!r}")[0, 0].changed is False
     capsys.readouterr()
-    assert main(["compare", base_path, tuned_path, "--model", tiny_name, "--cos-threshold", "1.5"]) == 2
+    assert main(["compare", f"{tiny_name}:{base_path}", tuned_path, "--cos-threshold", "1.5"]) == 2
     assert "cos_threshold must be in (0, 1]" in capsys.readouterr().err
 
 
