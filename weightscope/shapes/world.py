@@ -247,15 +247,11 @@ def _sdf(shape: str, x: np.ndarray, y: np.ndarray, flip: np.ndarray) -> np.ndarr
     raise AssertionError(shape)
 
 
-def render(scenes: Scenes, seed=0) -> np.ndarray:
-    """Render scenes to uint8 images (N, S, S, 3); seed drives only the pixel noise of the background."""
-    rng = _rng(seed)
-    n, S = len(scenes), scenes.image_size
-    bg = np.array(list(BACKGROUNDS.values()), dtype=np.float32)[scenes.background] + scenes.bg_tint
-    img = np.broadcast_to(bg[:, None, None, :], (n, S, S, 3)).astype(np.float32)
-    img += 6.0 * rng.standard_normal(size=(n, S, S, 3), dtype=np.float32)
+def _object_distances(scenes: Scenes):
+    """Per object slot k and shape: (k, idx, d, rad) for the scenes ``idx`` whose object k has that shape, with
+    d (m, S, S) its signed distance in radius units at each pixel centre and rad (m, 1, 1) its radius in pixels."""
+    S = scenes.image_size
     pix = np.arange(S, dtype=np.float32) + 0.5
-    palette = np.array(list(COLOURS.values()), dtype=np.float32)
     for k in range(scenes.shape.shape[1]):
         for s_idx, s_name in enumerate(SHAPES):
             idx = np.flatnonzero(scenes.shape[:, k] == s_idx)
@@ -266,10 +262,21 @@ def render(scenes: Scenes, seed=0) -> np.ndarray:
             cy = scenes.centre[idx, k, 1].astype(np.float32)[:, None, None]
             x = (pix[None, None, :] - cx) / rad
             y = (cy - pix[None, :, None]) / rad
-            d = _sdf(s_name, x, y, scenes.aspect_flip[idx, k][:, None, None])
-            alpha = np.clip(0.5 - d * rad, 0.0, 1.0)[..., None]
-            col = (palette[scenes.colour[idx, k]] + scenes.tint[idx, k])[:, None, None, :]
-            img[idx] = img[idx] * (1.0 - alpha) + col * alpha
+            yield k, idx, _sdf(s_name, x, y, scenes.aspect_flip[idx, k][:, None, None]), rad
+
+
+def render(scenes: Scenes, seed=0) -> np.ndarray:
+    """Render scenes to uint8 images (N, S, S, 3); seed drives only the pixel noise of the background."""
+    rng = _rng(seed)
+    n, S = len(scenes), scenes.image_size
+    bg = np.array(list(BACKGROUNDS.values()), dtype=np.float32)[scenes.background] + scenes.bg_tint
+    img = np.broadcast_to(bg[:, None, None, :], (n, S, S, 3)).astype(np.float32)
+    img += 6.0 * rng.standard_normal(size=(n, S, S, 3), dtype=np.float32)
+    palette = np.array(list(COLOURS.values()), dtype=np.float32)
+    for k, idx, d, rad in _object_distances(scenes):
+        alpha = np.clip(0.5 - d * rad, 0.0, 1.0)[..., None]
+        col = (palette[scenes.colour[idx, k]] + scenes.tint[idx, k])[:, None, None, :]
+        img[idx] = img[idx] * (1.0 - alpha) + col * alpha
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -481,18 +488,8 @@ def object_masks(scenes: Scenes) -> np.ndarray:
     anti-aliasing: signed distance <= 0, i.e. the pixels render covers at least half). Absent objects are empty."""
     n, S, K = len(scenes), scenes.image_size, scenes.shape.shape[1]
     out = np.zeros((n, K, S, S), dtype=bool)
-    pix = np.arange(S, dtype=np.float32) + 0.5
-    for k in range(K):
-        for s_idx, s_name in enumerate(SHAPES):
-            idx = np.flatnonzero(scenes.shape[:, k] == s_idx)
-            if idx.size == 0:
-                continue
-            rad = scenes.radius[idx, k].astype(np.float32)[:, None, None]
-            cx = scenes.centre[idx, k, 0].astype(np.float32)[:, None, None]
-            cy = scenes.centre[idx, k, 1].astype(np.float32)[:, None, None]
-            x = (pix[None, None, :] - cx) / rad
-            y = (cy - pix[None, :, None]) / rad
-            out[idx, k] = _sdf(s_name, x, y, scenes.aspect_flip[idx, k][:, None, None]) <= 0
+    for k, idx, d, _ in _object_distances(scenes):
+        out[idx, k] = d <= 0
     return out
 
 
