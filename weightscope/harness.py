@@ -307,17 +307,26 @@ def _run_local(pairs, prepared, args, base_insp, label_opts, progress, trust_che
             for lab, spec in tqdm(pairs, desc="checkpoints", unit="ckpt", disable=not progress)]
 
 
+def _quiet_distributed() -> None:
+    """Dask's INFO chatter (scheduler start, worker registration, nanny kills) is not for our users: errors only."""
+    import logging
+
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("distributed")] + ["distributed"]:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _run_dask(pairs, prepared, args, base_insp, label_opts, scheduler, workers, model, progress, trust_checkpoint):
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
+    _quiet_distributed()
     cluster = None
     if scheduler:
         client, where = Client(scheduler), scheduler
     else:
         n = workers or default_workers(len(pairs), [s for _, s in pairs], model)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=40)
+                               silence_logs=40, scheduler_kwargs={"dashboard": False})
         client, where = Client(cluster), f"local cluster ({n} workers)"
     try:
         shared = client.scatter(prepared, broadcast=True)
