@@ -166,3 +166,27 @@ def test_neuron_edit_bundled_model(tmp_path):
     bundled.register()
     reloaded = open_clip.create_model(bundled.MODEL_NAME, pretrained=str(path)).eval()
     assert _rel(_embed(reloaded, x), predicted) <= 1e-5
+
+
+# ------------------------------------------------------------------------------------ inspection API and CLI
+
+
+def test_cli_inspect_what_qk_mlp_on_bundled_model(tmp_path, capsys, monkeypatch):
+    from weightscope.cli import main
+    from weightscope.inspection import Inspection
+
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["inspect", "--what", "qk,mlp", "--layers", "4,5", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "QK" in out and "MLP neurons" in out
+    result = Inspection.from_json(tmp_path / "o" / "inspection.json")
+    assert not result.heads and {l for l, _ in result.qk} == {4, 5} and {l for l, _ in result.neurons} == {4, 5}
+    again = Inspection.from_dict(result.to_dict())
+    assert again.to_dict() == result.to_dict()
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "Query-key directions" in html and "MLP neurons" in html
+    # a typo is one error line and exit status 2, before any model is loaded
+    assert main(["inspect", "--what", "vo,mpl", "--out", str(tmp_path / "p")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "mpl" in err[0]
+    assert not (tmp_path / "p").exists()

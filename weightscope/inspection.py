@@ -209,6 +209,15 @@ def explained_direction(ex, row: int, concepts: list[str], index: int, side: str
                      group=group)
 
 
+def parse_what(what) -> tuple[str, ...]:
+    """What to explain, from "vo,qk,mlp" or a sequence: a non-empty tuple of names in WHAT, duplicates dropped."""
+    items = what.split(",") if isinstance(what, str) else list(what)
+    items = tuple(dict.fromkeys(str(w).strip() for w in items))
+    if not items or any(w not in WHAT for w in items):
+        raise WeightscopeError(f"what to explain must be a comma list of {', '.join(WHAT)}, got {what!r}")
+    return items
+
+
 def parse_vocabulary_spec(spec) -> tuple[list[str], str]:
     """Vocabulary from a spec: a list of strings, or "name[:limit],name2[:limit]..." (built-in names or files).
 
@@ -267,10 +276,10 @@ def inspect_model(
     directions, ``Inspection.qk``), "mlp" (MLP neurons, ``Inspection.neurons``; the leading ``n_neurons`` per
     layer by score, default all); see :mod:`weightscope.neurons`.
     """
+    what = parse_what(what)
+    if n_neurons is not None and (isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1):
+        raise WeightscopeError(f"n_neurons must be a positive integer or None, got {n_neurons!r}")
     loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained, checkpoint=checkpoint)
-    what = (what,) if isinstance(what, str) else tuple(what)
-    if not what or any(w not in WHAT for w in what):
-        raise WeightscopeError(f"what must be a non-empty subset of {', '.join(WHAT)}, got {','.join(map(str, what))}")
     unknown = [s for s in sides if s not in SIDES]
     if unknown or not sides:
         raise WeightscopeError(f"sides must be a non-empty subset of {SIDES}, got {tuple(sides)}")

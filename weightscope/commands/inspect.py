@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="COMP coherence weight (default 0.3)")
     p.add_argument("--method", default="comp", help="comp, nnomp, omp, mp or topk (default comp)")
     p.add_argument("--directions", type=int, default=None, help="explain only the leading N directions per head")
+    p.add_argument("--what", default="vo", help="what to explain, a comma list of vo (value-output), qk (query-key), "
+                                                "mlp (MLP neurons) (default vo)")
     p.add_argument("--image-mean", help="modality-gap correction: a .npy vector or a folder of images")
     p.add_argument("--show", type=int, default=2, help="directions per head in the printed summary (default 2)")
     p.add_argument("--out", default="weightscope-out", help="output folder for inspection.json and report.html")
@@ -29,9 +31,11 @@ def register(sub) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from ..inspection import image_mean_from_folder, inspect_model
+    from ..inspection import image_mean_from_folder, inspect_model, parse_what
     from ..load import load_model
     from ..reports.inspection import write_report
+
+    what = parse_what(args.what)  # before loading: a typo costs nothing
 
     loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
                         trust_checkpoint=args.trust_checkpoint)
@@ -48,7 +52,7 @@ def run(args) -> int:
             raise WeightscopeError(f"--image-mean {path}: give a .npy file or a folder of images")
     result = inspect_model(loaded, args.vocab, layers=parse_indices(args.layers, "--layers"), heads=parse_indices(args.heads, "--heads"),
                            method=args.method, k=args.k, lam=args.lam, n_directions=args.directions,
-                           image_mean=image_mean)
+                           image_mean=image_mean, what=what)
     print(result.summary(n_directions=args.show))
     out = Path(args.out)
     json_path = out / "inspection.json"

@@ -9,6 +9,7 @@ import numpy as np
 from ..fileio import write_atomic
 from .page import esc, figure_to_img, page, table
 from ..inspection import Inspection
+from .neurons import sections as neuron_sections
 
 DEAD = "dead (writes nothing)"
 
@@ -90,8 +91,11 @@ def write_report(result: Inspection, path: str | Path, n_directions: int = 4) ->
              "~[i, j] marks a degenerate group (only the span is defined). Fidelity: cosine between the direction's "
              "joint-space image and its sparse reconstruction. Singular values at the rounding level of the weights "
              "are no directions and are not explained; a head with none is dead.</p>")
+    if not result.heads:  # only query-key directions and / or MLP neurons were asked for
+        return write_atomic(path, page(f"weightscope inspection: {result.model}", intro + neuron_sections(result)))
     body = (intro + "<h2>Singular-value spectra</h2>" + figure_to_img(_spectra_figure(result), "spectra")
             + "<h2>Head themes</h2>" + figure_to_img(_theme_map_figure(result), "theme map")
             + "<h2>Heads</h2><div class='cards'>"
-            + "".join(_card(result, key, n_directions) for key in sorted(result.heads)) + "</div>")
+            + "".join(_card(result, key, n_directions) for key in sorted(result.heads)) + "</div>"
+            + neuron_sections(result))
     return write_atomic(path, page(f"weightscope inspection: {result.model}", body))
