@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .decompose import _select, decompose_model
 from .errors import WeightscopeError
-from .inspection import COEFFICIENT_DECIMALS, Direction, HeadReport, explained_direction
+from .inspection import Direction, HeadReport, explained_direction
 from .joint import to_joint
 from .linalg import solve_rows
 from .solvers import explain
@@ -209,5 +209,5 @@ def summary_lines(neurons: dict, qk: dict, n_show: int = 3, n_concepts: int = 3)
         for rep in sorted(by_layer[l], key=lambda r: r.rank)[:n_show]:
             sides = [d for d in rep.directions if d.sign == 1]
             text = "; ".join(f"{d.side}: {d.label(n_concepts)}" for d in sides)
-            lines.append(f"    n{rep.neuron} ({rep.score:.{COEFFICIENT_DECIMALS // 2}g}): {text}")
+            lines.append(f"    n{rep.neuron} ({rep.score:.3g}): {text}")
     return lines
