@@ -190,3 +190,23 @@ def test_cli_inspect_what_qk_mlp_on_bundled_model(tmp_path, capsys, monkeypatch)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "mpl" in err[0]
     assert not (tmp_path / "p").exists()
+
+
+def test_change_by_kind_locates_a_planted_change(tiny_model):
+    from weightscope.neurons import change_by_kind
+
+    base = describe_model(tiny_model)
+    tuned = copy.deepcopy(base)
+    rng = np.random.default_rng(3)
+    tuned.layers[1].mlp_out[4] += rng.normal(size=base.width)
+    tuned.layers[0].attn.read_k[2] *= 1.5  # W_QK of head 2 scaled by 1.5
+    ch = change_by_kind(base, tuned)
+    assert ch["vo"].tolist() == [0.0, 0.0] and ch["mlp_in"].tolist() == [0.0, 0.0] and ch["qk"][1] == 0.0
+    assert ch["mlp_out"][0] == 0.0
+    M0, M1 = base.layers[1].mlp_out, tuned.layers[1].mlp_out
+    assert np.isclose(ch["mlp_out"][1], np.linalg.norm(M1 - M0) / np.linalg.norm(M0))
+    # dense reference for the query-key change of layer 0
+    a = base.layers[0].attn
+    dense = [a.read_q[h] @ a.read_k[h].T for h in range(base.n_heads)]
+    expected = 0.5 * np.linalg.norm(dense[2]) / np.sqrt(sum(np.linalg.norm(W) ** 2 for W in dense))
+    assert np.isclose(ch["qk"][0], expected, rtol=1e-8)

@@ -172,6 +172,41 @@ def explain_qk(weights: VisionWeights, dictionary: np.ndarray, concepts: list[st
     return reports
 
 
+def _product_sq_norm(X: np.ndarray, Y: np.ndarray) -> float:
+    """``|X Y|_F^2 = trace((X^T X)(Y Y^T))`` for X (D, r), Y (r, D): never forms the D x D product."""
+    return float(np.sum((X.T @ X) * (Y @ Y.T)))
+
+
+def change_by_kind(base: VisionWeights, tuned: VisionWeights) -> dict[str, np.ndarray]:
+    """Where two checkpoints of one architecture differ: relative Frobenius change per layer and kind.
+
+    Returns {"vo", "qk", "mlp_in", "mlp_out": (L,) arrays}: for "vo" / "qk" ``sqrt(sum_h |W'_h - W_h|^2) /
+    sqrt(sum_h |W_h|^2)`` over the heads' value-output / query-key matrices (from the factors: ``W' - W =
+    [A', -A] [B'; B]``), for the MLP ``|M' - M|_F / |M|_F`` of the input and output weights (write side with
+    LayerScale, read side with ln_2's scale, as :func:`neuron_vectors`). Raises WeightscopeError when the
+    architectures differ or a layer's logits are not bilinear.
+    """
+    if (base.n_layers, base.width, base.n_heads) != (tuned.n_layers, tuned.width, tuned.n_heads):
+        raise WeightscopeError(f"the checkpoints differ in architecture (layers, width, heads): "
+                               f"{(base.n_layers, base.width, base.n_heads)} vs {(tuned.n_layers, tuned.width, tuned.n_heads)}")
+    from .decompose import head_factors
+
+    out = {kind: np.zeros(base.n_layers) for kind in ("vo", "qk", "mlp_in", "mlp_out")}
+    for l in range(base.n_layers):
+        for kind in ("vo", "qk"):
+            diff = ref = 0.0
+            for h in range(base.n_heads):
+                A0, B0 = head_factors(base, l, h, kind)
+                A1, B1 = head_factors(tuned, l, h, kind)
+                diff += _product_sq_norm(np.hstack([A1, -A0]), np.vstack([B1, B0]))
+                ref += _product_sq_norm(A0, B0)
+            out[kind][l] = np.sqrt(max(diff, 0.0) / ref) if ref > 0 else np.inf * (diff > 0)
+        (w0, r0), (w1, r1) = neuron_vectors(base, l), neuron_vectors(tuned, l)
+        out["mlp_in"][l] = np.linalg.norm(r1 - r0) / np.linalg.norm(r0)
+        out["mlp_out"][l] = np.linalg.norm(w1 - w0) / np.linalg.norm(w0)
+    return out
+
+
 def neurons_to_list(reports: dict) -> list[dict]:
     return [asdict(rep) for _, rep in sorted(reports.items(), key=lambda kv: (kv[0][0], kv[1].rank))]
 
