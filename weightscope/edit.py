@@ -243,6 +243,63 @@ def _record_edits(module, new, resolved: list[Edit], fold_ln: bool, center_write
         "edits": [e.to_dict() for e in resolved]}
 
 
+# ------------------------------------------------------------------------------------------------ MLP neurons
+
+@dataclass(frozen=True)
+class NeuronEdit:
+    """Rescale MLP neuron ``neuron`` of block ``layer``: its write vector (row of mlp_out) times ``alpha``
+    (0 removes what the neuron adds, < 0 flips it, > 1 amplifies it; METHODS.md section 11)."""
+
+    layer: int
+    neuron: int
+    alpha: float
+    reason: str = "explicit"
+
+
+def edit_neuron_weights(weights: VisionWeights, edits: Iterable[NeuronEdit]) -> VisionWeights:
+    """A new VisionWeights with the neuron edits applied (edited layers get a new ``mlp_out``; others shared).
+
+    Raises WeightscopeError for bad indices or alpha, before anything changes.
+    """
+    edits = list(edits)
+    rows = []
+    for e in edits:
+        layer = check_index(e.layer, weights.n_layers, "layer")
+        rows.append((layer, check_index(e.neuron, weights.layers[layer].mlp_out.shape[0], "neuron"),
+                     _check_alpha(e.alpha)))
+    out = copy.copy(weights)
+    out.layers, out.meta = list(weights.layers), dict(weights.meta)
+    for layer in sorted({r[0] for r in rows}):
+        out.layers[layer] = dataclasses.replace(weights.layers[layer], mlp_out=weights.layers[layer].mlp_out.copy())
+    for layer, neuron, alpha in rows:
+        out.layers[layer].mlp_out[neuron] *= alpha
+    return out
+
+
+def apply_neuron_edits(model, edits: Iterable[NeuronEdit], *, weights: VisionWeights | None = None):
+    """An edited deep copy of ``model`` (an open_clip CLIP, or a LoadedModel -> a LoadedModel); input untouched.
+
+    The edited MLP weights are written back exactly (``adapters.write_mlp``), so ``save_checkpoint`` of the
+    result loads in stock open_clip.
+    """
+    from .adapters import describe_model, write_mlp
+
+    edits = list(edits)
+    module, wrapper = _module(model)
+    weights = weights if weights is not None else describe_model(module)
+    edited = edit_neuron_weights(weights, edits)
+    new = copy.deepcopy(module)
+    for layer in sorted({e.layer % weights.n_layers for e in edits}):
+        write_mlp(new, layer, edited.layers[layer])
+    prov = provenance(module)
+    new._weightscope_provenance = {"architecture": prov.get("architecture"), "source": dict(prov.get("source") or {}),
+                                   "edits": list(prov.get("edits") or []) + [
+                                       {"kind": "mlp_neuron", **dataclasses.asdict(e)} for e in edits]}
+    if wrapper is None:
+        return new
+    return dataclasses.replace(wrapper, model=new, source=f"{wrapper.source}+edited")
+
+
 # ------------------------------------------------------------------------------------------------ saving
 
 def save_checkpoint(model, path: str | Path, *, selection: dict | None = None, metadata: dict | None = None,

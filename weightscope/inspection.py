@@ -28,6 +28,7 @@ SIDES = ("write", "read")
 NO_CONCEPT = "(no concept)"
 COEFFICIENT_DECIMALS = 6  # coefficients are stored rounded to this many decimals
 BUNDLED_VOCAB = "shapes_world,general:5000"
+WHAT = ("vo", "qk", "mlp")  # what inspect_model can explain: value-output, query-key, MLP neurons
 GENERAL_VOCAB = "general"
 
 
@@ -121,6 +122,8 @@ class Inspection:
     vocabulary_size: int
     settings: dict
     heads: dict[tuple[int, int], HeadReport] = field(default_factory=dict)
+    qk: dict = field(default_factory=dict)  # (layer, head) -> neurons.QKReport, when "qk" was asked for
+    neurons: dict = field(default_factory=dict)  # (layer, neuron) -> neurons.NeuronReport, when "mlp" was
 
     def __getitem__(self, key: tuple[int, int]) -> HeadReport:
         if key not in self.heads:
@@ -154,6 +157,9 @@ class Inspection:
                     head = f"{side[0]}{i}{tied} +" if j == 0 else " " * (len(str(i)) + len(tied) + 1) + " -"
                     fid = f" [fid {d.fidelity:.2f}]" if d.concepts else ""
                     lines.append(f"    {head}: {d.label(n_concepts)}{fid}")
+        if self.qk or self.neurons:
+            from .neurons import summary_lines
+            lines.extend(summary_lines(self.neurons, self.qk, n_directions, n_concepts))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -161,7 +167,13 @@ class Inspection:
             "model": self.model, "vocabulary": self.vocabulary, "vocabulary_size": self.vocabulary_size,
             "settings": self.settings,
             "heads": [{**asdict(rep), "dead": rep.dead} for _, rep in sorted(self.heads.items())],
+            **self._extra_dict(),
         }
+
+    def _extra_dict(self) -> dict:
+        from .neurons import neurons_to_list, qk_to_list
+        return {**({"qk": qk_to_list(self.qk)} if self.qk else {}),
+                **({"neurons": neurons_to_list(self.neurons)} if self.neurons else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Inspection":
@@ -170,7 +182,9 @@ class Inspection:
             dirs = [Direction(**d) for d in rep["directions"]]
             heads[rep["layer"], rep["head"]] = HeadReport(rep["layer"], rep["head"], rep["s"], rep["groups"], dirs,
                                                           rep.get("rank"))
-        return cls(data["model"], data["vocabulary"], data["vocabulary_size"], data["settings"], heads)
+        from .neurons import neurons_from_list, qk_from_list
+        return cls(data["model"], data["vocabulary"], data["vocabulary_size"], data["settings"], heads,
+                   qk_from_list(data.get("qk", [])), neurons_from_list(data.get("neurons", [])))
 
     def to_json(self, path: str | Path | None = None) -> str:
         return dump_json(self.to_dict(), path)
@@ -178,6 +192,30 @@ class Inspection:
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "Inspection":
         return parse_json(text_or_path, "inspection", cls.from_dict)
+
+
+def explained_direction(ex, row: int, concepts: list[str], index: int, side: str, sign: int,
+                        group: list[int] | None = None) -> Direction:
+    """Row ``row`` of an Explanation as a :class:`Direction`, atoms by weight, largest first.
+
+    The least-squares refit can zero an early pick, and a coefficient that rounds to zero in the stored precision
+    is dropped too (never a zero-weight concept).
+    """
+    coef = np.round(ex.coefficients[row], COEFFICIENT_DECIMALS)
+    picked = np.flatnonzero((ex.indices[row] >= 0) & (coef != 0))
+    picked = picked[np.argsort(-np.abs(coef[picked]), kind="stable")]
+    return Direction(index=index, side=side, sign=sign, concepts=[concepts[j] for j in ex.indices[row][picked]],
+                     coefficients=[float(c) for c in coef[picked]], fidelity=round(float(ex.fidelity[row]), 6),
+                     group=group)
+
+
+def parse_what(what) -> tuple[str, ...]:
+    """What to explain, from "vo,qk,mlp" or a sequence: a non-empty tuple of names in WHAT, duplicates dropped."""
+    items = what.split(",") if isinstance(what, str) else list(what)
+    items = tuple(dict.fromkeys(str(w).strip() for w in items))
+    if not items or any(w not in WHAT for w in items):
+        raise WeightscopeError(f"what to explain must be a comma list of {', '.join(WHAT)}, got {what!r}")
+    return items
 
 
 def inspect_model(
@@ -198,6 +236,8 @@ def inspect_model(
     normalize: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    what=("vo",),
+    n_neurons: int | None = None,
 ) -> Inspection:
     """Explain the singular directions of chosen heads with concepts from a vocabulary.
 
@@ -211,8 +251,13 @@ def inspect_model(
     bundled model: its text tower never saw the general words, which therefore sit in one tight cluster that
     dominates the dictionary mean, and subtracting that mean turns their residual noise into strong false
     matches (measured on the shipped base: 23 % vs 77 % of leading directions explained by a shapes-world concept).
-    Each direction is explained with both signs.
+    Each direction is explained with both signs. what: any of "vo" (value-output, the heads), "qk" (query-key
+    directions, ``Inspection.qk``), "mlp" (MLP neurons, ``Inspection.neurons``; the leading ``n_neurons`` per
+    layer by score, default all); see :mod:`weightscope.neurons`.
     """
+    what = parse_what(what)
+    if n_neurons is not None and (isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1):
+        raise WeightscopeError(f"n_neurons must be a positive integer or None, got {n_neurons!r}")
     loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained, checkpoint=checkpoint)
     unknown = [s for s in sides if s not in SIDES]
     if unknown or not sides:
@@ -229,7 +274,7 @@ def inspect_model(
         raise WeightscopeError(f"k = {k} must be between 1 and the vocabulary size ({len(concepts)})")
 
     weights = describe_model(loaded)
-    svds = decompose_model(weights, layers=layers, heads=heads, progress=progress)
+    svds = decompose_model(weights, layers=layers, heads=heads, progress=progress) if "vo" in what else {}
     dictionary = embed_concepts(loaded.model, loaded.tokenizer, concepts, model_name=loaded.name,
                                 normalize=normalize, cache_dir=cache_dir, progress=progress)
 
@@ -251,21 +296,19 @@ def inspect_model(
     group_of = {(key, i): g for key, svd in svds.items() for g in svd.groups for i in g}
     for row, (l, h, side, i) in enumerate(keys):
         for sign, ex in ((1, plus), (-1, minus)):
-            # report atoms by weight, largest first: the least-squares refit can zero an early pick, and a
-            # coefficient that rounds to zero in the stored precision is dropped too (never a zero-weight concept)
-            coef = np.round(ex.coefficients[row], COEFFICIENT_DECIMALS)
-            picked = np.flatnonzero((ex.indices[row] >= 0) & (coef != 0))
-            picked = picked[np.argsort(-np.abs(coef[picked]), kind="stable")]
-            reports[l, h].directions.append(Direction(
-                index=i, side=side, sign=sign,
-                concepts=[concepts[j] for j in ex.indices[row][picked]],
-                coefficients=[float(c) for c in coef[picked]],
-                fidelity=round(float(ex.fidelity[row]), 6),
-                group=group_of.get(((l, h), i)),
-            ))
+            reports[l, h].directions.append(explained_direction(ex, row, concepts, i, side, sign,
+                                                                group_of.get(((l, h), i))))
     settings = {"method": method, "k": int(k), "lam": float(lam), "joint_mode": joint_mode, "normalize": normalize,
-                "image_mean": image_mean is not None, "sides": list(sides), "n_directions": n_directions}
-    return Inspection(loaded.identity, vocab_desc, len(concepts), settings, reports)
+                "image_mean": image_mean is not None, "sides": list(sides), "n_directions": n_directions,
+                "what": list(what), "n_neurons": n_neurons}
+    from .neurons import explain_neurons, explain_qk
+    common = {"method": method, "k": k, "lam": lam, "joint_mode": joint_mode, "image_mean": image_mean,
+              "progress": progress}
+    qk = explain_qk(weights, dictionary, concepts, layers=layers, heads=heads, n_directions=n_directions,
+                    **common) if "qk" in what else {}
+    neurons = explain_neurons(weights, dictionary, concepts, layers=layers, n_neurons=n_neurons,
+                              **common) if "mlp" in what else {}
+    return Inspection(loaded.identity, vocab_desc, len(concepts), settings, reports, qk, neurons)
 
 
 def image_mean_from_folder(loaded: LoadedModel, folder: str | Path, batch_size: int = 64,

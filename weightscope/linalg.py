@@ -240,3 +240,13 @@ def vector_angle(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     xn = x / np.linalg.norm(x, axis=-1, keepdims=True)
     yn = y / np.linalg.norm(y, axis=-1, keepdims=True)
     return 2.0 * np.arctan2(np.linalg.norm(xn - yn, axis=-1), np.linalg.norm(xn + yn, axis=-1))
+
+
+def solve_rows(M: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """Minimum-norm least-squares X with ``X @ M ~= Z``: M (D, E), Z (n, E) or (E,) -> X (n, D) or (D,).
+
+    Used for pre-images through a linear map (e.g. a joint-space vector back to the residual stream).
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    X = np.linalg.lstsq(np.asarray(M, dtype=np.float64).T, np.atleast_2d(Z).T, rcond=None)[0].T
+    return X[0] if Z.ndim == 1 else X

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import WeightscopeError
-from ..weights import AttentionWeights, VisionWeights
+from ..weights import AttentionWeights, LayerWeights, VisionWeights
 from . import openclip_vit
 
 
@@ -39,3 +39,8 @@ def block_modules(model) -> dict:
 def write_attention(model, layer: int, attn: AttentionWeights) -> None:
     """Write one layer's per-head attention factors into ``model`` (an open_clip CLIP), in place."""
     openclip_vit.write_attention(_visual(getattr(model, "model", model)), layer, attn)
+
+
+def write_mlp(model, layer: int, lw: LayerWeights) -> None:
+    """Write one layer's MLP weights into ``model`` (an open_clip CLIP), in place."""
+    openclip_vit.write_mlp(_visual(getattr(model, "model", model)), layer, lw)

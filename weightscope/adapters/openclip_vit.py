@@ -209,6 +209,21 @@ def write_attention(visual: torch.nn.Module, layer: int, attn: AttentionWeights)
             raise WeightscopeError(f"layer {layer} has no output bias to hold the folded value bias")
 
 
+def write_mlp(visual: torch.nn.Module, layer: int, lw: LayerWeights) -> None:
+    """Write the MLP weights of ``lw`` (mlp_in, mlp_in_bias, mlp_out, mlp_out_bias) into block ``layer`` (in place).
+
+    The inverse of ``describe`` for the MLP: ``mlp.c_fc`` holds mlp_in^T and its bias, ``mlp.c_proj`` mlp_out^T
+    and its bias (LayerScale ``ls_2`` stays where it is: ``describe`` keeps it separate). The caller owns
+    ``visual``; values are cast to the parameters' own dtype.
+    """
+    check_supported(visual)
+    mlp = visual.transformer.resblocks[layer].mlp
+    with torch.no_grad():
+        for mod, w, b in ((mlp.c_fc, lw.mlp_in, lw.mlp_in_bias), (mlp.c_proj, lw.mlp_out, lw.mlp_out_bias)):
+            mod.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
+            mod.bias.copy_(torch.from_numpy(np.ascontiguousarray(b)))
+
+
 def _unscale(value: np.ndarray, scale: np.ndarray, current: np.ndarray, layer: int, what: str, dtype) -> np.ndarray:
     """``value / scale`` (broadcast), keeping ``current`` where the scale is zero (that output is discarded)."""
     scale = np.broadcast_to(scale, value.shape)

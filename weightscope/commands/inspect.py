@@ -26,6 +26,9 @@ def register(sub) -> None:
     add_layer_head_arguments(p, "explain")
     add_vocab_argument(p)
     add_solver_arguments(p)
+    p.add_argument("--what", default="vo", metavar="LIST",
+                   help="what to explain, a comma list of vo (value-output), qk (query-key), mlp (MLP neurons) "
+                        "(default vo)")
     p.add_argument("--image-mean", metavar="NPY|DIR",
                    help="modality-gap correction: a .npy vector or a folder of images")
     p.add_argument("--show", type=int, default=2, metavar="N",
@@ -77,6 +80,9 @@ def check_image_folder(folder: Path) -> None:
 def run(args) -> int:
     from ..vocab import check_vocabulary_spec
 
+    from ..inspection import parse_what
+
+    what = parse_what(args.what)
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     check_solver_arguments(args)
     if args.vocab is not None:
@@ -113,7 +119,7 @@ def run(args) -> int:
         image_mean = image_mean_from_folder(loaded, args.image_mean, progress=not args.quiet)
     result = inspect_model(loaded, args.vocab, layers=layers, heads=heads, method=args.method, k=args.k,
                            lam=args.lam, n_directions=args.directions, image_mean=image_mean,
-                           progress=not args.quiet)
+                           what=what, progress=not args.quiet)
     print(result.summary(n_directions=args.show))
     from ..fileio import outputs
 

@@ -9,6 +9,7 @@ import numpy as np
 from ..fileio import write_atomic
 from .page import esc, figure_to_img, page, table
 from ..inspection import Inspection
+from .neurons import sections as neuron_sections
 
 DEAD = "dead (writes nothing)"
 
@@ -104,8 +105,11 @@ def write_report(result: Inspection, path: str | Path, n_directions: int = 4) ->
              "<p class='muted'>A head's theme: for each concept in the explanations of its four leading write "
              "directions (both signs), coefficient times the direction's singular value, summed; the concept with "
              "the largest sum (ties: alphabetical). Each distinct theme has its own colour in the map.</p>")
+    if not result.heads:  # only query-key directions and / or MLP neurons were asked for
+        return write_atomic(path, page(f"weightscope inspection: {result.model}", intro + neuron_sections(result)))
     body = (intro + "<h2>Singular-value spectra</h2>" + figure_to_img(_spectra_figure(result), "spectra")
             + "<h2>Head themes</h2>" + figure_to_img(_theme_map_figure(result), "theme map")
             + "<h2>Heads</h2><div class='cards'>"
-            + "".join(_card(result, key, n_directions) for key in sorted(result.heads)) + "</div>")
+            + "".join(_card(result, key, n_directions) for key in sorted(result.heads)) + "</div>"
+            + neuron_sections(result))
     return write_atomic(path, page(f"weightscope inspection: {result.model}", body))
