@@ -54,8 +54,8 @@ def test_cluster_run_fails_one_resumes_and_matches_in_process(checkpoints, clust
     code = main(["compare", "bundled", "--manifest", str(manifest), "--scheduler", cluster.scheduler_address,
                  "--out", str(out), "--quiet"])
     captured = capsys.readouterr()
-    assert code == 1                                               # one of three failed; the others finished
-    assert "weightscope: broken: " in captured.err
+    assert code == 2                                               # one of three failed; the others finished
+    assert "weightscope compare: error: broken: " in captured.err
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["label"], r["status"]) for r in rows] == [("scaled", "done"), ("tuned", "done"), ("broken", "failed")]
     assert rows[2]["error"] and not rows[0]["error"]
@@ -125,3 +125,18 @@ def test_manifest_formats_and_bad_arguments(tmp_path):
         run_harness("bundled", ["x.pt"], scheduler="tcp://nowhere:1", in_process=True)
     with pytest.raises(WeightscopeError, match="ratio_tol must be >= 0"):
         run_harness("bundled", ["x.pt"], ratio_tol=-1)
+
+
+def test_missing_checkpoint_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
+    """A path that does not exist is bad input: one line, exit 2, and the base is never loaded or decomposed."""
+    from weightscope import load
+    from weightscope.cli import main
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the missing file was noticed")
+
+    monkeypatch.setattr(load, "load_model", no_loading)
+    missing = tmp_path / "missing.pt"
+    assert main(["compare", "bundled", "bundled:tuned", str(missing), "--quiet", "--in-process"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"weightscope compare: error: checkpoint {missing} does not exist; check the path"]

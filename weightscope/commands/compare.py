@@ -87,13 +87,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
 def split_specs(specs: list[str]) -> tuple[list[str], str | None]:
     """Strip the NAME of NAME:PATH specs; returns (specs, the one architecture NAME or None)."""
     names, out = set(), []
     for spec in specs:
         name, sep, rest = str(spec).partition(":")
         if sep and name and rest and not Path(spec).exists() and (
-                Path(rest).exists() or rest.lower().endswith((".safetensors", ".pt", ".pth", ".bin", ".ckpt"))):
+                Path(rest).exists() or rest.lower().endswith(CHECKPOINT_SUFFIXES)):
             names.add(name)
             out.append(rest)
         else:
@@ -127,6 +130,9 @@ def run(args) -> int:
         tuned += read_manifest(args.manifest)
     if not tuned:
         tuned = [("bundled:tuned", "bundled:tuned")]
+    for spec in (specs[0], *(s for _, s in tuned)):  # a missing file is bad input: say so before any loading
+        if spec.lower().endswith(CHECKPOINT_SUFFIXES) and not Path(spec).exists():
+            raise WeightscopeError(f"checkpoint {spec} does not exist; check the path")
     result = run_harness(
         specs[0], tuned, args.out, model=model, scheduler=args.scheduler, workers=args.workers,
         in_process=args.in_process, label=args.label, vocabulary=args.vocab, n_directions=args.directions,
@@ -146,6 +152,6 @@ def run(args) -> int:
     if result.written:
         print("wrote " + ", ".join(str(p) for k, p in result.written.items() if k in ("csv", "parquet", "html", "json")))
     for row in result.failed:
-        print(f"weightscope: {row['label']}: {row['error']}", file=sys.stderr)
-    # 2 when nothing could be compared (as for any bad input), 1 when some checkpoints failed
-    return 0 if not result.failed else (2 if len(result.failed) == len(result.rows) else 1)
+        print(f"weightscope compare: error: {row['label']}: {row['error']}", file=sys.stderr)
+    # a checkpoint that cannot be compared is bad input (2), even when the others finished and were written
+    return 2 if result.failed else 0
