@@ -293,11 +293,11 @@ class DepthResult:
         lines = [f"Similarity Depth of {self.source or 'a classifier'}: {len(self.class_names)} classes"
                  + (f", accuracy {100 * self.accuracy:.1f} %" if self.accuracy is not None else "")]
         for r in self.methods.values():
-            line = f"  {r.method:9s} SD {r.sd:6.3f}  ({r.n_clusters} clusters, {len(r.depths)} tree edges)"
+            line = f"  {r.method:9s} SD {r.sd:6.3f}  ({_count(r.n_clusters, 'cluster')}, {_count(len(r.depths), 'tree edge')})"
             if r.confusion_graph is not None:
                 d, e = r.direct, r.extended
-                line += (f"  direct {d[0]:.3f} / {d[1]:.3f} ({d[2]} shared of {len(r.graph.edges)} and "
-                         f"{len(r.confusion_graph.edges)})  extended {e[0]:.3f} / {e[1]:.3f}")
+                line += (f"  direct {_ratio_text(d[0])} / {_ratio_text(d[1])} ({d[2]} shared of {len(r.graph.edges)} and "
+                         f"{len(r.confusion_graph.edges)})  extended {_ratio_text(e[0])} / {_ratio_text(e[1])}")
             if not r.graph.converged:
                 line += "  [did not converge]"
             lines.append(line)
@@ -378,3 +378,12 @@ def similarity_depth(similarity, classes, *, confusion=None, methods=METHODS, ov
     if len(set(synsets)) < len(synsets):
         notes.append("several classes map to the same synset; their edges have that synset's own depth")
     return DepthResult(names, synsets, A, K, results, source, accuracy, notes)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _ratio_text(x: float) -> str:
+    """A compliance ratio; undefined (no edges to share) reads as n/a, not nan."""
+    return "n/a" if x != x else f"{x:.3f}"

@@ -98,7 +98,7 @@ def figure_histogram(result: DepthResult):
         if r.confusion_depths is not None:
             ax.hist(r.confusion_depths, bins=bins, histtype="step", hatch="//", color="#d62728",
                     label=f"confusion ({_fmt(r.confusion_sd, 2)})")
-        ax.set_title(f"{r.method} ({r.n_clusters} clusters)", fontsize=9)
+        ax.set_title(f"{r.method} ({r.n_clusters} cluster{'' if r.n_clusters == 1 else 's'})", fontsize=9)
         ax.set_xlabel("WordNet depth of the edge's lowest common hypernym", fontsize=8)
         ax.legend(fontsize=7)
     axes[0, 0].set_ylabel("tree edges")
@@ -148,7 +148,7 @@ def _csv(header, rows) -> str:
 def _method_section(result: DepthResult, r: MethodResult, img: str) -> str:
     names = result.class_names
     singles = [names[c[0]] for c in r.graph.clusters if len(c) == 1]
-    parts = [f"<h2>{esc(r.method)}: SD {_fmt(r.sd)} over {len(r.depths)} edges, {r.n_clusters} clusters</h2>"]
+    parts = [f"<h2>{esc(r.method)}: SD {_fmt(r.sd)} over {len(r.depths)} edges, {r.n_clusters} cluster{'' if r.n_clusters == 1 else 's'}</h2>"]
     if not r.graph.converged:
         parts.append("<p><b>Affinity Propagation did not converge</b>: every class is in one group.</p>")
     if r.graph.noise is not None:
