@@ -1,6 +1,7 @@
 """Adapters turn a concrete model family into the neutral :class:`~weightscope.weights.VisionWeights`.
 
-``describe_model`` picks the adapter for a model; ``write_attention`` writes edited head factors back.
+``describe_model`` picks the adapter for a model; ``write_attention`` writes edited head factors back;
+``text_adapter`` gives the text-tower module (open_clip or transformers) that concept embeddings go through.
 Nothing outside this package knows a parameter name.
 """
 from __future__ import annotations
@@ -9,22 +10,24 @@ import torch
 
 from ..errors import WeightscopeError
 from ..weights import AttentionWeights, VisionWeights
-from . import openclip_vit
+from . import hf_clip, openclip_vit
 
 
 def _visual(model: torch.nn.Module) -> torch.nn.Module:
     visual = getattr(model, "visual", None)
     if visual is None:
         raise WeightscopeError(
-            f"{type(model).__name__} has no vision tower (.visual); expected an open_clip CLIP model"
+            f"{type(model).__name__} has no vision tower (.visual); expected an open_clip CLIP model or a "
+            "transformers CLIPModel / CLIPVisionModelWithProjection"
         )
     return visual
 
 
 def describe_model(model) -> VisionWeights:
-    """Neutral description of a model's vision tower. ``model``: an open_clip CLIP or a LoadedModel."""
+    """Neutral description of a model's vision tower. ``model``: an open_clip CLIP, a transformers CLIPModel /
+    CLIPVisionModelWithProjection, or a LoadedModel holding one."""
     model = getattr(model, "model", model)
-    desc = openclip_vit.describe(_visual(model))
+    desc = hf_clip.describe(model) if hf_clip.is_hf_model(model) else openclip_vit.describe(_visual(model))
     desc.meta["name"] = getattr(model, "_weightscope_name", type(model).__name__)
     return desc
 
@@ -33,9 +36,25 @@ def block_modules(model) -> dict:
     """Hook points of the vision tower's residual blocks, as names in ``model.named_modules()`` (``model``: an open_clip
     CLIP or a LoadedModel): {"names": [...], "batch_first": bool, "grid": (gh, gw)}; see openclip_vit.block_modules."""
     model = getattr(model, "model", model)
+    if hf_clip.is_hf_model(model):
+        return hf_clip.block_modules(model)
     return openclip_vit.block_modules(_visual(model), prefix="visual.")
 
 
 def write_attention(model, layer: int, attn: AttentionWeights) -> None:
-    """Write one layer's per-head attention factors into ``model`` (an open_clip CLIP), in place."""
-    openclip_vit.write_attention(_visual(getattr(model, "model", model)), layer, attn)
+    """Write one layer's per-head attention factors into ``model`` (an open_clip CLIP or transformers CLIP), in place."""
+    model = getattr(model, "model", model)
+    if hf_clip.is_hf_model(model):
+        hf_clip.write_attention(model, layer, attn)
+    else:
+        openclip_vit.write_attention(_visual(model), layer, attn)
+
+
+def text_adapter(model):
+    """The text-tower module for ``model`` (or a LoadedModel): :mod:`.hf_clip_text` for transformers models,
+    :mod:`.openclip_text` otherwise. Both offer the functions :mod:`weightscope.embed` calls."""
+    from . import hf_clip_text, openclip_text
+
+    inner = getattr(model, "model", None)
+    return hf_clip_text if hf_clip.is_hf_model(inner if isinstance(inner, torch.nn.Module) else model) \
+        else openclip_text
