@@ -230,3 +230,38 @@ def test_cli_inspect_edit_compare_on_a_saved_folder(hf_model, tmp_path, capsys):
     assert (tmp_path / "cmp" / "compare.json").is_file()
     assert main(["edit", str(folder), "--direction", "1:0:0", "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "give a folder path" in capsys.readouterr().err
+
+
+def test_timm_and_resnet_towers_are_refused_in_one_line():
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.timm_model import TimmModel
+
+    holder = torch.nn.Module()
+    for visual, words in [
+        (TimmModel("vit_tiny_patch16_224", embed_dim=32, image_size=32, pool="", proj="linear"),
+         "TimmModel with a timm VisionTransformer trunk (pool 'token')"),
+        (TimmModel("vit_tiny_patch16_224", embed_dim=32, image_size=32, pool="map", proj="none"),
+         "attention-pool (MAP) head is not linear"),
+        (ModifiedResNet(layers=(1, 1, 1, 1), output_dim=32, heads=2, image_size=64, width=16), "ModifiedResNet"),
+    ]:
+        holder.visual = visual
+        with pytest.raises(WeightscopeError, match=r"supported: open_clip VisionTransformer") as err:
+            describe_model(holder)
+        assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_real_sized_vit_b16_vision_config():
+    """ViT-B/16 shapes (768 wide, 12 layers x 12 heads, 224 px): the description still equals transformers."""
+    cfg = transformers.CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                        num_attention_heads=12, image_size=224, patch_size=16, projection_dim=512)
+    torch.manual_seed(0)
+    model = _randomize(transformers.CLIPVisionModelWithProjection(cfg), 2)
+    x = _images(2, seed=1).repeat(1, 1, 7, 7)  # 224 px
+    w = describe_model(model)
+    assert (w.n_layers, w.n_heads, w.width, w.embed_dim) == (12, 12, 768, 512)
+    assert _rel(encode_image(w, x.double().numpy()), _image_features(model, x)) <= 1e-5
+    svd = decompose_head(w, 11, 5)
+    attn = model.vision_model.encoder.layers[11].self_attn
+    cols = slice(5 * 64, 6 * 64)
+    dense = (attn.v_proj.weight[cols].T @ attn.out_proj.weight[:, cols].T).double().detach().numpy()
+    assert np.allclose(svd.s, scipy.linalg.svdvals(dense)[:64], rtol=1e-6, atol=1e-9 * svd.s[0])

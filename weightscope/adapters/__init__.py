@@ -20,7 +20,27 @@ def _visual(model: torch.nn.Module) -> torch.nn.Module:
             f"{type(model).__name__} has no vision tower (.visual); expected an open_clip CLIP model or a "
             "transformers CLIPModel / CLIPVisionModelWithProjection"
         )
+    _refuse_other_towers(visual)
     return visual
+
+
+SUPPORTED = ("open_clip VisionTransformer towers (ViT-B-32 ... ViT-bigG-14, -quickgelu) and transformers "
+             "CLIPModel / CLIPVisionModelWithProjection")
+
+
+def _refuse_other_towers(visual: torch.nn.Module) -> None:
+    """One line naming an open_clip tower weightscope cannot describe (a timm trunk, a convolutional ResNet)."""
+    kind = type(visual).__name__
+    if kind == "TimmModel":
+        trunk = getattr(visual, "trunk", None)
+        pool = getattr(trunk, "global_pool", None)
+        why = ("its attention-pool (MAP) head is not linear in the residual stream" if pool == "map"
+               else "timm trunks are not described yet (their parameter layout needs its own adapter)")
+        raise WeightscopeError(f"vision tower TimmModel with a timm {type(trunk).__name__} trunk (pool "
+                               f"{pool or 'none'!r}) is not supported: {why}; supported: {SUPPORTED}")
+    if kind == "ModifiedResNet":
+        raise WeightscopeError("vision tower ModifiedResNet (convolutional, OpenAI RN50-style) is not supported: it "
+                               f"has no attention heads writing to a residual stream; supported: {SUPPORTED}")
 
 
 def describe_model(model) -> VisionWeights:
