@@ -39,8 +39,8 @@ def _refuse_other_towers(visual: torch.nn.Module) -> None:
         raise WeightscopeError(f"vision tower TimmModel with a timm {type(trunk).__name__} trunk (pool "
                                f"{pool or 'none'!r}) is not supported: {why}; supported: {SUPPORTED}")
     if kind == "ModifiedResNet":
-        raise WeightscopeError("vision tower ModifiedResNet (convolutional, OpenAI RN50-style) is not supported: it "
-                               f"has no attention heads writing to a residual stream; supported: {SUPPORTED}")
+        raise WeightscopeError("vision tower ModifiedResNet is not supported (a convolutional, OpenAI RN50-style "
+                               f"tower: no attention heads writing to a residual stream); supported: {SUPPORTED}")
 
 
 def describe_model(model) -> VisionWeights:
