@@ -265,3 +265,46 @@ def test_real_sized_vit_b16_vision_config():
     cols = slice(5 * 64, 6 * 64)
     dense = (attn.v_proj.weight[cols].T @ attn.out_proj.weight[:, cols].T).double().detach().numpy()
     assert np.allclose(svd.s, scipy.linalg.svdvals(dense)[:64], rtol=1e-6, atol=1e-9 * svd.s[0])
+
+
+def test_image_encoding_and_preprocess_for_the_image_analyses(hf_model, tmp_path, tok):
+    """zeroshot.encode_images / build_classifier (used by sing and depth) and the similarity forward run on
+    transformers models; the preprocessing equals transformers' CLIPImageProcessor on a crop-sized image."""
+    from PIL import Image
+
+    from weightscope.similarity.sources import clip_layers
+    from weightscope.zeroshot import build_classifier, encode_images
+
+    x = _images(seed=9)
+    ref = _image_features(hf_model, x)
+    got = encode_images(hf_model, x)
+    assert np.allclose(got, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-6)
+    clf = build_classifier(hf_model, tok, ["cat", "dog"], ["a photo of a {}."])
+    with torch.no_grad():
+        t = hf_model.get_text_features(input_ids=tok(["a photo of a cat.", "a photo of a dog."]))
+    t = (t if torch.is_tensor(t) else t.pooler_output).double().numpy()
+    assert np.allclose(clf, t / np.linalg.norm(t, axis=1, keepdims=True), atol=1e-6)
+
+    folder = tmp_path / "withproc"
+    hf_model.save_pretrained(str(folder))
+    processor = transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                                image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3])
+    processor.save_pretrained(str(folder))
+    loaded = load_model(str(folder))
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    want = processor(images=im, return_tensors="pt")["pixel_values"][0]
+    assert torch.allclose(loaded.preprocess(im), want, atol=1e-5)
+
+    names, reduce, forward, size = clip_layers(loaded, layers=[1])
+    assert names == ["vision_model.encoder.layers.1"] and size == (32, 32)
+    seen = {}
+    module = dict(loaded.model.named_modules())[names[0]]
+    handle = module.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
+    try:
+        with torch.no_grad():
+            assert np.allclose(forward(x).double().numpy(), ref, rtol=1e-6, atol=1e-6)
+    finally:
+        handle.remove()
+    maps = reduce(names[0], seen["out"])
+    assert maps.shape == (4, 4, 4, 64)  # a 4 x 4 patch grid of the 64-wide residual stream after block 1

@@ -78,3 +78,21 @@ def text_adapter(model):
     inner = getattr(model, "model", None)
     return hf_clip_text if hf_clip.is_hf_model(inner if isinstance(inner, torch.nn.Module) else model) \
         else openclip_text
+
+
+def _module(model):
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+def encode_image(model, pixels: torch.Tensor) -> torch.Tensor:
+    """Image features (N, E), not normalised, from preprocessed pixels (N, 3, H, W): open_clip's ``encode_image`` or
+    transformers' ``get_image_features``. ``model``: either, or a LoadedModel holding one."""
+    model = _module(model)
+    return hf_clip.encode_image(model, pixels) if hf_clip.is_hf_model(model) else model.encode_image(pixels)
+
+
+def encode_text(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Text features (N, E), not normalised, from full-context token ids (N, C): open_clip's ``encode_text`` or
+    transformers' ``get_text_features``."""
+    return text_adapter(model).encode_full(_module(model), tokens)

@@ -253,7 +253,31 @@ def _loaded(model, tokenizer, name: str, source: str, folder: Path | None):
 
     if getattr(model, "_weightscope_provenance", None) is None:
         record_provenance(model, name, {}, {"model": name, "source": source})
-    return LoadedModel(model.eval(), tokenizer or default_tokenizer(model, folder), None, name, source)
+    return LoadedModel(model.eval(), tokenizer or default_tokenizer(model, folder), image_preprocess(model, folder),
+                       name, source)
+
+
+def image_preprocess(model, folder: Path | None):
+    """PIL image -> pixels (3, S, S) as the model was trained on: the folder's ``preprocessor_config.json``
+    (CLIPImageProcessor: shortest side to ``size``, centre crop, ``image_mean`` / ``image_std``), else OpenAI CLIP's
+    (shortest side to the model's image size, bicubic, centre crop, OpenAI's mean and std). Built with open_clip's
+    ``image_transform``."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from open_clip.transform import image_transform
+
+    cfg = getattr(model.config, "vision_config", model.config)
+    size, mean, std = int(cfg.image_size), OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    path = Path(folder) / "preprocessor_config.json" if folder is not None else None
+    if path is not None and path.is_file():
+        try:
+            pre = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise WeightscopeError(f"{path} is not valid JSON ({type(err).__name__})") from None
+        crop = pre.get("crop_size", size)
+        size = int(crop.get("height", size) if isinstance(crop, dict) else crop)
+        mean, std = tuple(pre.get("image_mean", mean)), tuple(pre.get("image_std", std))
+    return image_transform(size, is_train=False, mean=mean, std=std, resize_mode="shortest",
+                           interpolation="bicubic")
 
 
 # ------------------------------------------------------------------------------------------------ saving
