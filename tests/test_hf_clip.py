@@ -308,3 +308,19 @@ def test_image_encoding_and_preprocess_for_the_image_analyses(hf_model, tmp_path
         handle.remove()
     maps = reduce(names[0], seen["out"])
     assert maps.shape == (4, 4, 4, 64)  # a 4 x 4 patch grid of the 64-wide residual stream after block 1
+
+
+def test_cli_sing_and_depth_on_a_saved_folder(hf_model, tmp_path):
+    from weightscope.cli import main
+
+    folder = tmp_path / "tiny"
+    hf_model.save_pretrained(str(folder))
+    assert main(["sing", str(folder), "--classes", "circle,square,triangle", "--vocab", "shapes_world",
+                 "--out", str(tmp_path / "sing"), "--quiet"]) == 0
+    sing = json.loads((tmp_path / "sing" / "sing.json").read_text())
+    # three zero-shot class vectors in the 32-d joint space of the transformers model
+    assert (sing["n_features"], sing["rank"], sing["null_dim"]) == (32, 3, 29)
+    assert sing["logit_change"] < 1e-9
+    assert main(["depth", str(folder), "--classes", "cifar10", "--out", str(tmp_path / "depth"), "--quiet"]) == 0
+    depth = json.loads((tmp_path / "depth" / "depth.json").read_text())
+    assert len(depth["classes"]) == 10 and "hf:tiny" in depth["source"]
