@@ -152,9 +152,7 @@ def _load_transformers(model, pretrained, checkpoint, tokenizer) -> LoadedModel 
     from .adapters import hf_clip
 
     unwrapped = unwrap_module(model) if isinstance(model, torch.nn.Module) else model
-    is_hub = (isinstance(model, str) and "/" in model and not model.startswith(("hf-hub:", "local-dir:"))
-              and not Path(model).exists() and not model.lower().endswith(SUFFIXES))
-    if not (hf_clip.is_hf_model(unwrapped) or (isinstance(model, str) and hf_clip.is_hf_folder(model)) or is_hub):
+    if not (hf_clip.is_hf_model(unwrapped) or hf_clip.is_hf_spec(model)):
         return None
     if pretrained is not None or checkpoint is not None:
         raise WeightscopeError(f"{model if isinstance(model, str) else type(unwrapped).__name__} is a transformers "

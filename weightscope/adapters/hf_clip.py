@@ -56,6 +56,20 @@ def is_hf_folder(path) -> bool:
     return p.is_dir() and (p / "config.json").is_file() and not (p / "open_clip_config.json").is_file()
 
 
+def is_hub_id(name) -> bool:
+    """True for an ``ORG/NAME`` string that is no local path, checkpoint file or open_clip ``hf-hub:``/``local-dir:``
+    name: a Hugging Face hub id for transformers' loader (open_clip model names hold no slash)."""
+    from ..checkpoints import SUFFIXES
+
+    return (isinstance(name, str) and "/" in name and not name.startswith(("hf-hub:", "local-dir:"))
+            and not Path(name).exists() and not name.lower().endswith(SUFFIXES))
+
+
+def is_hf_spec(name) -> bool:
+    """True when the model argument names a transformers model (a local CLIP folder or a hub id)."""
+    return isinstance(name, str) and (is_hf_folder(name) or is_hub_id(name))
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy().copy()
 
@@ -234,8 +248,9 @@ def load_hub(name: str, tokenizer=None):
 
         why = ("the model hub is off (HF_HUB_OFFLINE) and no cached copy exists" if constants.is_offline_mode()
                else str(err).splitlines()[0][:160])
-        raise WeightscopeError(f"cannot load transformers model {name!r}: {why}; download it once online, or "
-                               "pass a local folder with config.json and model.safetensors") from None
+        raise WeightscopeError(f"cannot load transformers model {name!r} (no local folder of that name either): "
+                               f"{why}; download it once online, or pass a local folder with config.json and "
+                               "model.safetensors") from None
     return _loaded(model, tokenizer, f"hf:{name}", name, None)
 
 

@@ -105,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
         raise WeightscopeError("--out PATH is required (where to save the edited .safetensors), or pass --dry-run")
     if args.out is not None:
         out = Path(args.out)
-        from ..adapters.hf_clip import is_hf_folder
+        from ..adapters.hf_clip import is_hf_spec
 
-        if out.suffix != ".safetensors" and not is_hf_folder(args.model or ""):
+        if out.suffix != ".safetensors" and not is_hf_spec(args.model):
             raise WeightscopeError(f"--out {out} must end in .safetensors (open_clip reads that format)")
         if not args.overwrite and not args.dry_run and out.exists():
             raise WeightscopeError(f"{out} already exists; choose another --out or pass --overwrite")
