@@ -324,3 +324,25 @@ def test_cli_sing_and_depth_on_a_saved_folder(hf_model, tmp_path):
     assert main(["depth", str(folder), "--classes", "cifar10", "--out", str(tmp_path / "depth"), "--quiet"]) == 0
     depth = json.loads((tmp_path / "depth" / "depth.json").read_text())
     assert len(depth["classes"]) == 10 and "hf:tiny" in depth["source"]
+
+
+def test_vision_and_text_pair_loads_as_one_model(hf_model, tok):
+    cfg = hf_model.config
+    vis = transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(**{**cfg.vision_config.to_dict(), "projection_dim": 32})).eval()
+    txt = transformers.CLIPTextModelWithProjection(
+        transformers.CLIPTextConfig(**{**cfg.text_config.to_dict(), "projection_dim": 32})).eval()
+    state = hf_model.state_dict()
+    vis.load_state_dict({k: v for k, v in state.items() if k.startswith(("vision_model.", "visual_projection."))})
+    txt.load_state_dict({k: v for k, v in state.items() if k.startswith(("text_model.", "text_projection."))})
+    loaded = load_model((vis, txt))
+    x = _images(seed=11)
+    assert _rel(encode_image(describe_model(loaded), x.double().numpy()), _image_features(vis, x)) <= 1e-5
+    emb = embed_concepts(loaded, tok, CONCEPTS, normalize="none", use_cache=False, progress=False)
+    with torch.no_grad():
+        ref = txt(input_ids=tok(CONCEPTS)).text_embeds.double().numpy()
+    assert _rel(emb.astype(np.float64), ref) <= 1e-5
+    with pytest.raises(WeightscopeError, match="must be \\(CLIPVisionModelWithProjection"):
+        load_model((txt, vis))
+    with pytest.raises(WeightscopeError, match="got 3 models"):
+        load_model((vis, txt, txt))

@@ -254,8 +254,39 @@ def load_hub(name: str, tokenizer=None):
     return _loaded(model, tokenizer, f"hf:{name}", name, None)
 
 
+def combine(vision: torch.nn.Module, text: torch.nn.Module) -> torch.nn.Module:
+    """One ``CLIPModel`` holding copies of a ``CLIPVisionModelWithProjection`` and a ``CLIPTextModelWithProjection``
+    (their weights as they are, ``logit_scale`` at its default), so every analysis sees one model.
+
+    Raises WeightscopeError when the pair is not of those classes or their projections disagree in width.
+    """
+    transformers = transformers_module()
+    if not (isinstance(vision, transformers.CLIPVisionModelWithProjection)
+            and isinstance(text, transformers.CLIPTextModelWithProjection)):
+        raise WeightscopeError(f"a model pair must be (CLIPVisionModelWithProjection, CLIPTextModelWithProjection), "
+                               f"got ({type(vision).__name__}, {type(text).__name__})")
+    if vision.visual_projection.out_features != text.text_projection.out_features:
+        raise WeightscopeError(f"the pair's joint widths differ: vision {vision.visual_projection.out_features}, "
+                               f"text {text.text_projection.out_features}; they are not one CLIP model")
+    config = transformers.CLIPConfig(text_config=text.config.to_dict(), vision_config=vision.config.to_dict(),
+                                     projection_dim=vision.visual_projection.out_features)
+    model = transformers.CLIPModel(config)
+    state = {**vision.state_dict(), **text.state_dict()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"logit_scale"}:
+        raise WeightscopeError(f"the pair does not fill a CLIPModel: missing {sorted(missing)[:3]}, unexpected "
+                               f"{sorted(unexpected)[:3]}")
+    return model.to(next(vision.parameters()).dtype).eval()
+
+
 def loaded_from_object(model, tokenizer=None):
-    """A LoadedModel around an already-constructed transformers CLIP model (used as is, not copied)."""
+    """A LoadedModel around an already-constructed transformers CLIP model (used as is, not copied), or around
+    :func:`combine` of a (vision, text) pair."""
+    if isinstance(model, (tuple, list)):
+        if len(model) != 2:
+            raise WeightscopeError(f"a model pair is (CLIPVisionModelWithProjection, CLIPTextModelWithProjection); "
+                                   f"got {len(model)} models")
+        model = combine(*model)
     _tower(model)
     return _loaded(model, tokenizer, getattr(model, "_weightscope_name", f"hf:{type(model).__name__}"), "object",
                    None)
