@@ -13,6 +13,7 @@ Linear, weight (E, D)). Neither LayerScale nor head scales exist, so a head's wr
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -352,10 +353,10 @@ def save_folder(model, out, *, selection: dict | None = None, source_folder=None
         for name in SIDE_FILES if source_folder is not None else ():
             if (Path(source_folder) / name).is_file():
                 shutil.copyfile(Path(source_folder) / name, tmp / name)
-        import hashlib
-
-        digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()
-        record = sidecar_record(module, digest, selection)
+        digest = hashlib.sha256()
+        for shard in sorted(tmp.glob("*.safetensors")):  # one file, or transformers' shards of a large model
+            digest.update(shard.read_bytes())
+        record = sidecar_record(module, digest.hexdigest(), selection)
         (tmp / RECORD).write_text(json.dumps(record, indent=2, default=_json_default) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
