@@ -10,7 +10,7 @@ import torch
 
 from ..errors import WeightscopeError
 from ..weights import AttentionWeights, VisionWeights
-from . import hf_clip, openclip_vit
+from . import hf_clip, openclip_vit, timm_vit
 
 
 def _visual(model: torch.nn.Module) -> torch.nn.Module:
@@ -20,34 +20,30 @@ def _visual(model: torch.nn.Module) -> torch.nn.Module:
             f"{type(model).__name__} has no vision tower (.visual); expected an open_clip CLIP model or a "
             "transformers CLIPModel / CLIPVisionModelWithProjection"
         )
-    _refuse_other_towers(visual)
+    if type(visual).__name__ == "ModifiedResNet":
+        raise WeightscopeError("vision tower ModifiedResNet is not supported (a convolutional, OpenAI RN50-style "
+                               f"tower: no attention heads writing to a residual stream); supported: {SUPPORTED}")
     return visual
 
 
-SUPPORTED = ("open_clip VisionTransformer towers (ViT-B-32 ... ViT-bigG-14, -quickgelu) and transformers "
-             "CLIPModel / CLIPVisionModelWithProjection")
+SUPPORTED = ("open_clip VisionTransformer towers (ViT-B-32 ... ViT-bigG-14, -quickgelu), open_clip TimmModel towers "
+             "with a plain timm VisionTransformer trunk, and transformers CLIPModel / CLIPVisionModelWithProjection")
 
 
-def _refuse_other_towers(visual: torch.nn.Module) -> None:
-    """One line naming an open_clip tower weightscope cannot describe (a timm trunk, a convolutional ResNet)."""
-    kind = type(visual).__name__
-    if kind == "TimmModel":
-        trunk = getattr(visual, "trunk", None)
-        pool = getattr(trunk, "global_pool", None)
-        why = ("its attention-pool (MAP) head is not linear in the residual stream" if pool == "map"
-               else "timm trunks are not described yet (their parameter layout needs its own adapter)")
-        raise WeightscopeError(f"vision tower TimmModel with a timm {type(trunk).__name__} trunk (pool "
-                               f"{pool or 'none'!r}) is not supported: {why}; supported: {SUPPORTED}")
-    if kind == "ModifiedResNet":
-        raise WeightscopeError("vision tower ModifiedResNet is not supported (a convolutional, OpenAI RN50-style "
-                               f"tower: no attention heads writing to a residual stream); supported: {SUPPORTED}")
+def _vision_adapter(visual: torch.nn.Module):
+    """The adapter module for an open_clip vision tower: timm trunks or open_clip's own VisionTransformer."""
+    return timm_vit if type(visual).__name__ == "TimmModel" else openclip_vit
 
 
 def describe_model(model) -> VisionWeights:
     """Neutral description of a model's vision tower. ``model``: an open_clip CLIP, a transformers CLIPModel /
     CLIPVisionModelWithProjection, or a LoadedModel holding one."""
     model = getattr(model, "model", model)
-    desc = hf_clip.describe(model) if hf_clip.is_hf_model(model) else openclip_vit.describe(_visual(model))
+    if hf_clip.is_hf_model(model):
+        desc = hf_clip.describe(model)
+    else:
+        visual = _visual(model)
+        desc = _vision_adapter(visual).describe(visual)
     desc.meta["name"] = getattr(model, "_weightscope_name", type(model).__name__)
     return desc
 
@@ -58,7 +54,8 @@ def block_modules(model) -> dict:
     model = getattr(model, "model", model)
     if hf_clip.is_hf_model(model):
         return hf_clip.block_modules(model)
-    return openclip_vit.block_modules(_visual(model), prefix="visual.")
+    visual = _visual(model)
+    return _vision_adapter(visual).block_modules(visual, prefix="visual.")
 
 
 def write_attention(model, layer: int, attn: AttentionWeights) -> None:
@@ -67,7 +64,8 @@ def write_attention(model, layer: int, attn: AttentionWeights) -> None:
     if hf_clip.is_hf_model(model):
         hf_clip.write_attention(model, layer, attn)
     else:
-        openclip_vit.write_attention(_visual(model), layer, attn)
+        visual = _visual(model)
+        _vision_adapter(visual).write_attention(visual, layer, attn)
 
 
 def text_adapter(model):
