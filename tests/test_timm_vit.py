@@ -127,3 +127,19 @@ def test_other_timm_towers_are_refused_in_one_line(tmp_path):
         with pytest.raises(WeightscopeError, match="supported: timm VisionTransformer trunks") as err:
             describe_model(holder)
         assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_block_hooks_give_the_patch_grid(names):
+    from weightscope.similarity.sources import clip_layers
+
+    model = make_model(names[""])
+    chosen, reduce, forward, size = clip_layers(model, layers=[-1])
+    assert chosen == ["visual.trunk.blocks.5"] and size == (160, 160)
+    seen = {}
+    handle = dict(model.named_modules())[chosen[0]].register_forward_hook(lambda m, i, o: seen.setdefault("o", o))
+    try:
+        with torch.no_grad():
+            forward(_images(2))
+    finally:
+        handle.remove()
+    assert reduce(chosen[0], seen["o"]).shape == (2, 10, 10, 64)  # 160 / 16 = 10 x 10 patches, 64 wide
