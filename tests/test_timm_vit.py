@@ -143,3 +143,16 @@ def test_block_hooks_give_the_patch_grid(names):
     finally:
         handle.remove()
     assert reduce(chosen[0], seen["o"]).shape == (2, 10, 10, 64)  # 160 / 16 = 10 x 10 patches, 64 wide
+
+
+def test_real_sized_vit_b16_trunk(tmp_path):
+    """timm vit_base_patch16_224 (768 wide, 12 x 12 heads, 224 px) as an open_clip tower: still exact."""
+    name = register_config(tmp_path, "ws-test-timm-b16", {
+        "embed_dim": 512, "text_cfg": TEXT,
+        "vision_cfg": {"timm_model_name": "vit_base_patch16_224", "timm_model_pretrained": False, "timm_pool": "",
+                       "timm_proj": "linear", "image_size": 224}})
+    model = _randomize(make_model(name), seed=4)
+    w = describe_model(model)
+    assert (w.n_layers, w.n_heads, w.width, w.embed_dim) == (12, 12, 768, 512)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    assert _rel(encode_image(w, x.double().numpy()), _embed(model, x)) <= 1e-5
