@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .adapters import openclip_text as oct_
+from .adapters import text_adapter
 from .errors import WeightscopeError
 from .fileio import write_atomic
 from .vocab import load_vocabulary, validate_concepts
@@ -128,6 +128,7 @@ def encode_texts(
         raise WeightscopeError(f"on_overlong={on_overlong!r}; use 'error' or 'truncate'")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise WeightscopeError(f"batch_size={batch_size!r}; use a positive integer")
+    oct_ = text_adapter(model)   # open_clip or transformers text tower
     tower = oct_.text_tower(model)
     reason = oct_.truncation_unsupported(tower)
     if bucketed is None:
@@ -205,6 +206,7 @@ def text_tower_hash(model) -> str:
     replaced or modified in place through torch (tracked by tensor version counters; writes that
     bypass autograd's counter, e.g. ``param.data[...] = x``, are not seen: call
     :func:`forget_model_hash` after those)."""
+    oct_ = text_adapter(model)
     root = oct_._unwrap(model)
     tensors = oct_.text_tower_tensors(root)
     sig = oct_.tensor_signature(tensors)
@@ -222,7 +224,7 @@ def text_tower_hash(model) -> str:
 
 def forget_model_hash(model) -> None:
     """Drop the memoised weight hash of ``model`` (after editing its tensors behind torch's back)."""
-    _hash_memo.pop(oct_._unwrap(model), None)
+    _hash_memo.pop(text_adapter(model)._unwrap(model), None)
 
 
 def vocabulary_hash(concepts: list[str]) -> str:
@@ -347,7 +349,7 @@ def embed_concepts(
         key = cache_key(
             model_name=model_name,
             weights_hash=text_tower_hash(model),
-            tokenizer_id=oct_.tokenizer_fingerprint(tokenizer),
+            tokenizer_id=text_adapter(model).tokenizer_fingerprint(tokenizer),
             concepts_hash=vocabulary_hash(concepts),
             template=template,
             normalize=normalize,

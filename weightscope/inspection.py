@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .adapters import describe_model
+from .adapters import describe_model, encode_image
 from .decompose import decompose_model
 from .embed import embed_concepts
 from .errors import WeightscopeError
@@ -334,6 +334,6 @@ def image_mean_from_folder(loaded: LoadedModel, folder: str | Path, batch_size: 
     for start in tqdm(range(0, len(files), batch_size), desc="image mean", disable=not progress):
         batch = torch.stack([loaded.preprocess(Image.open(p).convert("RGB")) for p in files[start:start + batch_size]])
         with torch.no_grad():
-            emb = torch.nn.functional.normalize(loaded.model.encode_image(batch).double(), dim=-1).sum(0)
+            emb = torch.nn.functional.normalize(encode_image(loaded, batch).double(), dim=-1).sum(0)
         total = emb if total is None else total + emb
     return (total / len(files)).numpy()

@@ -97,11 +97,18 @@ def load_model(
       ``load_model(checkpoint=...)`` (no name) does the same and falls back to the bundled architecture.
     - ``load_model(clip_module)``: an already-constructed open_clip model (used as is, not copied; a
       DataParallel or torch.compile wrapper is looked through).
+    - Hugging Face transformers CLIP (``pip install -e ".[hf]"``): a ``CLIPModel`` /
+      ``CLIPVisionModelWithProjection`` object, a local ``save_pretrained`` folder (config.json + model.safetensors
+      or pytorch_model.bin), a hub id such as ``openai/clip-vit-base-patch32`` (transformers' own loader), or a
+      pair ``(CLIPVisionModelWithProjection, CLIPTextModelWithProjection)`` (combined into one CLIPModel).
 
     trust_checkpoint: unpickle torch files in full (``weights_only=False``), for checkpoints that hold other
     objects than tensors (e.g. training arguments). Off by default: unpickling runs code the file names.
     Raises WeightscopeError for every bad input (one line).
     """
+    hf = _load_transformers(model, pretrained, checkpoint, tokenizer)
+    if hf is not None:
+        return hf
     open_clip = _open_clip()
     if isinstance(model, torch.nn.Module):
         if pretrained is not None or checkpoint is not None:
@@ -139,6 +146,22 @@ def load_model(
     net, preprocess, tok = _build(model, {}, tokenizer, quiet=False)
     source = _schema_source(model) if model.startswith(("hf-hub:", "local-dir:")) else "random-init"
     return _loaded(net, tok, preprocess, model, {}, {"model": model, "source": source})
+
+
+def _load_transformers(model, pretrained, checkpoint, tokenizer) -> LoadedModel | None:
+    """A Hugging Face transformers CLIP (object, local folder with config.json, or ORG/NAME hub id), else None."""
+    from .adapters import hf_clip
+
+    unwrapped = unwrap_module(model) if isinstance(model, torch.nn.Module) else model
+    pair = isinstance(model, (tuple, list)) and any(hf_clip.is_hf_model(m) for m in model)
+    if not (hf_clip.is_hf_model(unwrapped) or hf_clip.is_hf_spec(model) or pair):
+        return None
+    if pretrained is not None or checkpoint is not None:
+        raise WeightscopeError(f"{model if isinstance(model, str) else type(unwrapped).__name__} is a transformers "
+                               "model that brings its own weights; give no pretrained/checkpoint with it")
+    if isinstance(model, torch.nn.Module) or pair:
+        return hf_clip.loaded_from_object(unwrapped, tokenizer)
+    return hf_clip.load_folder(model, tokenizer) if Path(model).is_dir() else hf_clip.load_hub(model, tokenizer)
 
 
 def _loaded(net, tok, preprocess, name: str, options: dict, source: dict) -> LoadedModel:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from weightscope.adapters import encode_image, encode_text
 from weightscope.errors import WeightscopeError
 
 
@@ -45,7 +46,7 @@ def build_classifier(model, tokenizer, classnames: Sequence, templates: Sequence
     try:
         with torch.no_grad():
             for i in range(0, len(prompts), batch_size):
-                f = model.encode_text(tokenizer(prompts[i:i + batch_size])).float()
+                f = encode_text(model, tokenizer(prompts[i:i + batch_size])).float()
                 feats.append(torch.nn.functional.normalize(f, dim=-1).cpu().numpy())
     finally:
         model.train(was_training)
@@ -78,7 +79,7 @@ def encode_images(model, images, preprocess=None, batch_size: int = 256) -> np.n
                 else:
                     raise WeightscopeError("images must be a torch tensor (N, 3, H, W) unless a preprocess "
                                            "function is given")
-                f = model.encode_image(x).float()
+                f = encode_image(model, x).float()
                 out.append(torch.nn.functional.normalize(f, dim=-1).cpu().numpy())
     finally:
         model.train(was_training)

@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
         raise WeightscopeError("--out PATH is required (where to save the edited .safetensors), or pass --dry-run")
     if args.out is not None:
         out = Path(args.out)
-        if out.suffix != ".safetensors":
+        from ..adapters.hf_clip import is_hf_spec
+
+        if out.suffix != ".safetensors" and not is_hf_spec(args.model):
             raise WeightscopeError(f"--out {out} must end in .safetensors (open_clip reads that format)")
         side = out.with_name(out.name + ".json")  # edit.sidecar_path, without importing torch yet
         if not args.dry_run:
@@ -185,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         print("dry run: nothing saved")
         return 0
     edited = apply_edits(loaded, resolved, weights=weights)
+    if weights.family == "transformers.CLIP":
+        return _save_transformers(edited, args, selection)
     path, side = save_checkpoint(edited, args.out, selection=selection, overwrite=args.overwrite,
                                  protect=run_inputs(args))
     size = path.stat().st_size / 2**20
@@ -195,4 +199,19 @@ def run(args: argparse.Namespace) -> int:
                       loaded.model._weightscope_provenance["architecture"]["options"].items())
     print(f"load it with: weightscope inspect {path}, or {hint}"
           f"open_clip.create_model({loaded.name!r}, pretrained={str(path)!r}{options})")
+    return 0
+
+
+def _save_transformers(edited, args, selection) -> int:
+    """Save an edited transformers CLIP as a from_pretrained folder (--out is a folder, not a .safetensors file)."""
+    from ..adapters.hf_clip import is_hf_folder, save_folder
+
+    out = Path(args.out)
+    if out.suffix == ".safetensors":
+        raise WeightscopeError(f"--out {out}: a transformers model is saved as a folder (config.json + "
+                               "model.safetensors); give a folder path")
+    source = args.model if is_hf_folder(args.model or "") else None
+    path = save_folder(edited, out, selection=selection, source_folder=source, overwrite=args.overwrite)
+    print(f"saved edited model folder: {path} (config.json, model.safetensors, weightscope.json edit record)")
+    print(f"load it with: weightscope inspect {path}, or transformers.CLIPModel.from_pretrained({str(path)!r})")
     return 0

@@ -126,4 +126,7 @@ def clip_layers(loaded, layers=None, spatial: bool = True):
         x = out[:, 1:].reshape(out.shape[0], gh, gw, -1) if spatial else out[:, 0]
         return x.detach().to("cpu", torch.float32).numpy()
 
-    return chosen, reduce, getattr(loaded, "model", loaded).encode_image, info["image_size"]
+    from ..adapters import encode_image
+
+    model = getattr(loaded, "model", loaded)
+    return chosen, reduce, lambda x: encode_image(model, x), info["image_size"]
