@@ -119,3 +119,22 @@ def vit_l14_weights():
     from weightscope import describe_model
 
     return describe_model(make_model("ViT-L-14"))
+
+
+def random_images(model, n: int, seed: int = 0) -> torch.Tensor:
+    """n seeded standard-normal images (n, 3, S, S) at the model's input size."""
+    size = model.visual.image_size[0]
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def embed_images(model, x: torch.Tensor):
+    """The model's own image embeddings (N, E) as float64 numpy, no gradients."""
+    with torch.no_grad():
+        return model.encode_image(x).double().numpy()
+
+
+def max_rel_error(a, b) -> float:
+    """max |a - b| / max |b|: the relative error the exactness tests bound."""
+    import numpy as np
+
+    return float(np.abs(a - b).max() / np.abs(b).max())

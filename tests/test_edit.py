@@ -15,7 +15,7 @@ from weightscope.edit import (Edit, apply_edits, edit_weights, parse_edit, resol
 from weightscope.forward import encode_image
 from weightscope.select import select_by_concepts, select_by_query, select_by_relevance
 
-from conftest import make_model
+from conftest import make_model, embed_images, max_rel_error, random_images
 
 
 @pytest.fixture(autouse=True)
@@ -24,18 +24,7 @@ def _private_embedding_cache(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "edit-embedding-cache"))
 
 
-def _images(model, n, seed=0):
-    size = model.visual.image_size[0]
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def _embed(model, x):
-    with torch.no_grad():
-        return model.encode_image(x).double().numpy()
-
-
-def _rel(a, b):
-    return np.abs(a - b).max() / np.abs(b).max()
+_images, _embed, _rel = random_images, embed_images, max_rel_error  # shared helpers (conftest)
 
 
 EDITS = [Edit(0, 1, 0, 0.0), Edit(1, 2, 3, -1.0), Edit(1, 3, 2, 2.5), Edit(-1, 0, 5, 0.3)]

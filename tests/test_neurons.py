@@ -4,6 +4,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import embed_images, max_rel_error, random_images
 
 from weightscope import WeightscopeError, describe_model, to_joint
 from weightscope.edit import NeuronEdit, apply_neuron_edits, edit_neuron_weights, save_checkpoint
@@ -18,18 +19,7 @@ def _dictionary(E, M=300, seed=0):
     return D / np.linalg.norm(D, axis=1, keepdims=True), [f"concept {i}" for i in range(M)]
 
 
-def _images(model, n, seed=0):
-    size = model.visual.image_size[0]
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def _embed(model, x):
-    with torch.no_grad():
-        return model.encode_image(x).double().numpy()
-
-
-def _rel(a, b):
-    return np.abs(a - b).max() / np.abs(b).max()
+_images, _embed, _rel = random_images, embed_images, max_rel_error  # shared helpers (conftest)
 
 
 def test_neuron_vectors_and_scores_match_the_torch_module(tiny_model):
