@@ -32,12 +32,14 @@ def _representable(x: np.ndarray, name: str) -> bool:
     return bool(torch.equal(t.to(dtype).to(torch.float64), t))
 
 
-def storage_precision(weights) -> tuple[str, float]:
-    """(name, unit roundoff) of the coarsest float format holding every attention factor of ``weights`` exactly.
+def storage_precision(weights, kind: str = "vo") -> tuple[str, float]:
+    """(name, unit roundoff) of the coarsest float format holding every compared factor of ``weights`` exactly.
 
-    weights: a VisionWeights. bf16 is tried before fp16 (it is coarser); a tower with no layers is fp64.
+    weights: a VisionWeights; kind: "vo" (value and output factors) or "qk" (query and key factors). bf16 is tried
+    before fp16 (it is coarser); a tower with no layers is fp64.
     """
-    arrays = [a for lw in weights.layers for a in (lw.attn.read_v, lw.attn.write_o)]
+    names = ("read_q", "read_k") if kind == "qk" else ("read_v", "write_o")
+    arrays = [getattr(lw.attn, n) for lw in weights.layers for n in names]
     if not arrays:
         return FP64
     for name, u in PRECISIONS:
