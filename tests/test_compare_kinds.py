@@ -1,6 +1,7 @@
-"""Comparison of the query-key matrices (kind="qk"): the same matching, verdicts and noise floor as for VO, checked
-on constructed truth (a QK singular value rescaled, a key direction turned by a known angle, an fp16 re-save), and
-the refusals (unknown kind, layers whose logits are not bilinear) through the API and the CLI's --what."""
+"""Comparison of the query-key matrices (kind="qk") and of the MLP write matrices (kind="mlp"): the same matching,
+verdicts and noise floor as for VO, checked on constructed truth (a singular value rescaled by 0 or 2, a key or
+write direction turned by a known angle, an fp16 re-save) and the refusals (unknown kind, layers whose logits are
+not bilinear, heads for the MLP) through the API and the CLI's --what."""
 import copy
 import json
 import math
@@ -84,8 +85,10 @@ def test_fp16_resave_is_no_qk_change(tiny_model, tiny_name, tmp_path):
 
 def test_unknown_kind_and_non_bilinear_layers_are_refused(tiny_model):
     weights = describe_model(tiny_model)
-    with pytest.raises(WeightscopeError, match="unknown matrix kind 'mlp'"):
-        compare_weights(weights, weights, progress=False, kind="mlp")
+    with pytest.raises(WeightscopeError, match="unknown matrix kind 'ffn'"):
+        compare_weights(weights, weights, progress=False, kind="ffn")
+    with pytest.raises(WeightscopeError, match="heads do not apply to the MLP"):
+        compare_weights(weights, weights, progress=False, kind="mlp", heads=[0])
     normed = copy.deepcopy(weights)
     normed.layers[1].attn.logit_scale = np.ones(normed.n_heads)      # scaled cosine attention in layer 1
     with pytest.raises(WeightscopeError, match="layer 1 normalises queries and keys"):
@@ -111,5 +114,96 @@ def test_cli_compare_what_qk(tiny_model, tiny_name, tmp_path, capsys):
     assert main(argv[:3] + ["--quiet", "--in-process"]) == 0            # default vo: the QK edit is invisible
     assert "value-output matrices" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
-        main(argv + ["--what", "mlp"])
+        main(argv + ["--what", "ffn"])
     assert e.value.code == 2
+
+
+# ------------------------------------------------------------------------------------------------------ MLP
+
+
+def plant_mlp(model, layer, alphas=None, rotate=None, seed=4):
+    """(base, tuned, expected ||dW||_F^2): block ``layer``'s MLP write matrix W (F, D) differs only as stated:
+    singular value i times alphas[i], and/or residual direction rotate[0] turned by rotate[1] degrees towards a
+    unit vector outside W's row space. The tiny model's W has full row rank D, so for a rotation the base's weakest
+    direction is first set to 0 (base then differs from ``model`` there) and the turn goes towards it."""
+    from weightscope.adapters import write_mlp
+
+    base, tuned = copy.deepcopy(model), copy.deepcopy(model)
+    weights = describe_model(model)
+    lw = copy.deepcopy(weights.layers[layer])
+    assert lw.layer_scale_mlp is None          # the planted W is mlp_out itself
+    U, s, Vh = np.linalg.svd(lw.mlp_out, full_matrices=False)   # test-side reference, not the package's SVD
+    if rotate is not None:                      # make room outside the row space: drop the weakest direction
+        s = s.copy()
+        s[-1] = 0.0
+        lw.mlp_out = (U * s) @ Vh
+        write_mlp(base, layer, lw)
+    s_new, Vh_new = s.copy(), Vh.copy()
+    for i, alpha in (alphas or {}).items():
+        s_new[i] *= alpha
+    if rotate is not None:
+        i, deg = rotate
+        w = Vh[-1]                              # orthogonal to every live direction
+        Vh_new[i] = math.cos(math.radians(deg)) * Vh[i] + math.sin(math.radians(deg)) * w
+    tuned_lw = copy.deepcopy(lw)
+    tuned_lw.mlp_out = (U * s_new) @ Vh_new
+    write_mlp(tuned, layer, tuned_lw)
+    before = describe_model(base).layers[layer].mlp_out
+    after = describe_model(tuned).layers[layer].mlp_out
+    return base, tuned, float(np.sum((after - before) ** 2))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 2.0])
+def test_rescaled_mlp_write_direction_is_reweighted(tiny_model, alpha):
+    base, tuned, energy = plant_mlp(tiny_model, 1, alphas={2: alpha})
+    result = compare_models(base, tuned, progress=False, kind="mlp")
+    assert result.settings["kind"] == "mlp" and sorted(result.heads) == [(l, 0) for l in range(2)]
+    assert [(h.layer, h.head) for h in result.changed_heads()] == [(1, 0)]
+    assert [(l, h, d.index) for l, h, d in result.directions("reweighted")] == [(1, 0, 2)]
+    assert result.counts()["rotated"] == 0
+    assert result[1, 0].directions[2].ratio == pytest.approx(alpha, abs=1e-5)
+    assert result.in_basis_share == pytest.approx(1.0, abs=1e-6)
+    assert result.energy_total == pytest.approx(energy, rel=1e-4)
+    assert compare_models(base, tuned, progress=False).changed_heads() == []     # attention untouched
+
+
+def test_rotated_mlp_write_direction_is_rotated_by_its_angle(tiny_model):
+    deg = 55.0
+    base, tuned, energy = plant_mlp(tiny_model, 0, rotate=(4, deg))
+    result = compare_models(base, tuned, progress=False, kind="mlp")
+    (l, h, d), = result.directions("rotated")
+    assert (l, h, d.index) == (0, 0, 4) and d.angle == pytest.approx(deg, abs=1e-3)
+    assert result.counts()["reweighted"] == 0
+    assert result.energy_total == pytest.approx(energy, rel=1e-4)
+
+
+def test_fp16_resave_is_no_mlp_change(tiny_model, tiny_name, tmp_path):
+    import torch
+
+    from weightscope.load import load_model
+
+    path = tmp_path / "fp16.safetensors"
+    save_file({k: v.to(torch.float16).contiguous() for k, v in tiny_model.state_dict().items()}, str(path))
+    resaved = load_model(tiny_name, checkpoint=str(path))
+    result = compare_models(tiny_model, resaved, progress=False, kind="mlp")
+    assert result.settings["precision_tuned"] == "fp16" and result.changed_heads() == []
+    raw = compare_models(tiny_model, resaved, progress=False, kind="mlp", noise_factor=0.0, change_tol=0.0)
+    assert len(raw.changed_heads()) == len(raw.heads)
+    measured = [math.sqrt(h.energy_total) / h.noise for h in raw.heads.values()]
+    assert 0.2 < min(measured) and max(measured) < 1.0         # the one-factor noise model fits the rounding
+
+
+def test_cli_compare_what_mlp(tiny_model, tiny_name, tmp_path, capsys):
+    from weightscope.cli import main
+
+    base, tuned, _ = plant_mlp(tiny_model, 1, alphas={0: 0.5})
+    paths = []
+    for name, m in (("base", base), ("tuned", tuned)):
+        paths.append(str(tmp_path / f"{name}.safetensors"))
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, paths[-1])
+    argv = ["compare", f"{tiny_name}:{paths[0]}", paths[1], "--quiet", "--in-process", "--what", "mlp"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "MLP write" in text and "L1 H0" in text
+    assert main(argv + ["--heads", "1"]) == 2
+    assert "heads do not apply to the MLP" in capsys.readouterr().err

@@ -245,7 +245,7 @@ def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: s
     tuned: specs or (label, spec) pairs (labels unique); out_dir: where results and reports go (None: nothing is
     written, nothing resumes); model: architecture of bare checkpoint paths (default: the base's); scheduler /
     workers / in_process: where to run; label, vocabulary, n_directions: concept labels (``inspect_model``);
-    layers, heads, kind ("vo" / "qk"), fold_ln, center_write, rtol: decomposition options; options: thresholds
+    layers, heads, kind ("vo" / "qk" / "mlp"), fold_ln, center_write, rtol: decomposition options; options: thresholds
     (``compare.DEFAULTS``); trust_checkpoint: as :func:`weightscope.load.load_model`. Bad arguments raise WeightscopeError before anything is loaded.
     """
     pairs = _as_pairs(tuned)

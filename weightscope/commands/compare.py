@@ -53,9 +53,10 @@ def register(subparsers) -> None:
     p.add_argument("--manifest", metavar="FILE", help="checkpoints to compare: one spec per line, or a CSV with "
                    "'checkpoint' and 'label' columns (added to any TUNED given)")
     add_layer_head_arguments(p, "compare")
-    p.add_argument("--what", default="vo", choices=("vo", "qk"),
-                   help="which matrices of each head to compare: vo (value-output, default) or qk (query-key; "
-                        "refused on layers with QK-norm or cosine attention)")
+    p.add_argument("--what", default="vo", choices=("vo", "qk", "mlp"),
+                   help="which matrices to compare: vo (each head's value-output, default), qk (each head's "
+                        "query-key; refused on layers with QK-norm or cosine attention) or mlp (each layer's MLP "
+                        "write matrix as one unit, reported as head 0)")
     add_output_argument(p, help="write results/, summary.csv/.parquet, report.html and compare.json here "
                                 "(reruns resume)")
     p.add_argument("--png", action="store_true", help="with --out: also write each figure as a PNG")

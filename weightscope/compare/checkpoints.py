@@ -8,10 +8,11 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from ..decompose import KINDS as MATRIX_KINDS, HeadSVD, decompose_model, head_factors
+from ..decompose import HeadSVD, decompose_model, head_factors
 from ..errors import WeightscopeError
 from ..weights import VisionWeights
 from .labels import label_comparison
+from . import mlp
 from .matching import compare_heads
 from .noise import rounding_noise, rounding_scale, storage_precision
 from .results import EPSILONS, Comparison
@@ -19,13 +20,15 @@ from .results import EPSILONS, Comparison
 DEFAULTS = {"cos_threshold": 0.8, "ratio_tol": 0.05, "change_tol": 1e-4, "tie_factor": 0.25, "noise_factor": 3.0,
             "top_k": 8, "epsilon": 0.5}
 DECOMPOSE_OPTIONS = ("layers", "heads", "kind", "fold_ln", "center_write", "rtol")
+#: what can be compared: the heads' value-output or query-key matrices, or each block's MLP write matrix
+MATRIX_KINDS = ("vo", "qk", "mlp")
 
 
 def check_kind(kind: str) -> str:
     """``kind`` if it names a comparable matrix kind (``decompose.KINDS``), else a one-line WeightscopeError."""
     if kind not in MATRIX_KINDS:
         raise WeightscopeError(f"unknown matrix kind {kind!r} to compare: expected one of {', '.join(MATRIX_KINDS)} "
-                               "(vo: value-output, qk: query-key)")
+                               "(vo: value-output, qk: query-key, mlp: MLP write matrices)")
     return kind
 
 
@@ -79,6 +82,20 @@ def check_same_architecture(base, tuned) -> None:
                                    "(base vs tuned); compare checkpoints of the same model")
 
 
+def decompose(weights: VisionWeights, options: dict, progress: bool = True) -> dict[tuple[int, int], HeadSVD]:
+    """The HeadSVDs a comparison matches: ``decompose_model`` for "vo" / "qk", ``mlp.decompose_mlps`` for "mlp".
+
+    options: ``DECOMPOSE_OPTIONS`` (kind default "vo"). "qk" is refused before any work on non-bilinear layers.
+    """
+    options = dict(options)
+    kind = check_kind(options.pop("kind", "vo"))
+    if kind == "mlp":
+        return mlp.decompose_mlps(weights, progress=progress, **options)
+    if kind == "qk":
+        check_bilinear(weights, options.get("layers"))
+    return decompose_model(weights, kind=kind, progress=progress, **options)
+
+
 @dataclass
 class PreparedBase:
     """What every comparison with one base needs, made once (small enough to ship to workers).
@@ -101,17 +118,19 @@ def prepare_base(weights: VisionWeights, name: str = "base", *, layers=None, hea
     """Decompose the base once (``decompose_model`` options) and measure its storage precision and rounding scales.
 
     kind: "vo" (value-output) or "qk" (query-key; W_QK = W_Q W_K^T, read = query, write = key directions): both
-    are factored A (D, dh) @ B (dh, D), so matching, verdicts, noise floor and intruders are the same code.
-    Raises WeightscopeError for another kind, or "qk" on a layer whose logits are not bilinear.
+    are factored A (D, dh) @ B (dh, D); "mlp": each block's MLP write matrix as the unit (layer, 0) (see
+    :mod:`.mlp`). Matching, verdicts, noise floor and intruders are the same code for all three.
+    Raises WeightscopeError for another kind, "qk" on a layer whose logits are not bilinear, heads with "mlp".
     """
     check_kind(kind)
-    if kind == "qk":
-        check_bilinear(weights, layers)
     opts = dict(layers=layers, heads=heads, kind=kind, fold_ln=fold_ln, center_write=center_write, rtol=rtol)
-    svds = decompose_model(weights, progress=progress, **opts)
-    scales = {key: rounding_scale(*head_factors(weights, *key, kind=kind, fold_ln=fold_ln,
-                                                center_write=center_write))
-              for key in svds}
+    svds = decompose(weights, opts, progress)
+    if kind == "mlp":
+        scales = {key: mlp.rounding_scale(weights, key[0], center_write) for key in svds}
+    else:
+        scales = {key: rounding_scale(*head_factors(weights, *key, kind=kind, fold_ln=fold_ln,
+                                                    center_write=center_write))
+                  for key in svds}
     return PreparedBase(name, architecture(weights), opts, svds, scales, storage_precision(weights, kind))
 
 
@@ -143,9 +162,7 @@ def compare_with_base(prepared: PreparedBase, tuned: VisionWeights, tuned_name: 
     check_settings(**options)
     check_same_architecture(prepared.arch, tuned)
     kind = prepared.options.get("kind", "vo")
-    if kind == "qk":
-        check_bilinear(tuned, prepared.options.get("layers"))
-    tuned_svds = decompose_model(tuned, progress=progress, **prepared.options)
+    tuned_svds = decompose(tuned, prepared.options, progress)
     precision = storage_precision(tuned, kind)
     noise = {key: rounding_noise(scale, prepared.precision[1], precision[1]) for key, scale in prepared.scales.items()}
     extras = {**{k: v for k, v in prepared.options.items() if k not in ("layers", "heads")},

@@ -25,7 +25,7 @@ from ..fileio import dump_json, parse_json
 
 KINDS = ("stable", "reweighted", "rotated")
 #: the matrices a comparison's settings["kind"] names
-MATRICES = {"vo": "value-output", "qk": "query-key"}
+MATRICES = {"vo": "value-output", "qk": "query-key", "mlp": "MLP write (one unit per layer, as head 0)"}
 FORMAT = "weightscope-compare/2"
 EPSILONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # intruder thresholds swept by default
 
