@@ -207,3 +207,13 @@ def test_cli_compare_what_mlp(tiny_model, tiny_name, tmp_path, capsys):
     assert "MLP write" in text and "L1 H0" in text
     assert main(argv + ["--heads", "1"]) == 2
     assert "heads do not apply to the MLP" in capsys.readouterr().err
+    assert main(argv + ["--label"]) == 2                 # labels explain VO directions only: refused, not wrong
+    assert "--label explains value-output directions" in capsys.readouterr().err
+
+
+def test_labels_refused_for_other_kinds(tiny_model):
+    from weightscope.compare import label_comparison
+
+    result = compare_models(tiny_model, tiny_model, progress=False, kind="qk")
+    with pytest.raises(WeightscopeError, match="concept labels explain value-output directions"):
+        label_comparison(result, base_inspection=object())

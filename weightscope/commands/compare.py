@@ -115,6 +115,9 @@ def split_specs(specs: list[str]) -> tuple[list[str], str | None]:
 def run(args) -> int:
     if args.png and args.out is None:
         raise WeightscopeError("--png needs --out DIR (where the figures go)")
+    if args.label and args.what != "vo":
+        raise WeightscopeError(f"--label explains value-output directions; it does not apply to --what {args.what}: "
+                               "drop --label or use --what vo")
     if args.directions is not None and not args.label:
         raise WeightscopeError("--directions applies to --label (how many directions to explain); add --label")
     if args.directions is not None and args.directions < 1:

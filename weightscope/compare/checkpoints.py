@@ -269,6 +269,9 @@ def compare_models(base, tuned, *, model: str | None = None, base_inspection=Non
     from ..load import LoadedModel, load_model
 
     split_options(options)
+    if (base_inspection is not None or tuned_inspection is not None) and options.get("kind", "vo") != "vo":
+        raise WeightscopeError(f"concept labels explain value-output directions; kind {options['kind']!r} cannot "
+                               "be labelled: compare 'vo' to label, or pass no inspections")
 
     def resolve(x, arch):
         if isinstance(x, LoadedModel):
