@@ -238,14 +238,14 @@ def default_workers(n_tasks: int, specs: list[str], model: str | None) -> int:
 def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: str | None = None,
                 scheduler: str | None = None, workers: int | None = None, in_process: bool = False,
                 label: bool = False, vocabulary=None, n_directions: int | None = None, layers=None, heads=None,
-                fold_ln: bool = False, center_write: bool = False, rtol: float = 1e-3, progress: bool = True,
+                kind: str = "vo", fold_ln: bool = False, center_write: bool = False, rtol: float = 1e-3, progress: bool = True,
                 report: bool = True, trust_checkpoint: bool = False, **options) -> HarnessResult:
     """Compare ``base`` (a spec) with every tuned checkpoint and write the summary (see the module doc).
 
     tuned: specs or (label, spec) pairs (labels unique); out_dir: where results and reports go (None: nothing is
     written, nothing resumes); model: architecture of bare checkpoint paths (default: the base's); scheduler /
     workers / in_process: where to run; label, vocabulary, n_directions: concept labels (``inspect_model``);
-    layers, heads, fold_ln, center_write, rtol: decomposition options; options: thresholds
+    layers, heads, kind ("vo" / "qk" / "mlp"), fold_ln, center_write, rtol: decomposition options; options: thresholds
     (``compare.DEFAULTS``); trust_checkpoint: as :func:`weightscope.load.load_model`. Bad arguments raise WeightscopeError before anything is loaded.
     """
     pairs = _as_pairs(tuned)
@@ -266,7 +266,7 @@ def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: s
     base_loaded = load_checkpoint(base, model, trust_checkpoint)
     arch = model or architecture_of(base_loaded)
     base_w = describe_model(base_loaded)
-    prepared = prepare_base(base_w, base_loaded.identity, layers=layers, heads=heads, fold_ln=fold_ln,
+    prepared = prepare_base(base_w, base_loaded.identity, layers=layers, heads=heads, kind=kind, fold_ln=fold_ln,
                             center_write=center_write, rtol=rtol, progress=progress)
     label_opts = {"vocabulary": vocabulary, "n_directions": n_directions, "layers": layers, "heads": heads}
     base_insp = inspect_for_labels(base_loaded, progress=progress, **label_opts) if label else None

@@ -4,6 +4,7 @@ Examples::
 
     weightscope compare                                           # the shipped shapes-world pair
     weightscope compare bundled bundled:tuned --out cmp/
+    weightscope compare --what qk                                 # the query-key matrices instead
     weightscope compare ViT-B-32:openai ft1.safetensors ft2.pt --out cmp/      # paths: the base's architecture
     weightscope compare ViT-B-16:openai --manifest runs.csv --out cmp/ --scheduler tcp://head:8786
 """
@@ -52,6 +53,10 @@ def register(subparsers) -> None:
     p.add_argument("--manifest", metavar="FILE", help="checkpoints to compare: one spec per line, or a CSV with "
                    "'checkpoint' and 'label' columns (added to any TUNED given)")
     add_layer_head_arguments(p, "compare")
+    p.add_argument("--what", default="vo", choices=("vo", "qk", "mlp"),
+                   help="which matrices to compare: vo (each head's value-output, default), qk (each head's "
+                        "query-key; refused on layers with QK-norm or cosine attention) or mlp (each layer's MLP "
+                        "write matrix as one unit, reported as head 0)")
     add_output_argument(p, help="write results/, summary.csv/.parquet, report.html and compare.json here "
                                 "(reruns resume)")
     p.add_argument("--png", action="store_true", help="with --out: also write each figure as a PNG")
@@ -110,6 +115,9 @@ def split_specs(specs: list[str]) -> tuple[list[str], str | None]:
 def run(args) -> int:
     if args.png and args.out is None:
         raise WeightscopeError("--png needs --out DIR (where the figures go)")
+    if args.label and args.what != "vo":
+        raise WeightscopeError(f"--label explains value-output directions; it does not apply to --what {args.what}: "
+                               "drop --label or use --what vo")
     if args.directions is not None and not args.label:
         raise WeightscopeError("--directions applies to --label (how many directions to explain); add --label")
     if args.directions is not None and args.directions < 1:
@@ -136,7 +144,7 @@ def run(args) -> int:
     result = run_harness(
         specs[0], tuned, args.out, model=model, scheduler=args.scheduler, workers=args.workers,
         in_process=args.in_process, label=args.label, vocabulary=args.vocab, n_directions=args.directions,
-        layers=layers, heads=heads, progress=not args.quiet, cos_threshold=args.cos_threshold,
+        layers=layers, heads=heads, kind=args.what, progress=not args.quiet, cos_threshold=args.cos_threshold,
         ratio_tol=args.ratio_tol, change_tol=args.change_tol, noise_factor=args.noise_factor,
         tie_factor=args.tie_factor, epsilon=args.epsilon, trust_checkpoint=args.trust_checkpoint,
     )

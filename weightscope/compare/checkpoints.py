@@ -12,13 +12,34 @@ from ..decompose import HeadSVD, decompose_model, head_factors
 from ..errors import WeightscopeError
 from ..weights import VisionWeights
 from .labels import label_comparison
+from . import mlp
 from .matching import compare_heads
 from .noise import rounding_noise, rounding_scale, storage_precision
 from .results import EPSILONS, Comparison
 
 DEFAULTS = {"cos_threshold": 0.8, "ratio_tol": 0.05, "change_tol": 1e-4, "tie_factor": 0.25, "noise_factor": 3.0,
             "top_k": 8, "epsilon": 0.5}
-DECOMPOSE_OPTIONS = ("layers", "heads", "fold_ln", "center_write", "rtol")
+DECOMPOSE_OPTIONS = ("layers", "heads", "kind", "fold_ln", "center_write", "rtol")
+#: what can be compared: the heads' value-output or query-key matrices, or each block's MLP write matrix
+MATRIX_KINDS = ("vo", "qk", "mlp")
+
+
+def check_kind(kind: str) -> str:
+    """``kind`` if it names a comparable matrix kind (``decompose.KINDS``), else a one-line WeightscopeError."""
+    if kind not in MATRIX_KINDS:
+        raise WeightscopeError(f"unknown matrix kind {kind!r} to compare: expected one of {', '.join(MATRIX_KINDS)} "
+                               "(vo: value-output, qk: query-key, mlp: MLP write matrices)")
+    return kind
+
+
+def check_bilinear(weights: VisionWeights, layers=None) -> None:
+    """Refuse "qk" before any work when a chosen layer normalises queries and keys (QK-norm, cosine attention)."""
+    chosen = range(weights.n_layers) if layers is None else ([layers] if isinstance(layers, int) else layers)
+    for l in chosen:
+        if 0 <= l < weights.n_layers and not weights.layers[l].attn.dot_product_logits:
+            raise WeightscopeError(
+                f"layer {l} normalises queries and keys (QK-norm or scaled cosine attention), so its logits are not "
+                "the bilinear form x W_QK y^T: compare its 'vo' matrices instead (or leave the layer out)")
 
 
 def check_settings(**options) -> dict:
@@ -61,6 +82,20 @@ def check_same_architecture(base, tuned) -> None:
                                    "(base vs tuned); compare checkpoints of the same model")
 
 
+def decompose(weights: VisionWeights, options: dict, progress: bool = True) -> dict[tuple[int, int], HeadSVD]:
+    """The HeadSVDs a comparison matches: ``decompose_model`` for "vo" / "qk", ``mlp.decompose_mlps`` for "mlp".
+
+    options: ``DECOMPOSE_OPTIONS`` (kind default "vo"). "qk" is refused before any work on non-bilinear layers.
+    """
+    options = dict(options)
+    kind = check_kind(options.pop("kind", "vo"))
+    if kind == "mlp":
+        return mlp.decompose_mlps(weights, progress=progress, **options)
+    if kind == "qk":
+        check_bilinear(weights, options.get("layers"))
+    return decompose_model(weights, kind=kind, progress=progress, **options)
+
+
 @dataclass
 class PreparedBase:
     """What every comparison with one base needs, made once (small enough to ship to workers).
@@ -77,14 +112,26 @@ class PreparedBase:
     precision: tuple[str, float]
 
 
-def prepare_base(weights: VisionWeights, name: str = "base", *, layers=None, heads=None, fold_ln: bool = False,
-                 center_write: bool = False, rtol: float = 1e-3, progress: bool = True) -> PreparedBase:
-    """Decompose the base once (``decompose_model`` options) and measure its storage precision and rounding scales."""
-    opts = dict(layers=layers, heads=heads, fold_ln=fold_ln, center_write=center_write, rtol=rtol)
-    svds = decompose_model(weights, progress=progress, **opts)
-    scales = {key: rounding_scale(*head_factors(weights, *key, fold_ln=fold_ln, center_write=center_write))
-              for key in svds}
-    return PreparedBase(name, architecture(weights), opts, svds, scales, storage_precision(weights))
+def prepare_base(weights: VisionWeights, name: str = "base", *, layers=None, heads=None, kind: str = "vo",
+                 fold_ln: bool = False, center_write: bool = False, rtol: float = 1e-3,
+                 progress: bool = True) -> PreparedBase:
+    """Decompose the base once (``decompose_model`` options) and measure its storage precision and rounding scales.
+
+    kind: "vo" (value-output) or "qk" (query-key; W_QK = W_Q W_K^T, read = query, write = key directions): both
+    are factored A (D, dh) @ B (dh, D); "mlp": each block's MLP write matrix as the unit (layer, 0) (see
+    :mod:`.mlp`). Matching, verdicts, noise floor and intruders are the same code for all three.
+    Raises WeightscopeError for another kind, "qk" on a layer whose logits are not bilinear, heads with "mlp".
+    """
+    check_kind(kind)
+    opts = dict(layers=layers, heads=heads, kind=kind, fold_ln=fold_ln, center_write=center_write, rtol=rtol)
+    svds = decompose(weights, opts, progress)
+    if kind == "mlp":
+        scales = {key: mlp.rounding_scale(weights, key[0], center_write) for key in svds}
+    else:
+        scales = {key: rounding_scale(*head_factors(weights, *key, kind=kind, fold_ln=fold_ln,
+                                                    center_write=center_write))
+                  for key in svds}
+    return PreparedBase(name, architecture(weights), opts, svds, scales, storage_precision(weights, kind))
 
 
 def compare_decompositions(base_svds, tuned_svds, *, base_name="base", tuned_name="tuned", noise=None,
@@ -97,7 +144,8 @@ def compare_decompositions(base_svds, tuned_svds, *, base_name="base", tuned_nam
         raise WeightscopeError(f"the two decompositions cover different heads (e.g. {only}); decompose the same "
                                "layers and heads of both checkpoints")
     first = next(iter(base_svds.values()), None)
-    shape = {"width": int(first.read.shape[1]), "rank": int(first.s.size)} if first is not None else {}
+    shape = ({"width": int(first.read.shape[1]), "rank": int(first.s.size), "kind": first.kind}
+             if first is not None else {})
     result = Comparison(base_name, tuned_name, {**cfg, **shape, **(settings or {})})
     noise = noise or {}
     with threadpool_limits(limits=1, user_api="blas"):  # r x r problems: threads only add overhead
@@ -113,8 +161,9 @@ def compare_with_base(prepared: PreparedBase, tuned: VisionWeights, tuned_name: 
     """Compare a tuned tower with a prepared base; options: thresholds (``DEFAULTS``)."""
     check_settings(**options)
     check_same_architecture(prepared.arch, tuned)
-    tuned_svds = decompose_model(tuned, progress=progress, **prepared.options)
-    precision = storage_precision(tuned)
+    kind = prepared.options.get("kind", "vo")
+    tuned_svds = decompose(tuned, prepared.options, progress)
+    precision = storage_precision(tuned, kind)
     noise = {key: rounding_noise(scale, prepared.precision[1], precision[1]) for key, scale in prepared.scales.items()}
     extras = {**{k: v for k, v in prepared.options.items() if k not in ("layers", "heads")},
               "precision_base": prepared.precision[0], "precision_tuned": precision[0]}
@@ -134,9 +183,10 @@ def split_options(options: dict) -> tuple[dict, dict]:
 
 def compare_weights(base: VisionWeights, tuned: VisionWeights, *, base_name: str | None = None,
                     tuned_name: str | None = None, progress: bool = True, **options) -> Comparison:
-    """Compare the value-output matrices of two neutral descriptions of the same architecture.
+    """Compare the value-output (kind="vo", default) or query-key ("qk") matrices of two neutral descriptions of the
+    same architecture.
 
-    options: decomposition options (layers, heads, fold_ln, center_write, rtol; keep fold_ln / center_write False
+    options: decomposition options (layers, heads, kind, fold_ln, center_write, rtol; keep fold_ln / center_write False
     to use labels from ``inspect_model``) and thresholds (``DEFAULTS``).
     """
     dec, thr = split_options(options)
@@ -219,6 +269,9 @@ def compare_models(base, tuned, *, model: str | None = None, base_inspection=Non
     from ..load import LoadedModel, load_model
 
     split_options(options)
+    if (base_inspection is not None or tuned_inspection is not None) and options.get("kind", "vo") != "vo":
+        raise WeightscopeError(f"concept labels explain value-output directions; kind {options['kind']!r} cannot "
+                               "be labelled: compare 'vo' to label, or pass no inspections")
 
     def resolve(x, arch):
         if isinstance(x, LoadedModel):

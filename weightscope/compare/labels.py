@@ -22,8 +22,12 @@ def label_comparison(comparison: Comparison, base_inspection=None, tuned_inspect
     the base and tuned checkpoints, made with the decomposition defaults (fold_ln=False, center_write=False, as
     here); either may be None (not both: WeightscopeError). A base direction gets its own write explanation, its
     tuned partner's goes to ``tuned_concepts``. Inside a tie group the canonical direction is labelled with the
-    explanation of its row index (the ``group`` field says the label stands for a subspace).
+    explanation of its row index (the ``group`` field says the label stands for a subspace). Only value-output
+    comparisons can be labelled (the inspections explain VO write directions): another kind -> WeightscopeError.
     """
+    if comparison.settings.get("kind", "vo") != "vo":
+        raise WeightscopeError(f"concept labels explain value-output directions; this comparison is of "
+                               f"{comparison.settings['kind']!r} matrices: compare 'vo' to label, or drop the labels")
     if base_inspection is None and tuned_inspection is None:
         raise WeightscopeError("label_comparison needs an inspection of the base and/or the tuned checkpoint")
     for key, hc in comparison.heads.items():

@@ -32,12 +32,17 @@ def _representable(x: np.ndarray, name: str) -> bool:
     return bool(torch.equal(t.to(dtype).to(torch.float64), t))
 
 
-def storage_precision(weights) -> tuple[str, float]:
-    """(name, unit roundoff) of the coarsest float format holding every attention factor of ``weights`` exactly.
+def storage_precision(weights, kind: str = "vo") -> tuple[str, float]:
+    """(name, unit roundoff) of the coarsest float format holding every compared factor of ``weights`` exactly.
 
-    weights: a VisionWeights. bf16 is tried before fp16 (it is coarser); a tower with no layers is fp64.
+    weights: a VisionWeights; kind: "vo" (value and output factors), "qk" (query and key factors) or "mlp" (the
+    MLP output weights and LayerScale). bf16 is tried before fp16 (it is coarser); a tower with no layers is fp64.
     """
-    arrays = [a for lw in weights.layers for a in (lw.attn.read_v, lw.attn.write_o)]
+    if kind == "mlp":
+        arrays = [a for lw in weights.layers for a in (lw.mlp_out, lw.layer_scale_mlp) if a is not None]
+    else:
+        names = ("read_q", "read_k") if kind == "qk" else ("read_v", "write_o")
+        arrays = [getattr(lw.attn, n) for lw in weights.layers for n in names]
     if not arrays:
         return FP64
     for name, u in PRECISIONS:

@@ -24,6 +24,8 @@ from ..errors import WeightscopeError
 from ..fileio import dump_json, parse_json
 
 KINDS = ("stable", "reweighted", "rotated")
+#: the matrices a comparison's settings["kind"] names
+MATRICES = {"vo": "value-output", "qk": "query-key", "mlp": "MLP write (one unit per layer, as head 0)"}
 FORMAT = "weightscope-compare/2"
 EPSILONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # intruder thresholds swept by default
 
@@ -302,7 +304,8 @@ class Comparison:
         c, s = self.counts(), self.settings
         eps = s.get("epsilon", 0.5)
         lines = [
-            f"{self.base} -> {self.tuned}: {len(self.heads)} heads compared, {len(self.changed_heads())} changed "
+            f"{self.base} -> {self.tuned} ({MATRICES.get(s.get('kind', 'vo'), s.get('kind'))} matrices): "
+            f"{len(self.heads)} heads compared, {len(self.changed_heads())} changed "
             f"(||dW|| above max(change_tol {s['change_tol']:g} x ||W||, noise floor: {s.get('noise_factor', 0):g} x "
             f"rounding of {s.get('precision_base', '?')} / {s.get('precision_tuned', '?')}))",
             f"  relative change of the attention heads: {self.rel_change:.4f}",
