@@ -1,6 +1,7 @@
 """Reports of checkpoint comparisons: figures (matplotlib), a text table and a self-contained HTML page."""
 from __future__ import annotations
 
+import html
 import io
 import math
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import EPSILONS, KINDS, Comparison, comparisons_to_json
+from ..compare.results import MATRICES
 from ..errors import WeightscopeError
 from ..fileio import write_atomic
 
@@ -45,7 +47,8 @@ def figure_shares(comparisons: list[Comparison]):
     ax.set_xlim(0, 130)
     ax.set_xlabel("share of ||W_tuned - W_base||_F^2 over all heads (%)")
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("How the attention heads changed")
+    kind = comparisons[0].settings.get("kind", "vo") if comparisons else "vo"
+    ax.set_title(f"How the {MATRICES.get(kind, kind)} matrices changed")
     return fig
 
 
@@ -210,8 +213,9 @@ def _head_rows(c: Comparison, n: int) -> list[list]:
 def definitions_html(s: dict) -> str:
     """How every number of the report is defined (the settings of the first comparison)."""
     return (
-        "<p>Each head's change ||W<sub>tuned</sub> &minus; W<sub>base</sub>||<sub>F</sub><sup>2</sup> (value-output "
-        "matrix) is split exactly, with no threshold, into two <b>energy shares</b>: <b>in-basis</b> = "
+        "<p>Each head's change ||W<sub>tuned</sub> &minus; W<sub>base</sub>||<sub>F</sub><sup>2</sup> ("
+        f"{html.escape(MATRICES.get(s.get('kind', 'vo'), str(s.get('kind'))))} matrix) is split exactly, with no "
+        "threshold, into two <b>energy shares</b>: <b>in-basis</b> = "
         "&Sigma;<sub>i</sub>(a<sub>i</sub> &minus; s<sub>i</sub>)<sup>2</sup>, the part that rescales the base's own "
         "singular directions (a<sub>i</sub> = u<sub>i</sub> W<sub>tuned</sub> v<sub>i</sub><sup>T</sup>; any factor, 0 "
         "and negative included), and <b>off-basis</b> = the rest: directions turning (a little everywhere or a lot "
