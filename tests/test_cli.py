@@ -137,11 +137,11 @@ def test_one_dialect_kind5_close_matches(capsys, tmp_path):
     from weightscope.solvers import METHODS
 
     assert set(SOLVER_METHODS) == set(METHODS)        # the CLI's choices are the solvers' methods
-    # constants the commands spell out so that --help imports no numpy agree with the library's
+    # the commands build their parsers from the library's own constants (weightscope.defaults: no numpy at --help)
     from weightscope import compare, depth
     from weightscope.commands import compare as compare_cmd, depth as depth_cmd
 
-    assert {k: compare.DEFAULTS[k] for k in compare_cmd.DEFAULTS} == compare_cmd.DEFAULTS
+    assert compare_cmd.DEFAULTS is compare.DEFAULTS and compare_cmd.SPEC_HELP is compare.SPEC_HELP
     assert (depth_cmd.METHODS, depth_cmd.BUILTIN_CLASSES) == (depth.METHODS, depth.BUILTIN_CLASSES)
     with pytest.raises(SystemExit):
         cli.main(["inspect", "--method", "compp"])

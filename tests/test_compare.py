@@ -317,8 +317,10 @@ def test_parse_checkpoint_spec(spec, model, expected):
 
 
 def test_parse_checkpoint_spec_errors():
-    with pytest.raises(WeightscopeError, match="--model NAME"):
+    # a bare path needs its architecture, named in the spec itself (the CLI has no --model option)
+    with pytest.raises(WeightscopeError, match="write NAME:ft.pt"):
         parse_checkpoint_spec("ft.pt")
+    assert parse_checkpoint_spec("ViT-B-16:ft.pt") == {"model": "ViT-B-16", "pretrained": None, "checkpoint": "ft.pt"}
     with pytest.raises(WeightscopeError, match="NAME:TAG"):
         parse_checkpoint_spec("ViT-B-32:")
 

@@ -15,21 +15,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+from ..defaults import CHECKPOINT_SUFFIXES, SPEC_HELP
+from ..defaults import COMPARE_DEFAULTS as DEFAULTS
 from ..errors import WeightscopeError
 from . import (add_directions_argument, add_layer_head_arguments, add_output_argument, add_quiet_argument,
                add_trust_argument, add_vocab_argument, check_outputs, parse_indices)
-
-#: the same as weightscope.compare.SPEC_HELP, kept here so that `--help` needs no numpy/torch import
-MODEL_SPECS = (
-    "A model is given as: 'bundled' or 'bundled:base' / 'bundled:tuned' (the shipped shapes-world pair); "
-    "NAME:TAG for open_clip pretrained weights (e.g. ViT-B-32:openai); NAME:PATH for a checkpoint file of "
-    "architecture NAME (e.g. ViT-B-16:ft.pt); a bare file path (.safetensors/.pt/.pth/.bin), whose architecture "
-    "is the base's (or the one its weightscope sidecar records); hf-hub:ORG/REPO; or a bare NAME for a randomly "
-    "initialised model."
-)
-#: verdict thresholds' defaults (weightscope.compare.DEFAULTS; a test checks they agree)
-DEFAULTS = {"cos_threshold": 0.8, "ratio_tol": 0.05, "change_tol": 1e-4, "noise_factor": 3.0, "tie_factor": 0.25,
-            "epsilon": 0.5}
 
 
 def register(subparsers) -> None:
@@ -41,7 +31,7 @@ def register(subparsers) -> None:
             "split each head's change energy into in-basis (rescaling the base's own singular directions) and "
             "off-basis (turning, new directions), count reweighted and rotated directions and intruder dimensions. "
             "Many checkpoints run as one task each on Dask distributed when installed (a local cluster, or "
-            "--scheduler); results under --out are reused by a rerun.", 100) + "\n\n" + textwrap.fill(MODEL_SPECS, 100),
+            "--scheduler); results under --out are reused by a rerun.", 100) + "\n\n" + textwrap.fill(SPEC_HELP, 100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
         allow_abbrev=False,
@@ -92,20 +82,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
 def split_specs(specs: list[str]) -> tuple[list[str], str | None]:
     """Strip the NAME of NAME:PATH specs; returns (specs, the one architecture NAME or None)."""
+    from ..compare.checkpoints import name_and_path
+
     names, out = set(), []
     for spec in specs:
-        name, sep, rest = str(spec).partition(":")
-        if sep and name and rest and not Path(spec).exists() and (
-                Path(rest).exists() or rest.lower().endswith(CHECKPOINT_SUFFIXES)):
-            names.add(name)
-            out.append(rest)
-        else:
-            out.append(spec)
+        named = name_and_path(str(spec))
+        if named is not None:
+            names.add(named[0])
+        out.append(named[1] if named is not None else spec)
     if len(names) > 1:
         raise WeightscopeError(f"the checkpoints name different architectures ({', '.join(sorted(names))}); "
                                "compare needs one")

@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from ..defaults import CLASS_LISTS as BUILTIN_CLASSES
+from ..defaults import CLUSTERING_METHODS as METHODS
 from ..errors import WeightscopeError
 from . import add_model_arguments, add_output_argument, add_quiet_argument
-
-#: weightscope.depth.BUILTIN_CLASSES and METHODS, spelled here so that `--help` imports no numpy (a test checks
-#: they agree)
-BUILTIN_CLASSES = ("shapes", "cifar10", "cifar100", "imagenet")
-METHODS = ("affinity", "louvain", "optics", "hdbscan")
 
 
 def register(subparsers) -> None:

@@ -16,7 +16,7 @@ from . import (add_directions_argument, add_model_arguments, add_output_argument
 
 
 def register(subparsers) -> None:
-    from .compare import MODEL_SPECS
+    from ..defaults import SPEC_HELP
 
     p = subparsers.add_parser(
         "similarity", allow_abbrev=False,
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
             "(logistic probes on each layer's activations; spatial with the shapes world's masks) compared by the "
             "correlation of their responses on held-out images, with linear CKA beside it. Data-free (--data-free, the "
             "default without --concepts): concept profiles of each layer's heads and principal angles between their "
-            "joint-space write subspaces.", 100) + "\n\n" + textwrap.fill(MODEL_SPECS, 100),
+            "joint-space write subspaces.", 100) + "\n\n" + textwrap.fill(SPEC_HELP, 100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
     )

@@ -9,6 +9,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ..decompose import HeadSVD, decompose_model, head_factors
+from ..defaults import CHECKPOINT_SUFFIXES, COMPARE_DEFAULTS, SPEC_HELP
 from ..errors import WeightscopeError
 from ..weights import VisionWeights
 from .labels import label_comparison
@@ -17,8 +18,7 @@ from .matching import compare_heads
 from .noise import rounding_noise, rounding_scale, storage_precision
 from .results import EPSILONS, Comparison
 
-DEFAULTS = {"cos_threshold": 0.8, "ratio_tol": 0.05, "change_tol": 1e-4, "tie_factor": 0.25, "noise_factor": 3.0,
-            "top_k": 8, "epsilon": 0.5}
+DEFAULTS = COMPARE_DEFAULTS
 DECOMPOSE_OPTIONS = ("layers", "heads", "kind", "fold_ln", "center_write", "rtol")
 #: what can be compared: the heads' value-output or query-key matrices, or each block's MLP write matrix
 MATRIX_KINDS = ("vo", "qk", "mlp")
@@ -198,19 +198,21 @@ def compare_weights(base: VisionWeights, tuned: VisionWeights, *, base_name: str
 
 # --------------------------------------------------------------------------------------------------- specs
 
-SPEC_HELP = (
-    "A checkpoint is given as: 'bundled' or 'bundled:base' / 'bundled:tuned' (the shipped shapes-world pair); "
-    "NAME:TAG for open_clip pretrained weights (e.g. ViT-B-32:openai; TAG may also be a file path); "
-    "a file path (.safetensors/.pt/.pth/.bin) with the architecture from --model NAME (default: the base's); "
-    "hf-hub:ORG/REPO; or a bare NAME for a randomly initialised model."
-)
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def name_and_path(spec: str) -> tuple[str, str] | None:
+    """(NAME, PATH) when ``spec`` is NAME:PATH (a checkpoint file of architecture NAME), else None."""
+    name, sep, rest = spec.partition(":")
+    if sep and name and rest and not Path(spec).exists() and not spec.startswith(("hf-hub:", "local-dir:")) and (
+            Path(rest).exists() or rest.lower().endswith(CHECKPOINT_SUFFIXES)):
+        return name, rest
+    return None
 
 
 def parse_checkpoint_spec(spec: str, model: str | None = None) -> dict:
     """Turn a checkpoint spec into ``load_model`` arguments {"model", "pretrained", "checkpoint"} (see SPEC_HELP).
 
-    model: the architecture for a bare file path (the ``--model`` option).
+    model: the architecture for a bare file path (default: none; NAME:PATH names it in the spec itself).
     """
     from ..load import BUNDLED
 
@@ -219,14 +221,16 @@ def parse_checkpoint_spec(spec: str, model: str | None = None) -> dict:
     spec = spec.strip()
     if spec == BUNDLED or spec.startswith(BUNDLED + ":"):
         return {"model": BUNDLED, "pretrained": spec.partition(":")[2] or "base", "checkpoint": None}
+    if (named := name_and_path(spec)) is not None:
+        return {"model": named[0], "pretrained": None, "checkpoint": named[1]}
     if Path(spec).is_file() or spec.lower().endswith(CHECKPOINT_SUFFIXES):
         from ..checkpoints import architecture as sidecar_architecture, read_sidecar
 
         if model is None and Path(spec).is_file() and sidecar_architecture(read_sidecar(spec)):
             return {"model": spec, "pretrained": None, "checkpoint": None}  # weightscope wrote it: loads by path
         if model is None:
-            raise WeightscopeError(f"checkpoint file {spec} needs its architecture: pass --model NAME "
-                                   "(the open_clip model name it was trained with)")
+            raise WeightscopeError(f"checkpoint file {spec} needs its architecture: write NAME:{spec} "
+                                   "(NAME: the open_clip model name it was trained with)")
         return {"model": model, "pretrained": None, "checkpoint": spec}
     if spec.startswith(("hf-hub:", "local-dir:")):
         return {"model": spec, "pretrained": None, "checkpoint": None}

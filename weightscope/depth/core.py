@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..defaults import CLUSTERING_METHODS
 from ..errors import WeightscopeError
 
-METHODS = ("affinity", "louvain", "optics", "hdbscan")
+METHODS = CLUSTERING_METHODS
 SEED = 42  # the authors' seed
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import CLASS_LISTS
 from ..errors import WeightscopeError
 
-BUILTIN_CLASSES = ("shapes", "cifar10", "cifar100", "imagenet")
+BUILTIN_CLASSES = CLASS_LISTS
 
 
 def read_classes(spec: str) -> tuple[list[str], list[str]]:
