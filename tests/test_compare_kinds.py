@@ -69,18 +69,25 @@ def test_rotated_key_direction_is_rotated_by_its_angle(tiny_model):
     assert result[0, 3].intruders(cos - 1e-3) == 0 and result[0, 3].intruders(cos + 1e-3) == 1
 
 
-def test_fp16_resave_is_no_qk_change(tiny_model, tiny_name, tmp_path):
+def fp16_resave_compared(model, name, tmp_path, kind):
+    """``model`` re-saved in fp16 and loaded back, compared with itself for ``kind``: (with the dtype noise floor,
+    without it). Asserts the floor hides the rounding: no change with it, every unit changed without it."""
     import torch
 
     from weightscope.load import load_model
 
     path = tmp_path / "fp16.safetensors"
-    save_file({k: v.to(torch.float16).contiguous() for k, v in tiny_model.state_dict().items()}, str(path))
-    resaved = load_model(tiny_name, checkpoint=str(path))
-    result = compare_models(tiny_model, resaved, progress=False, kind="qk")
+    save_file({k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}, str(path))
+    resaved = load_model(name, checkpoint=str(path))
+    result = compare_models(model, resaved, progress=False, kind=kind)
     assert result.settings["precision_tuned"] == "fp16" and result.changed_heads() == []
-    raw = compare_models(tiny_model, resaved, progress=False, kind="qk", noise_factor=0.0, change_tol=0.0)
+    raw = compare_models(model, resaved, progress=False, kind=kind, noise_factor=0.0, change_tol=0.0)
     assert len(raw.changed_heads()) == len(raw.heads)      # the dtype floor is what hides the rounding
+    return result, raw
+
+
+def test_fp16_resave_is_no_qk_change(tiny_model, tiny_name, tmp_path):
+    fp16_resave_compared(tiny_model, tiny_name, tmp_path, "qk")
 
 
 def test_unknown_kind_and_non_bilinear_layers_are_refused(tiny_model):
@@ -178,17 +185,7 @@ def test_rotated_mlp_write_direction_is_rotated_by_its_angle(tiny_model):
 
 
 def test_fp16_resave_is_no_mlp_change(tiny_model, tiny_name, tmp_path):
-    import torch
-
-    from weightscope.load import load_model
-
-    path = tmp_path / "fp16.safetensors"
-    save_file({k: v.to(torch.float16).contiguous() for k, v in tiny_model.state_dict().items()}, str(path))
-    resaved = load_model(tiny_name, checkpoint=str(path))
-    result = compare_models(tiny_model, resaved, progress=False, kind="mlp")
-    assert result.settings["precision_tuned"] == "fp16" and result.changed_heads() == []
-    raw = compare_models(tiny_model, resaved, progress=False, kind="mlp", noise_factor=0.0, change_tol=0.0)
-    assert len(raw.changed_heads()) == len(raw.heads)
+    _, raw = fp16_resave_compared(tiny_model, tiny_name, tmp_path, "mlp")
     measured = [math.sqrt(h.energy_total) / h.noise for h in raw.heads.values()]
     assert 0.2 < min(measured) and max(measured) < 1.0         # the one-factor noise model fits the rounding
 
