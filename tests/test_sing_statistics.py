@@ -21,7 +21,8 @@ def _problem(seed=0, n=12, m=5, F=20, E=16, C=4):
     rng = np.random.default_rng(seed)
     head = head_from_arrays(rng.normal(size=(C, F)), rng.normal(size=C), [f"c{i}" for i in range(C)])
     T = Translator("linear", [rng.normal(size=(F, E)) / np.sqrt(F)], [0.3 * rng.normal(size=E)])
-    return head, head_geometry(head), T, rng.normal(size=(n, F)), [f"text {j}" for j in range(m)], rng.normal(size=(m, E))
+    texts = [f"text {j}" for j in range(m)]
+    return head, head_geometry(head), T, rng.normal(size=(n, F)), texts, rng.normal(size=(m, E))
 
 
 def test_batched_scores_equal_single_feature_steering():
@@ -47,7 +48,8 @@ def test_batched_scores_equal_single_feature_steering():
     for i, j in [(0, 0), (3, 2), (7, 4)]:
         for d, arr in ((1, st.as_towards), (-1, st.as_away)):
             try:
-                assert arr[i, j] == pytest.approx(steer_through(geom, T, X[i], Tt[j], 60.0, d).attribute_score, abs=1e-9)
+                ref = steer_through(geom, T, X[i], Tt[j], 60.0, d).attribute_score
+                assert arr[i, j] == pytest.approx(ref, abs=1e-9)
             except WeightscopeError:
                 assert np.isnan(arr[i, j])
 
@@ -78,7 +80,8 @@ def test_hand_checkable_world():
         else:                       # its projected gradient is zero: SING's flow cannot start
             assert np.isnan(st.abs_as[:, 0]).all() and st.per_text()[0]["share_reachable"] == 0.0
         fl = st.per_text()
-        assert [r["flagged_share"] for r in fl] == [0.5, 0.5, 1.0]     # IS_row 45 > 12 flags image 0 everywhere, AS_row 10 > 4 image 1 once
+        # IS_row 45 > 12 flags image 0 for every text; AS_row 10 > 4 flags image 1 for "row, seen" only
+        assert [r["flagged_share"] for r in fl] == [0.5, 0.5, 1.0]
         assert list(st.predicted) == [0, 0]
 
 
@@ -173,8 +176,20 @@ def test_bad_input_one_line():
         attribute_statistics(geom, head, T, X, ["a"] * 5, Tt)
     with pytest.raises(WeightscopeError, match="NaN"):
         attribute_statistics(geom, head, T, np.where(X > 2, np.nan, X), texts, Tt)
-    with pytest.raises(WeightscopeError, match="translator maps width 16 -> 16 but the classifier's features have width 20"):
+    with pytest.raises(WeightscopeError, match="maps width 16 -> 16 but the classifier's features have width 20"):
         attribute_statistics(geom, head, identity_translator(16), X, texts, Tt)
     mlp = Translator("mlp", [np.ones((20, 3)), np.ones((3, 16))], [np.zeros(3), np.zeros(16)])
     with pytest.raises(WeightscopeError, match="optimal path needs an affine translator"):
         attribute_statistics(geom, head, mlp, X, texts, Tt, path="optimal")
+
+
+def test_blocks_of_images_give_the_same_result(monkeypatch):
+    import weightscope.sing.statistics as stats
+
+    head, geom, T, X, texts, Tt = _problem(seed=4, n=7, m=3, F=12, E=16, C=4)
+    whole = {p: attribute_statistics(geom, head, T, X, texts, Tt, image_score=30.0, path=p) for p in stats.PATHS}
+    monkeypatch.setattr(stats, "_BLOCK_FLOATS", 1)           # one image per block
+    for p in stats.PATHS:
+        part = attribute_statistics(geom, head, T, X, texts, Tt, image_score=30.0, path=p)
+        for name in ("as_towards", "as_away", "as_row", "is_row"):
+            assert np.allclose(getattr(part, name), getattr(whole[p], name), atol=1e-9, equal_nan=True), (p, name)

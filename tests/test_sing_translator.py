@@ -6,8 +6,6 @@ differences, the optimum against random search over the null space, angles from 
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
@@ -254,7 +252,8 @@ def test_full_range_optimum_is_the_great_circle_and_isotropic_flow_follows_it():
         f, t = rng.normal(size=64), rng.normal(size=32)
         theta = _deg(T(f), t)
         for IS in (10.0, 40.0, theta + 10.0):
-            assert steer_through(geom, T, f, t, IS, 1).attribute_score == pytest.approx(theta - abs(IS - theta), abs=1e-6)
+            got = steer_through(geom, T, f, t, IS, 1).attribute_score
+            assert got == pytest.approx(theta - abs(IS - theta), abs=1e-6)
     # isotropic: head reads coords 0-2, T maps null coords 3-6 orthogonally onto E = 4, so M^T Pi_n M = I and the
     # flow is the great circle from T(f) to t: AS = IS before t is reached, as the closed form
     W = np.zeros((3, 12))

@@ -31,6 +31,7 @@ SING_IS_THRESHOLD_DEG = 12.0
 #: ... or |AS| of f_row above 4 deg. Both strict: a value exactly at the threshold is not flagged.
 SING_AS_THRESHOLD_DEG = 4.0
 PATHS = ("gradient", "optimal")
+_BLOCK_FLOATS = 1 << 23         # floats per block of images (64 MiB of float64)
 
 
 def _nanmean(x, axis=None):
@@ -174,7 +175,8 @@ class AttributeStatistics:
         lines = [f"{o['n_images']} images x {o['n_texts']} texts, {self.path} path, null space {self.null_dim}-d "
                  f"({where}): mean |AS| at IS = {self.image_score:g} deg {fmt(o['mean_abs_as'])} "
                  f"(median {fmt(o['median_abs_as'])}, reached {o['share_reachable']:.0%})",
-                 f"f_row (head's view): mean IS {fmt(o['mean_is_row'])} deg, mean |AS| {fmt(o['mean_abs_as_row'])} deg; "
+                 f"f_row (head's view): mean IS {fmt(o['mean_is_row'])} deg, "
+                 f"mean |AS| {fmt(o['mean_abs_as_row'])} deg; "
                  f"SING's demo flags (IS > {SING_IS_THRESHOLD_DEG:g} or |AS| > {SING_AS_THRESHOLD_DEG:g} deg): "
                  f"{o['flagged_share']:.0%} of image-text pairs"]
         leak = self.leakage()
@@ -243,7 +245,8 @@ def _check(geom, head, T, features, texts, text_embeddings, families, image_scor
     for name, members in families.items():
         missing = [t for t in members if t not in texts]
         if not members or missing:
-            raise WeightscopeError(f"family {name!r} names texts not in the list ({', '.join(missing) or 'none given'})")
+            raise WeightscopeError(f"family {name!r} names texts not in the list "
+                                   f"({', '.join(missing) or 'none given'})")
     if not isinstance(image_score, (int, float)) or not 0.0 < float(image_score) < 180.0:
         raise WeightscopeError(f"image score {image_score!r} deg must lie in (0, 180)")
     if path not in PATHS:
@@ -268,6 +271,8 @@ def attribute_statistics(geom: HeadGeometry, head: LinearHead, T: Translator, fe
     """
     import time
 
+    from tqdm import tqdm
+
     X, Tt, families = _check(geom, head, T, features, texts, text_embeddings, families, image_score, path, max_step_deg)
     start = time.perf_counter()
     E = T(X)
@@ -283,18 +288,27 @@ def attribute_statistics(geom: HeadGeometry, head: LinearHead, T: Translator, fe
     if T.kind != "mlp":
         egeom, _ = translated_geometry(geom, T)
         image_dim = egeom.null_dim
-    if path == "optimal":
-        towards, away = (_optimal_as(egeom, E, Tt, float(image_score), d) for d in (1, -1))
-    else:
-        F0 = np.repeat(X, 2 * m, axis=0)                          # order: image, text, direction
-        texts_rep = np.tile(np.repeat(Tt, 2, axis=0), (n, 1))
-        dirs = np.tile([1.0, -1.0], n * m)
-        F_tilde, reached, _, _ = gradient_flow(geom, T, F0, texts_rep, float(image_score), dirs, max_step_deg,
-                                               progress=progress)
-        as_all = np.degrees(linalg.vector_angle(np.repeat(E, 2 * m, axis=0), texts_rep)
-                            - linalg.vector_angle(T(F_tilde), texts_rep))
-        as_all = np.where(reached, as_all, np.nan).reshape(n, m, 2)
-        towards, away = as_all[..., 0], as_all[..., 1]
+    towards, away = np.empty((n, m)), np.empty((n, m))
+    # images in blocks, so that memory stays bounded (the optimal path holds (block, m, E), the gradient path
+    # (block * m * 2, max(F, E)) arrays)
+    width = T.out_width if path == "optimal" else 2 * max(T.in_width, T.out_width)
+    block = max(1, _BLOCK_FLOATS // (m * width))
+    with tqdm(total=n * m * 2, desc=f"{path} steering", unit="path", disable=not progress, leave=False) as bar:
+        for lo in range(0, n, block):
+            sl = slice(lo, min(n, lo + block))
+            if path == "optimal":
+                towards[sl], away[sl] = (_optimal_as(egeom, E[sl], Tt, float(image_score), d) for d in (1, -1))
+                bar.update(2 * m * (sl.stop - lo))
+                continue
+            k = sl.stop - lo
+            F0 = np.repeat(X[sl], 2 * m, axis=0)                      # order: image, text, direction
+            texts_rep = np.tile(np.repeat(Tt, 2, axis=0), (k, 1))
+            F_tilde, reached, _, _ = gradient_flow(geom, T, F0, texts_rep, float(image_score),
+                                                   np.tile([1.0, -1.0], k * m), max_step_deg, bar=bar)
+            as_all = np.degrees(linalg.vector_angle(np.repeat(E[sl], 2 * m, axis=0), texts_rep)
+                                - linalg.vector_angle(T(F_tilde), texts_rep))
+            as_all = np.where(reached, as_all, np.nan).reshape(k, m, 2)
+            towards[sl], away[sl] = as_all[..., 0], as_all[..., 1]
     return AttributeStatistics(list(texts), head.class_names, families, float(image_score), path, predicted,
                                is_row, as_row, towards, away, geom.null_dim, image_dim, T.out_width, T.report,
                                timing_s=time.perf_counter() - start)

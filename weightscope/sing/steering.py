@@ -62,7 +62,9 @@ class TranslatedSteering:
 
 
 def translated_scores(T: Translator, f, f_tilde, t) -> tuple[float, float]:
-    """SING's (IS, AS) in degrees through T: angle(T(f), T(f~)), angle(T(f), t) - angle(T(f~), t). f, f~ (F,), t (E,)."""
+    """SING's (IS, AS) in degrees through T: angle(T(f), T(f~)), angle(T(f), t) - angle(T(f~), t).
+
+    f, f~: (F,); t: (E,)."""
     e, et = T(np.reshape(f, -1)), T(np.reshape(f_tilde, -1))
     t = np.asarray(t, dtype=np.float64).reshape(-1)
     return (float(np.degrees(linalg.vector_angle(e, et))),
@@ -152,17 +154,19 @@ class _Flow:
         self.state = np.zeros((F0.shape[0], T.out_width if self.affine else F0.shape[1]))
 
     def image(self, idx):
+        """T(f~) of the flows ``idx``; for an MLP T also keeps its relu masks for :meth:`direction`."""
         if self.affine:
             return self.E0[idx] + self.state[idx] @ self.G
-        return self.T(self.F0[idx] + self.state[idx])
+        e, self._masks = self.T._forward(self.F0[idx] + self.state[idx])
+        return e
 
     def direction(self, idx, g):
-        """(d, J d): the projected gradient step in state coordinates and its image's first-order motion."""
+        """(d, J d) at the point of the last :meth:`image` call: the projected gradient step in state coordinates
+        and its image's first-order motion."""
         if self.affine:
             return g, g @ self.G
-        x = self.F0[idx] + self.state[idx]
-        d = self.geom.split(self.T.vjp(x, g))[1]
-        return d, self.T.jvp(x, d)
+        d = self.geom.split(self.T._vjp(self._masks, g))[1]
+        return d, self.T._jvp(self._masks, d)
 
     def trial(self, idx, e, d, jd, eta):
         if self.affine:
@@ -175,18 +179,16 @@ class _Flow:
 
 
 def gradient_flow(geom: HeadGeometry, T: Translator, F0: np.ndarray, texts: np.ndarray, image_score: float,
-                  directions: np.ndarray, max_step_deg: float = 0.25, max_steps: int | None = None,
-                  progress: bool = False):
+                  directions: np.ndarray, max_step_deg: float = 0.25, max_steps: int | None = None, bar=None):
     """SING's projected-gradient flow for P (feature, text, direction) triples at once (module docstring).
 
     F0: (P, F) features; texts: (P, E) text embeddings (directions); directions: (P,) +1 / -1. Returns
     (F_tilde (P, F), reached (P,) bool, best_is (P,) largest IS reached in degrees, n_steps (P,)); where not
     reached F_tilde is the flow's last point. A flow stalls (not reached) when it cannot improve cos(T(f~), t) any
     more (at its maximum over the equivalent images), when IS has not grown for ``_PATIENCE`` steps, or after
-    ``max_steps`` (default 20 * image_score / max_step_deg + 200). Inputs are assumed checked (see gradient_path).
+    ``max_steps`` (default 20 * image_score / max_step_deg + 200). bar: an optional progress bar (tqdm), advanced
+    by one per finished flow. Inputs are assumed checked (see gradient_path).
     """
-    from tqdm import tqdm
-
     P = F0.shape[0]
     target = float(image_score)
     step = np.radians(max_step_deg)
@@ -199,7 +201,6 @@ def gradient_flow(geom: HeadGeometry, T: Translator, F0: np.ndarray, texts: np.n
     reached, active = np.zeros(P, dtype=bool), np.ones(P, dtype=bool)
     if target == 0.0:
         return F0.copy(), np.ones(P, dtype=bool), best, n_steps
-    bar = tqdm(total=P, desc="gradient paths", unit="path", disable=not progress, leave=False)
     for it in range(max_steps):
         idx = np.flatnonzero(active)
         if idx.size == 0:
@@ -251,8 +252,8 @@ def gradient_flow(geom: HeadGeometry, T: Translator, F0: np.ndarray, texts: np.n
         done_now = crossed | ~accept | (it - last_gain[idx] >= _PATIENCE)
         reached[idx[crossed]] = True
         active[idx[done_now]] = False
-        bar.update(int(done_now.sum()))
-    bar.close()
+        if bar is not None:
+            bar.update(int(done_now.sum()))
     return flow.features(), reached, best, n_steps
 
 

@@ -132,22 +132,24 @@ class Translator:
         """Gradient of <T(f), g> with respect to f: g J_T(f). f (F,) or (n, F), g (E,) or (n, E) -> like f."""
         f = self._input(f)
         g = np.asarray(g, dtype=np.float64)
-        if self.kind == "identity":
-            return np.broadcast_to(g, f.shape).copy()
-        _, masks = self._forward(f)
-        for i in range(len(self.weights) - 1, -1, -1):
-            g = g @ self.weights[i].T
-            if i:
-                g = np.where(masks[i - 1], g, 0.0)
-        return np.broadcast_to(g, f.shape).copy()
+        out = g if self.kind == "identity" else self._vjp(self._forward(f)[1], g)
+        return np.broadcast_to(out, f.shape).copy()
 
     def jvp(self, f, v) -> np.ndarray:
         """Directional derivative J_T(f) v. f, v (F,) or (n, F) -> (E,) or (n, E)."""
         f = self._input(f)
         v = np.asarray(v, dtype=np.float64)
-        if self.kind == "identity":
-            return v.copy()
-        _, masks = self._forward(f)
+        return v.copy() if self.kind == "identity" else self._jvp(self._forward(f)[1], v)
+
+    def _vjp(self, masks, g):
+        """g J_T at the point whose relu masks (from :meth:`_forward`) are given."""
+        for i in range(len(self.weights) - 1, -1, -1):
+            g = g @ self.weights[i].T
+            if i:
+                g = np.where(masks[i - 1], g, 0.0)
+        return g
+
+    def _jvp(self, masks, v):
         for i, w in enumerate(self.weights):
             v = v @ w
             if i < len(self.weights) - 1:
