@@ -11,7 +11,8 @@ AS = angle(T(f), t) - angle(T(f~), t), in degrees (positive AS: f~ moved closer 
   by the minimum-norm z with z K = e~ - T(f), f~ = f + z N. When range(K) = E (generic once F - r >= E, e.g. a
   256-wide classifier with 8 classes into a 64-wide CLIP space) every direction of E is reachable and the optimum is
   the classifier-independent great circle from T(f) towards t: AS = theta - |IS - theta| with theta =
-  angle(T(f), t) (towards); it tells nothing about the classifier, which is why the gradient path matters.
+  angle(T(f), t) (towards); it tells nothing about the classifier, which is why the gradient path matters. (A
+  64-wide 8-class classifier into a 64-wide space has a 56-d S: its optimum still depends on the classifier.)
 - :func:`gradient_path`, SING's path (any T, also "mlp"): Euler steps of the flow of the null-space-projected
   gradient of +-cos(T(f~), t), f~ <- f~ + eta Pi_n grad_f cos(T(f~), t) (gradient through ``T.vjp``). eta makes
   T(f~) turn by at most ``max_step_deg`` per step (so IS grows by at most that); the last step is bisected so IS
