@@ -43,9 +43,11 @@ def test_shipped_classifiers_reach_90_percent_on_heldout_shapes(shipped, heldout
 
 
 def test_features_through_the_head_are_the_modules_own_logits(shipped, heldout):
-    images = heldout[0][:300]
-    feats, logits = shipped.features(images, batch_size=128), shipped.logits(images, batch_size=100)
-    assert feats.shape == (300, 64) and feats.dtype == np.float64
+    images = heldout[0][:150]
+    feats, logits = shipped.features_and_logits(images, batch_size=64)
+    assert feats.shape == (150, 64) and feats.dtype == np.float64
+    np.testing.assert_array_equal(shipped.features(images[:10]), feats[:10])
+    np.testing.assert_array_equal(shipped.logits(images[:10]), logits[:10])
     # the module's own forward on the training-time conversion, not through Classifier
     with torch.no_grad():
         own = shipped.module(images_to_tensor(images, shipped.mean, shipped.std)).double().numpy()
@@ -83,7 +85,8 @@ def test_save_and_load_round_trip_is_exact(shipped, heldout, tmp_path):
 
 
 def test_training_is_a_pure_function_of_its_arguments(tmp_path):
-    runs = [train("vit", tmp_path / f"run{i}.safetensors", steps=2, batch_size=8, warmup=1, quiet=True)
+    runs = [train("vit", tmp_path / f"run{i}.safetensors", steps=2, batch_size=8, warmup=1, heldout_n=50,
+                  quiet=True)
             for i in range(2)]
     a, b = (load_file(str(tmp_path / f"run{i}.safetensors")) for i in range(2))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -210,6 +213,8 @@ def test_weights_without_architecture_are_refused(tmp_path):
     torch.save(model.state_dict(), tmp_path / "sd.pt")
     torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "ckpt.pth")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "sd.safetensors"))
+    # its header length is 128: the file starts with 0x80 like a pickle, and must still read as safetensors
+    assert (tmp_path / "sd.safetensors").read_bytes()[:2] == b"\x80\x00"
     for name in ("sd.pt", "ckpt.pth", "sd.safetensors"):
         message = _error(tmp_path / name, trust=True)
         assert "only weights" in message and "architecture" in message and "torch.save(model, path)" in message

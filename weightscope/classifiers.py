@@ -78,7 +78,7 @@ class Classifier:
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def _to_tensor(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        x = torch.tensor(images).permute(0, 3, 1, 2).float().div_(255.0)  # a copy: inputs may be read-only
         h, w = x.shape[-2:]
         if h != w:
             side = min(h, w)
@@ -89,7 +89,9 @@ class Classifier:
                                                 align_corners=False, antialias=True)
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
-        return (x - mean) / std
+        # one memory layout whatever the input's strides: convolutions pick kernels by layout, and their last
+        # bits differ between kernels
+        return ((x - mean) / std).contiguous()
 
     def features_and_logits(self, images, batch_size: int = 256, progress: bool = False):
         """(features (N, F), logits (N, C)), both float64 numpy, from one forward pass per batch: features are

@@ -30,7 +30,7 @@ HELDOUT_N = 2000
 # The recipes of the shipped classifiers (keyword arguments of ``train``).
 RECIPES = {
     "cnn": dict(seed=0, steps=400, batch_size=128, lr=3e-3, warmup=20, weight_decay=5e-4, threads=1),
-    "vit": dict(seed=0, steps=1000, batch_size=128, lr=2e-3, warmup=50, weight_decay=0.05, threads=1),
+    "vit": dict(seed=0, steps=1600, batch_size=128, lr=2e-3, warmup=50, weight_decay=0.05, threads=1),
 }
 
 
@@ -51,10 +51,12 @@ def heldout_accuracy(module, config: dict, n: int = HELDOUT_N, seed: int = HELDO
 
 
 def train(arch: str, out, *, seed: int = 0, steps: int = 400, batch_size: int = 128, lr: float = 3e-3,
-          warmup: int = 20, weight_decay: float = 5e-4, threads: int = 1, quiet: bool = False) -> dict:
+          warmup: int = 20, weight_decay: float = 5e-4, threads: int = 1, options: dict | None = None,
+          heldout_n: int = HELDOUT_N, quiet: bool = False) -> dict:
     """Train a fresh ``arch`` classifier for ``steps`` steps, save it to ``out`` (see ``save_classifier``);
     returns the run's record (also stored as the config's "training" entry): hyper-parameters, wall and
-    CPU seconds of the training loop, held-out accuracy."""
+    CPU seconds of the training loop, held-out accuracy. options: architecture settings over
+    ``default_config(arch)`` (e.g. {"patch": 4}). heldout_n: images of the held-out evaluation."""
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
@@ -69,7 +71,8 @@ def train(arch: str, out, *, seed: int = 0, steps: int = 400, batch_size: int = 
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)
-    config = default_config(arch)
+    options = dict(options or {})
+    config = default_config(arch, **options)
     model = build_classifier(config)
     model.train()
     # decay conv and linear weights only: not gains, biases, the class token or positional embeddings
@@ -100,12 +103,12 @@ def train(arch: str, out, *, seed: int = 0, steps: int = 400, batch_size: int = 
         bar.set_postfix(loss=f"{running:.3f}", refresh=False)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     model.eval()
-    acc = heldout_accuracy(model, config)
+    acc = heldout_accuracy(model, config, n=heldout_n)
     record = {"arch": arch, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
-              "weight_decay": weight_decay, "threads": threads, "torch": torch.__version__,
+              "weight_decay": weight_decay, "threads": threads, "options": options, "torch": torch.__version__,
               "train_wall_seconds": round(wall, 1), "train_cpu_seconds": round(cpu, 1),
               "final_loss": round(running, 4), "heldout_accuracy": acc,
-              "heldout": {"n": HELDOUT_N, "seed": HELDOUT_SEED, "spurious_strength": None},
+              "heldout": {"n": heldout_n, "seed": HELDOUT_SEED, "spurious_strength": None},
               "parameters": sum(p.numel() for p in model.parameters())}
     config["training"] = record
     save_classifier(model, config, out)
