@@ -120,9 +120,25 @@ def test_preprocess_pil_equals_array(shipped, heldout):
 @pytest.mark.parametrize("bad", [np.zeros((2, 48, 48, 3), np.float32), np.zeros((48, 48, 3), np.uint8), "x",
                                  np.zeros((0, 48, 48, 3), np.uint8)])
 def test_preprocess_refuses_what_is_not_images(shipped, bad):
-    with pytest.raises(WeightscopeError) as err:
-        shipped.preprocess(bad)
-    assert "\n" not in str(err.value)
+    for call in (shipped.preprocess, shipped.features):
+        with pytest.raises(WeightscopeError) as err:
+            call(bad)
+        assert "\n" not in str(err.value)
+
+
+def test_features_of_a_preprocessed_tensor_and_of_mixed_sizes(shipped, heldout):
+    images = heldout[0][:6]
+    want = shipped.features(images, batch_size=4)
+    np.testing.assert_array_equal(shipped.features(shipped.preprocess(images), batch_size=4), want)
+    # a list of PIL images of different sizes: each resized on its own
+    big = [Image.fromarray(im).resize((96, 96)) for im in images[3:]]
+    got = shipped.features([Image.fromarray(im) for im in images[:3]] + big, batch_size=4)
+    np.testing.assert_array_equal(got[:3], want[:3])
+    np.testing.assert_allclose(got[3:], shipped.features(np.stack([np.asarray(b) for b in big])), rtol=1e-6,
+                               atol=1e-6)
+    assert np.abs(got[3:] - want[3:]).max() > 1e-3  # they were resized: not the 48 px originals
+    with pytest.raises(WeightscopeError, match="float tensor"):
+        shipped.features(torch.zeros(2, 48, 48, 3))
 
 
 # ----------------------------------------------------------------------------------------------- loader errors
@@ -220,6 +236,7 @@ def test_weights_without_architecture_are_refused(tmp_path):
         assert "only weights" in message and "architecture" in message and "torch.save(model, path)" in message
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_untrusted_pickles_missing_and_foreign_files_are_refused(tmp_path):
     torch.save(_small(), tmp_path / "m.pt")
     message = _error(tmp_path / "m.pt")

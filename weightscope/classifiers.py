@@ -39,6 +39,43 @@ _FORMS = ("give a weightscope classifier (.safetensors with its .json config), a
           "torch.save(model, path) (with --trust-checkpoint), or bundled-cnn / bundled-vit")
 
 
+def preprocess_images(images, image_size: int, mean, std) -> torch.Tensor:
+    """uint8 images (N, H, W, 3) or a sequence of PIL images -> float32 (N, 3, S, S), S = ``image_size``.
+
+    Non-square images are centre-cropped to their shorter side; images of another size are resized (bilinear
+    with antialiasing); then /255 and normalised by ``mean`` / ``std`` (3 values each, RGB). Raises
+    WeightscopeError for anything else (wrong dtype or shape, no images).
+    """
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise WeightscopeError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}")
+        batches = [images]
+    elif isinstance(images, Sequence) and all(hasattr(im, "convert") for im in images):
+        batches = [np.asarray(im.convert("RGB"))[None] for im in images]
+    else:
+        raise WeightscopeError(f"expected a uint8 array (N, H, W, 3) or a list of PIL images, got "
+                               f"{type(images).__name__}")
+    if not batches or not len(batches[0]):
+        raise WeightscopeError("no images to preprocess; give at least one")
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    out = []
+    for batch in batches:
+        x = torch.tensor(batch).permute(0, 3, 1, 2).float().div_(255.0)  # a copy: inputs may be read-only
+        h, w = x.shape[-2:]
+        if h != w:
+            side = min(h, w)
+            top, left = (h - side) // 2, (w - side) // 2
+            x = x[..., top:top + side, left:left + side]
+        if x.shape[-1] != image_size:
+            x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
+                                                align_corners=False, antialias=True)
+        # one memory layout whatever the input's strides: convolutions pick kernels by layout, and the last
+        # bits differ between kernels
+        out.append(((x - m) / s).contiguous())
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
 @dataclass
 class Classifier:
     """A classifier ready for SING: module (eval mode, CPU, float32), its head (the last nn.Linear its forward
@@ -53,62 +90,40 @@ class Classifier:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str
-    head_name: str = "fc"
+    head_name: str
 
     def preprocess(self, images) -> torch.Tensor:
-        """uint8 images (N, H, W, 3) or a sequence of PIL images -> float32 (N, 3, S, S), S = image_size.
-
-        Non-square images are centre-cropped to their shorter side; images of another size are resized
-        (bilinear with antialiasing); then /255 and normalised by mean / std. Raises WeightscopeError for
-        anything else (wrong dtype or shape, an empty set).
-        """
-        if isinstance(images, np.ndarray):
-            if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-                raise WeightscopeError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} "
-                                       f"{images.shape}")
-            batches = [images]
-        elif isinstance(images, Sequence) and all(hasattr(im, "convert") for im in images):
-            batches = [np.asarray(im.convert("RGB"))[None] for im in images]
-        else:
-            raise WeightscopeError(f"expected a uint8 array (N, H, W, 3) or a list of PIL images, got "
-                                   f"{type(images).__name__}")
-        if not batches or not len(batches[0]):
-            raise WeightscopeError("no images to preprocess; give at least one")
-        out = [self._to_tensor(b) for b in batches]
-        return out[0] if len(out) == 1 else torch.cat(out)
-
-    def _to_tensor(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.tensor(images).permute(0, 3, 1, 2).float().div_(255.0)  # a copy: inputs may be read-only
-        h, w = x.shape[-2:]
-        if h != w:
-            side = min(h, w)
-            top, left = (h - side) // 2, (w - side) // 2
-            x = x[..., top:top + side, left:left + side]
-        if x.shape[-1] != self.image_size:
-            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                                                align_corners=False, antialias=True)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
-        # one memory layout whatever the input's strides: convolutions pick kernels by layout, and their last
-        # bits differ between kernels
-        return ((x - mean) / std).contiguous()
+        """The module's input for ``images`` (see :func:`preprocess_images`): float32 (N, 3, S, S)."""
+        return preprocess_images(images, self.image_size, self.mean, self.std)
 
     def features_and_logits(self, images, batch_size: int = 256, progress: bool = False):
         """(features (N, F), logits (N, C)), both float64 numpy, from one forward pass per batch: features are
-        the input of the head's nn.Linear (a forward hook), logits the module's own output."""
+        the input of the head's nn.Linear (a forward hook), logits the module's own output.
+
+        images: uint8 (N, H, W, 3), a sequence of PIL images (each batch is preprocessed when it is run, so N
+        may be large), or an already preprocessed float tensor (N, 3, S, S).
+        """
         from tqdm import tqdm
 
-        x = images if isinstance(images, torch.Tensor) else self.preprocess(images)
+        if isinstance(images, torch.Tensor):
+            if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+                raise WeightscopeError(f"a preprocessed input must be a float tensor (N, 3, S, S), got "
+                                       f"{images.dtype} {tuple(images.shape)}")
+        else:  # bad input fails here, in one line, before any work
+            self.preprocess(images[:1] if isinstance(images, (np.ndarray, Sequence)) else images)
+        if batch_size < 1:
+            raise WeightscopeError(f"batch_size must be >= 1, got {batch_size}")
         head = dict(self.module.named_modules())[self.head_name]
-        feats, logits = [], []
-        seen = []
+        feats, logits, seen = [], [], []
         handle = head.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach()))
         try:
             with torch.no_grad():
-                starts = range(0, len(x), batch_size)
+                starts = range(0, len(images), batch_size)
                 for s in tqdm(starts, desc=f"{self.name} features", disable=not progress or len(starts) < 2):
+                    batch = images[s:s + batch_size]
                     seen.clear()
-                    logits.append(self.module(x[s:s + batch_size]).double())
+                    logits.append(self.module(batch if isinstance(batch, torch.Tensor)
+                                              else self.preprocess(batch)).double())
                     feats.append(seen[-1].double())
         finally:
             handle.remove()
@@ -259,8 +274,8 @@ def _finish(name: str, module: torch.nn.Module, config: dict, source: str, class
         raise WeightscopeError(f"{type(module).__name__} has no nn.Linear layer: SING needs a classifier whose "
                                "output is a linear layer's (logits = features W^T + b)")
     size = int(config["image_size"])
-    probe = Classifier(name, module, None, (), size, tuple(config["mean"]), tuple(config["std"]), source)
-    x = probe.preprocess(np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8))
+    x = preprocess_images(np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8), size,
+                          config["mean"], config["std"])
     calls = []
     handles = [m.register_forward_hook(lambda mod, args, out, n=n: calls.append((n, args, out)))
                for n, m in linears.items()]
