@@ -17,7 +17,7 @@ from weightscope.shapes import world
 from weightscope.shapes.classifiers import (bundled_path, build_classifier, config_path, default_config,
                                             save_classifier)
 from weightscope.shapes.evaluate import images_to_tensor
-from weightscope.shapes.train_classifiers import HELDOUT_N, HELDOUT_SEED, RECIPES, reproduce, train
+from weightscope.shapes.train_classifiers import HELDOUT_N, HELDOUT_SEED, RECIPES, main, reproduce, train
 
 ARCHS = ("cnn", "vit")
 
@@ -93,6 +93,17 @@ def test_training_is_a_pure_function_of_its_arguments(tmp_path):
     fresh = build_classifier(default_config("vit"))
     assert not torch.equal(a["fc.weight"], fresh.state_dict()["fc.weight"])  # it did train
     assert runs[0]["heldout_accuracy"] == runs[1]["heldout_accuracy"]
+
+
+def test_training_refuses_bad_outputs_before_it_starts(capsys):
+    t0 = time.perf_counter()
+    with pytest.raises(WeightscopeError, match="shipped with weightscope"):
+        train("cnn", bundled_path("cnn"), steps=10_000)
+    with pytest.raises(WeightscopeError, match="steps > 0"):
+        train("vit", "x.safetensors", steps=0)
+    assert main(["--arch", "cnn", "--out", str(bundled_path("vit")), "--quiet"]) == 2
+    assert "refusing to write" in capsys.readouterr().err
+    assert time.perf_counter() - t0 < 5
 
 
 # ----------------------------------------------------------------------------------------------- preprocessing
@@ -245,6 +256,8 @@ def test_untrusted_pickles_missing_and_foreign_files_are_refused(tmp_path):
     assert "folder" in _error(tmp_path)
     (tmp_path / "junk.bin").write_bytes(b"hello, not a model")
     assert "neither a safetensors nor a torch file" in _error(tmp_path / "junk.bin")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert "the file is empty" in _error(tmp_path / "empty.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:200])
     assert "truncated" in _error(tmp_path / "cut.pt", trust=True)
     torch.jit.save(torch.jit.script(_small()), str(tmp_path / "scripted.pt"))

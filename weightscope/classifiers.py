@@ -183,8 +183,7 @@ def _from_file(path: Path, trust: bool):
     except OSError as err:
         raise WeightscopeError(f"cannot read classifier {path}: {err.strerror}") from None
     no_arch = (f"{path} holds only weights (a state dict), not the architecture, so its features cannot be "
-               "computed; save the whole module with torch.save(model, path), or write a weightscope classifier "
-               "with weightscope.shapes.classifiers.save_classifier")
+               f"computed; save the whole module with torch.save(model, path) and load it with {TRUST_FLAG}")
     if kind == "safetensors":
         if read_config(path) is None:
             raise WeightscopeError(no_arch)
@@ -195,8 +194,8 @@ def _from_file(path: Path, trust: bool):
                                "so the input of its last nn.Linear cannot be read; save the Python module with "
                                "torch.save(model, path) instead")
     if kind not in ("torch-zip", "torch-legacy"):
-        raise WeightscopeError(f"cannot read classifier {path}: it is neither a safetensors nor a torch file; "
-                               f"{_FORMS}")
+        what = "the file is empty" if kind == "empty" else "it is neither a safetensors nor a torch file"
+        raise WeightscopeError(f"cannot read classifier {path}: {what}; {_FORMS}")
     obj = _torch_load(path, weights_only=True, trust=trust)
     if obj is not None:  # safe loading succeeded: tensors and plain containers only
         raise WeightscopeError(no_arch)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -61,13 +62,14 @@ def train(arch: str, out, *, seed: int = 0, steps: int = 400, batch_size: int = 
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from weightscope.fileio import check_writable
+    from weightscope.fileio import check_writable, refuse_inputs
 
     if arch not in ARCHS:
         raise WeightscopeError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if steps <= 0 or batch_size < 2 or threads < 1:
         raise WeightscopeError(f"need steps > 0, batch_size >= 2, threads >= 1; got {steps}, {batch_size}, {threads}")
     out = check_writable(out)
+    refuse_inputs([out, out.with_suffix(".json")], ())  # e.g. the shipped files: refused now, not after training
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)
@@ -155,7 +157,8 @@ def main(argv=None) -> int:
     try:
         record = train(a.arch, a.out, quiet=a.quiet, **recipe)
     except WeightscopeError as err:
-        raise SystemExit(f"error: {err}") from None
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(record, indent=1))
     return 0
 
