@@ -166,6 +166,22 @@ class HeadFirst(nn.Module):
         return self.head(torch.tanh(self.proj(x.flatten(1))))
 
 
+class AuxAfterHead(nn.Module):
+    """An auxiliary Linear runs after the head; the output is still the head's."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(3 * 8 * 8, 6)
+        self.fc = nn.Linear(6, 4)
+        self.aux = nn.Linear(6, 2)
+
+    def forward(self, x):
+        f = torch.relu(self.body(x.flatten(1)))
+        logits = self.fc(f)
+        self.last_aux = self.aux(f)
+        return logits
+
+
 class SpareLinear(nn.Module):
     """Holds an nn.Linear its forward never calls."""
 
@@ -205,6 +221,17 @@ def test_pickled_module_with_sidecar_uses_the_head_its_forward_calls_last(tmp_pa
         want = torch.tanh(model.proj(x.flatten(1))).double().numpy()
     np.testing.assert_allclose(clf.features(images), want, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(clf.head.weight, model.head.weight.detach().double().numpy())
+
+
+def test_the_head_is_the_linear_whose_output_is_returned(tmp_path):
+    torch.manual_seed(0)
+    torch.save(AuxAfterHead(), tmp_path / "aux.pt")
+    (tmp_path / "aux.json").write_text(json.dumps({"image_size": 8}))
+    clf = load_classifier(str(tmp_path / "aux.pt"), trust=True)
+    assert clf.head_name == "fc" and clf.head.weight.shape == (4, 6)
+    x = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    feats, logits = clf.features_and_logits(x)
+    np.testing.assert_allclose(feats @ clf.head.weight.T + clf.head.bias, logits, rtol=1e-6, atol=1e-6)
 
 
 def test_pickled_module_without_sidecar_gets_imagenet_preprocessing(tmp_path):

@@ -267,7 +267,8 @@ def _check_preprocessing(config: dict, where: str) -> dict:
 
 
 def _finish(name: str, module: torch.nn.Module, config: dict, source: str, class_names) -> Classifier:
-    """Find the head by running a probe batch and check, by construction, that the output is the head's."""
+    """Find the head by running a 2-image probe batch and check, by construction, that the module's output is
+    the output of an nn.Linear its forward calls (the last such call); WeightscopeError otherwise."""
     linears = {n: m for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
     if not linears:
         raise WeightscopeError(f"{type(module).__name__} has no nn.Linear layer: SING needs a classifier whose "
@@ -291,12 +292,15 @@ def _finish(name: str, module: torch.nn.Module, config: dict, source: str, class
     if not calls:
         raise WeightscopeError(f"{type(module).__name__}'s forward calls none of its nn.Linear layers: SING needs "
                                "a classifier whose output is a linear layer's")
-    head_name, args, lin_out = calls[-1]
-    if not isinstance(out, torch.Tensor) or out.shape != lin_out.shape or not torch.allclose(
-            out, lin_out, rtol=1e-5, atol=1e-6 * (1.0 + float(lin_out.abs().max()))):
-        raise WeightscopeError(f"the classifier's output is not the output of its last nn.Linear ({head_name}): "
+    # the head: the last-called nn.Linear whose output is the module's output (a side branch may call another
+    # Linear after it, e.g. an auxiliary head)
+    found = [c for c in reversed(calls) if isinstance(out, torch.Tensor) and out.shape == c[2].shape
+             and torch.allclose(out, c[2], rtol=1e-5, atol=1e-6 * (1.0 + float(c[2].abs().max())))]
+    if not found:
+        raise WeightscopeError(f"the classifier's output is not the output of its last nn.Linear ({calls[-1][0]}): "
                                "something (a softmax, a nonlinearity, another layer) follows it; SING needs "
                                "logits = features W^T + b")
+    head_name, args, _ = found[0]
     if args[0].ndim != 2:
         raise WeightscopeError(f"the last nn.Linear ({head_name}) sees inputs of shape {tuple(args[0].shape)}, "
                                "not (N, F) feature vectors; SING needs one feature vector per image")
