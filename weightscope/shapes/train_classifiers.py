@@ -1,7 +1,7 @@
 """Train the shapes-world shape classifiers (``cnn``, ``vit``) from a seed; writes classifier files.
 
-    python -m weightscope.shapes.train_classifiers --arch cnn --out shapes-cnn.safetensors
-    python -m weightscope.shapes.train_classifiers --arch vit --out shapes-vit.safetensors --steps 800
+    python -m weightscope.shapes.train_classifiers --arch cnn --out shapes-classifier-cnn.safetensors
+    python -m weightscope.shapes.train_classifiers --arch vit --out my-vit.safetensors --steps 800 --seed 3
     python -m weightscope.shapes.train_classifiers --reproduce DIR   # both shipped classifiers into DIR
 
 Data are generated on the fly: step i trains on ``world.single_objects(batch_size, seed=(seed, i),
@@ -150,7 +150,8 @@ def main(argv=None) -> int:
         print(json.dumps({k: str(v) for k, v in reproduce(a.reproduce).items()}))
         return 0
     if not a.arch or not a.out:
-        raise SystemExit("give --arch cnn|vit and --out PATH (or --reproduce DIR)")
+        print("error: give --arch cnn|vit and --out PATH (or --reproduce DIR)", file=sys.stderr)
+        return 2
     given = {"seed": a.seed, "steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup": a.warmup,
              "weight_decay": a.weight_decay, "threads": a.threads}
     recipe = {**RECIPES[a.arch], **{k: v for k, v in given.items() if v is not None}}
