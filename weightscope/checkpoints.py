@@ -58,10 +58,11 @@ def _sniff(path: Path) -> str:
         except zipfile.BadZipFile:
             return "torch-zip"  # a cut zip: torch.load says truncated
         return "torchscript" if any(n.endswith("/constants.pkl") for n in names) else "torch-zip"
-    if head[:1] == b"\x80":
-        return "torch-legacy"
+    # safetensors first: a header length of 128 + 256 k starts with the byte 0x80, like a pickle
     if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
         return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch-legacy"
     return "unknown"
 
 
