@@ -76,6 +76,12 @@ def preprocess_images(images, image_size: int, mean, std) -> torch.Tensor:
     return out[0] if len(out) == 1 else torch.cat(out)
 
 
+
+class StateDictOnly(WeightscopeError):
+    """The file holds weights but no architecture: its head's geometry can be read (``heads.linear_head``), its
+    features cannot be computed."""
+
+
 @dataclass
 class Classifier:
     """A classifier ready for SING: module (eval mode, CPU, float32), its head (the last nn.Linear its forward
@@ -186,7 +192,7 @@ def _from_file(path: Path, trust: bool):
                f"computed; save the whole module with torch.save(model, path) and load it with {TRUST_FLAG}")
     if kind == "safetensors":
         if read_config(path) is None:
-            raise WeightscopeError(no_arch)
+            raise StateDictOnly(no_arch)
         module, config = load_classifier_file(path)
         return module, config, str(path)
     if kind == "torchscript":
@@ -198,11 +204,13 @@ def _from_file(path: Path, trust: bool):
         raise WeightscopeError(f"cannot read classifier {path}: {what}; {_FORMS}")
     obj = _torch_load(path, weights_only=True, trust=trust)
     if obj is not None:  # safe loading succeeded: tensors and plain containers only
-        raise WeightscopeError(no_arch)
+        raise StateDictOnly(no_arch)
     obj = _torch_load(path, weights_only=False, trust=trust)
     if isinstance(obj, dict):
         modules = [v for v in obj.values() if isinstance(v, torch.nn.Module)]
         obj = modules[0] if len(modules) == 1 else obj
+    if isinstance(obj, dict):  # a training checkpoint (weights plus other objects, no module)
+        raise StateDictOnly(no_arch)
     if not isinstance(obj, torch.nn.Module):
         raise WeightscopeError(f"{path} holds a {type(obj).__name__}, not an nn.Module; save the whole classifier "
                                "with torch.save(model, path)")

@@ -164,10 +164,11 @@ def run_inputs(args: argparse.Namespace) -> list[Path]:
     """Every file or folder a command reads, from the shared options: checkpoints by any route (MODEL, --pretrained,
     --checkpoint, compare's specs), vocabulary files, --inspection, --image-mean, the analyses' input files
     (MODEL_B, --classifier, --similarity, --confusion, --synsets, --classes, --image, --images, --gallery,
-    --manifest), and the shipped checkpoints."""
+    --manifest, --translator, --texts), and the shipped checkpoints."""
     found: list[Path] = []  # fileio.refuse_inputs adds the shipped checkpoints itself
     for name in ("model", "pretrained", "checkpoint", "base", "inspection", "image_mean", "model_b", "classifier",
-                 "similarity", "confusion", "synsets", "classes", "image", "images", "gallery", "manifest"):
+                 "similarity", "confusion", "synsets", "classes", "image", "images", "gallery", "manifest",
+                 "translator", "texts"):
         p = _spec_path(getattr(args, name, None))
         if p is not None:
             found.append(p)

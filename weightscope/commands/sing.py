@@ -2,9 +2,12 @@
 
     weightscope sing                                   # bundled model, its 8 shape classes
     weightscope sing ViT-B-32 --pretrained openai --classes cifar10 --image cat.jpg --text "a snowy background"
-    weightscope sing --classifier resnet20.th                # a plain classifier's last linear layer: geometry only
+    weightscope sing --classifier bundled-cnn                # a trained classifier through a translator (SING part 2)
+    weightscope sing --classifier model.pt --trust-checkpoint --images DIR [--translator T.safetensors] [--texts FILE]
+    weightscope sing --classifier resnet20.th                # a state dict's last linear layer: geometry only
 
-Writes ``sing.json`` and ``sing.html`` into ``--out`` (both or neither).
+Writes ``sing.json`` and ``sing.html`` into ``--out`` (and, with --classifier and a fitted translator,
+``translator.safetensors``), all or none.
 """
 from __future__ import annotations
 
@@ -35,9 +38,20 @@ def register(sub) -> None:
     p.set_defaults(directions=4)
     p.add_argument("--normalize", default="splice", help="concept normalisation: splice (default), l2 or none")
     p.add_argument("--rtol", type=float, default=None, help="relative rank tolerance (default 1e-6)")
-    p.add_argument("--classifier", metavar="FILE[:KEY]",
-                   help="analyse a classifier's linear head from a state-dict file instead (KEY: the weight's name; "
-                        "default the last 2-D tensor)")
+    p.add_argument("--classifier", metavar="SPEC",
+                   help="analyse a trained classifier through a translator into MODEL's image space instead: "
+                        "bundled-cnn, bundled-vit, a weightscope classifier (.safetensors + .json), or a whole "
+                        "nn.Module saved with torch.save (needs --trust-checkpoint); a state dict FILE[:KEY] gives "
+                        "the head's geometry only (KEY: the weight's name, default the last 2-D tensor)")
+    p.add_argument("--translator", metavar="PATH|KIND",
+                   help="with --classifier: a saved translator file, or the kind to fit: linear (ridge, penalty by "
+                        "cross-validation; default) or mlp")
+    p.add_argument("--images", metavar="DIR",
+                   help="with --classifier: folder of images to analyse and to fit the translator on (default for "
+                        "bundled-cnn / bundled-vit: generated shapes-world scenes)")
+    p.add_argument("--texts", metavar="FILE",
+                   help="with --classifier: texts to score, one per line (default: the shapes world's attribute texts "
+                        "for the bundled classifiers, 'an image of a <class>' otherwise); --text adds more")
     add_output_argument(p, default="weightscope-out", help="output folder for sing.json and sing.html "
                                                           "(default weightscope-out)")
     add_quiet_argument(p)
@@ -51,6 +65,48 @@ def _write_outputs(out: Path, json_text: str, html: str) -> tuple[Path, Path]:
     with outputs():
         written = write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)
     return written
+
+
+def _load_classifier(spec: str, trust: bool):
+    """The Classifier --classifier names, or None for a plain state dict (FILE[:KEY]: the geometry-only path)."""
+    from ..classifiers import StateDictOnly, load_classifier
+
+    path, _, key = spec.rpartition(":")
+    if not Path(spec).exists() and path and key and Path(path).is_file():
+        return None
+    try:
+        return load_classifier(spec, trust=trust)
+    except StateDictOnly:
+        return None
+
+
+def _run_classifier(args, clf, rtol: float) -> int:
+    from ..fileio import check_writable, outputs, write_atomic
+    from ..reports.sing import render_classifier_report
+    from ..sing.classifier import check_translator_spec, classifier_analysis, read_texts
+    from ..sing.translator import save_translator
+
+    for opt, value in (("--classes", args.classes), ("--vocab", args.vocab), ("--image", args.image)):
+        if value is not None:
+            raise WeightscopeError(f"{opt} does not apply with --classifier (the classes are the classifier's own; "
+                                   "images come from --images)")
+    check_translator_spec(args.translator)
+    texts = (read_texts(args.texts) if args.texts else []) + list(args.text or [])
+    check_writable(args.out, kind="dir")
+    result = classifier_analysis(clf, args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                                 translator=args.translator, images=args.images, texts=texts or None,
+                                 gallery=args.gallery, image_score=args.image_score, rtol=rtol,
+                                 trust=args.trust_checkpoint, progress=not args.quiet)
+    print(result.summary())
+    out = Path(args.out)
+    json_text, html = result.to_json(), render_classifier_report(result)
+    fitted = args.translator is None or args.translator in ("linear", "mlp")
+    with outputs():
+        paths = [write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)]
+        if fitted:
+            paths.append(save_translator(result.translator_object, out / "translator.safetensors"))
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return 0
 
 
 def _run_head(args, rtol: float) -> int:
@@ -92,7 +148,19 @@ def run(args) -> int:
     if not 0.0 <= rtol < 1.0:
         raise WeightscopeError(f"--rtol {rtol}: give a relative tolerance in [0, 1), e.g. 1e-6")
     if args.classifier:
-        return _run_head(args, rtol)
+        clf = _load_classifier(args.classifier, args.trust_checkpoint)
+        if clf is None:
+            for opt in ("translator", "images", "texts"):
+                if getattr(args, opt) is not None:
+                    raise WeightscopeError(f"--classifier {args.classifier} is a state dict (weights, no architecture), "
+                                           f"so --{opt} cannot be used: give a whole module saved with torch.save "
+                                           "(with --trust-checkpoint) or a weightscope classifier")
+            return _run_head(args, rtol)
+        return _run_classifier(args, clf, rtol)
+    for opt in ("translator", "images", "texts"):
+        if getattr(args, opt) is not None:
+            raise WeightscopeError(f"--{opt} needs --classifier (the classifier whose null space is read through a "
+                                   "translator)")
     from ..reports.sing import render_report
     from ..sing import parse_classes, sing_analysis
 

@@ -163,3 +163,163 @@ def render_head_page(summary: dict) -> str:
             "in a vision-language space, so only the geometry is reported.</p>" + dims
             + figure_to_img(fig, "singular values"))
     return page(f"weightscope SING: {summary['source']}", body)
+
+
+# ----------------------------------------------------------------------------------- SING through a translator
+
+def _family_columns(stats) -> tuple[list[str], list[list[int]]]:
+    """Family names and the text columns of each (one column per text when there are no families)."""
+    if stats.families:
+        names = list(stats.families)
+        return names, [[stats.texts.index(t) for t in stats.families[f]] for f in names]
+    return list(stats.texts), [[j] for j in range(len(stats.texts))]
+
+
+def _leakage_figure(result):
+    """Left: mean |AS| at the IS per family, SING's gradient path vs the optimum. Right: its distribution."""
+    plt = _plt()
+    st, opt = result.statistics, result.optimal
+    names, cols = _family_columns(st)
+    a = st.abs_as
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.32 * len(names) + 1.6))
+    y = np.arange(len(names))[::-1]
+    grad = [np.nanmean(a[:, c]) for c in cols]
+    axes[0].barh(y + 0.2, grad, height=0.4, color="#2b7bba", label="SING's gradient path")
+    if opt is not None:
+        axes[0].barh(y - 0.2, [np.nanmean(opt.abs_as[:, c]) for c in cols], height=0.4, color="#bbb",
+                     label="optimal path (supremum)")
+    axes[0].axvline(4.0, color="#d95f02", ls=":", lw=1, label="SING demo threshold 4 deg")
+    axes[0].set_yticks(y, names, fontsize=7)
+    axes[0].set_xlabel(f"mean |AS| at IS = {result.image_score:g} deg", fontsize=8)
+    axes[0].legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.6 / len(names)), ncol=3,
+                   frameon=False)
+    data = [a[:, c].ravel() for c in cols]
+    import matplotlib
+
+    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (and deprecated the old spelling)
+    sideways = ({"orientation": "horizontal"} if tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+                else {"vert": False})
+    axes[1].boxplot([d[np.isfinite(d)] if np.isfinite(d).any() else [np.nan] for d in data][::-1], widths=0.6,
+                    flierprops={"markersize": 2}, **sideways)
+    axes[1].set_yticks(np.arange(1, len(names) + 1), names[::-1], fontsize=7)
+    axes[1].set_xlabel("|AS| per image and text (deg), gradient path", fontsize=8)
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle("Which attributes move inside the null space (large: the classifier is blind to them)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _class_figure(result):
+    """Mean |AS| per predicted class x family (gradient path)."""
+    plt = _plt()
+    st = result.statistics
+    names, cols = _family_columns(st)
+    per_class = st.per_class()
+    grid = np.array([[np.nanmean(row[c]) if np.isfinite(row[c]).any() else np.nan for c in cols] for row in per_class])
+    fig, ax = plt.subplots(figsize=(0.6 * len(names) + 2.5, 0.3 * len(st.class_names) + 1.5))
+    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(names)), names, fontsize=7, rotation=45, ha="right")
+    ax.set_yticks(range(len(st.class_names)), st.class_names, fontsize=7)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=6, color="w")
+    fig.colorbar(im, ax=ax, label="mean |AS| (deg)")
+    ax.set_title("Per predicted class", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _classifier_strip(result):
+    plt = _plt()
+    ex, gal = result.example, result.gallery
+    nb = ex["neighbours"]
+    k = len(nb["f"])
+    fig, axes = plt.subplots(2, k + 1, figsize=(1.5 * (k + 1), 4.2))
+    for r, which in enumerate(("f", "f_tilde")):
+        ax = axes[r, 0]
+        if which == "f" and result.example_image is not None:
+            ax.imshow(result.example_image)
+            ax.set_title("input image", fontsize=7)
+        else:
+            ax.text(0.5, 0.5, f"T(f~):\nsteered\ntowards\n{ex['text']!r}", ha="center", va="center", fontsize=6)
+        for j, (idx, caption, cos) in enumerate(nb[which]):
+            axes[r, j + 1].imshow(gal.image(idx))
+            axes[r, j + 1].set_title(f"cos {cos:.2f}", fontsize=6)
+            axes[r, j + 1].set_xlabel(textwrap.fill(caption, 24), fontsize=5)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+    fig.suptitle("Nearest gallery images to T(f) (top) and T(f~) (bottom): f and f~ have the same logits", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _num(x, fmt: str = ".2f") -> str:
+    return "-" if x is None or not np.isfinite(x) else format(x, fmt)
+
+
+def render_classifier_report(result) -> str:
+    """The HTML page of ``sing.classifier_analysis``: null space, translator fit, statistics, equivalent images."""
+    from ..sing.statistics import SING_AS_THRESHOLD_DEG, SING_IS_THRESHOLD_DEG
+
+    r, st = result, result.statistics
+    fit = r.translator.get("report")
+    body = (f"<p>Classifier <code>{esc(r.classifier)}</code> ({len(r.class_names)} classes: "
+            f"{esc(', '.join(r.class_names[:20]))}{' ...' if len(r.class_names) > 20 else ''}), read in the image "
+            f"space of <code>{esc(r.clip_model)}</code> through a translator T. Images: {esc(r.images)}, "
+            f"{r.n_images}" + (f"; classifier accuracy on them {r.accuracy:.1%}" if r.accuracy is not None else "")
+            + ".</p>")
+    reach = "every direction" if st.image_dim == r.n_embed else (f"{st.image_dim}-d" if st.image_dim is not None
+                                                                  else "(MLP: not a subspace)")
+    body += ("<h2>Null space</h2>" + table(
+        ["feature width F", "rank r", "null-space dimension", "CLIP width E", "T(null space) in E"],
+        [[r.n_features, r.rank, r.null_dim, r.n_embed, reach]])
+        + f"<p class='muted'>Singular values of the head: {esc(', '.join(f'{s:.3g}' for s in r.singular_values[:16]))}"
+        ". Any f + &Pi;<sub>n</sub>&delta; has the logits of f.</p>")
+    body += (f"<h2>Translator</h2><p>{esc(r.translator['kind'])}, {esc(r.translator['source'])}.</p>")
+    if fit:
+        body += table(["kind", "train / held-out pairs", "ridge penalty (CV)", "held-out mean cosine", "held-out R^2"],
+                      [[fit["kind"], f"{fit['n_train']} / {fit['n_test']}", _num(fit["alpha"], ".3g"),
+                        f"{fit['mean_cosine']:.3f}", f"{fit['r2']:.3f}"]])
+    o = st.overall()
+    body += (f"<h2>Statistics</h2><p>Image score IS = angle(T(f), T(f~)), attribute score AS = angle(T(f), t) - "
+             f"angle(T(f~), t), in degrees. Steered: |AS| at IS = {r.image_score:g} deg, the larger of steering "
+             "towards and away from t, along SING's path (the null-space-projected gradient of cos(T(f~), t)) and, "
+             "for a linear T, along the optimal path (the largest |AS| any equivalent feature reaches at that IS). "
+             "f<sub>row</sub>: f with its null component removed (what the head sees), SING's released-code "
+             f"equivalent. SING's demo calls IS &gt; {SING_IS_THRESHOLD_DEG:g} deg or |AS| &gt; "
+             f"{SING_AS_THRESHOLD_DEG:g} deg substantial; those thresholds are its authors', shown for reference.</p>"
+             f"<p>Over all {o['n_images']} images x {o['n_texts']} texts: mean |AS| {_num(o['mean_abs_as'])} deg "
+             f"(reached {o['share_reachable']:.0%}); f<sub>row</sub>: mean IS {_num(o['mean_is_row'])} deg, mean |AS| "
+             f"{_num(o['mean_abs_as_row'])} deg.</p>")
+    body += figure_to_img(_leakage_figure(r), "leakage per family")
+    fams, ofams = st.per_family(), (r.optimal.per_family() if r.optimal is not None else {})
+    if fams:
+        body += table(["family", "texts", "mean |AS| (gradient)", "mean |AS| (optimal)", "mean AS of f_row",
+                       f"flagged (f_row, SING thresholds)"],
+                      [[k, v["n_texts"], _num(v["mean_abs_as"]), _num(ofams.get(k, {}).get("mean_abs_as")),
+                        _num(v["mean_as_row"]), f"{v['flagged_share']:.0%}"] for k, v in fams.items()])
+    rows = sorted(st.per_text(), key=lambda d: -(d["mean_abs_as"] if np.isfinite(d["mean_abs_as"]) else -1))
+    body += ("<h3>Per text (largest movement first)</h3>" + table(
+        ["text", "mean |AS|", "median |AS|", "reached", "mean AS of f_row", "flagged"],
+        [[d["text"], _num(d["mean_abs_as"]), _num(d["median_abs_as"]), f"{d['share_reachable']:.0%}",
+          _num(d["mean_as_row"]), f"{d['flagged_share']:.0%}"] for d in rows]))
+    body += figure_to_img(_class_figure(r), "per class")
+    cl = r.class_leakage
+    if cl["mean_abs_as"] is not None:
+        body += (f"<p>Class leakage (SING's statistic): mean |AS| at IS = {r.image_score:g} deg towards / away from "
+                 f"'an image of a &lt;predicted class&gt;' <b>{cl['mean_abs_as']:.2f} deg</b> (median "
+                 f"{cl['median_abs_as']:.2f}) over {cl['n_reachable']} of {cl['n_images']} images.</p>")
+    ex = r.example
+    if ex:
+        body += (f"<h2>Equivalent images (retrieval)</h2><p>Image 0 steered towards {esc(repr(ex['text']))}: IS "
+                 f"{ex['image_score']:.1f} deg, AS {ex['attribute_score']:+.2f} deg; logits unchanged to "
+                 f"{ex['logit_change']:.1e} relative (prediction {esc(ex['prediction'])}"
+                 f"{' kept' if ex['prediction_kept'] else ' CHANGED'}).</p>")
+        if ex.get("neighbours") and r.gallery is not None:
+            body += figure_to_img(_classifier_strip(r), "equivalent images")
+    return page(f"weightscope SING: {r.classifier} through {r.clip_model}", body)

@@ -8,8 +8,10 @@
 - :mod:`.translator`: T from any classifier's penultimate features into a CLIP image space (ridge, MLP, identity).
 - :mod:`.steering`: steering through T, the optimal closed form (affine T) and SING's projected-gradient path.
 - :mod:`.statistics`: SING's scores over image sets x attribute texts, aggregated per text / family / class / model.
+- :mod:`.classifier`: :func:`classifier_analysis`, all of it on any trained classifier through a translator.
 """
 from .analysis import SingResult, leakage, parse_classes, sing_analysis
+from .classifier import ClassifierSingResult, classifier_analysis
 from .gallery import Gallery, folder_gallery, shapes_gallery
 from .geometry import HeadGeometry, Steering, head_geometry, scores, steer
 from .semantics import SubspaceDirection, Visibility, concept_visibility, explain_subspaces, normalized_dictionary
@@ -27,5 +29,5 @@ __all__ = [
     "AttributeStatistics", "FitReport", "SING_AS_THRESHOLD_DEG", "SING_IS_THRESHOLD_DEG", "TranslatedSteering",
     "Translator", "attribute_statistics", "check_widths", "fit_translator", "flag_shares", "gradient_flow",
     "gradient_path", "identity_translator", "load_translator", "save_translator", "steer_through",
-    "translated_geometry", "translated_scores",
+    "translated_geometry", "translated_scores", "ClassifierSingResult", "classifier_analysis",
 ]

@@ -1,0 +1,361 @@
+"""SING on any trained classifier, through a translator into a CLIP image-embedding space (SING part 2).
+
+    from weightscope.sing import classifier_analysis
+    result = classifier_analysis("bundled-cnn")        # the shipped shapes CNN, the bundled CLIP, generated images
+    print(result.summary())
+
+Source: SING (seed 000; METHODS.md section 8). Steps:
+
+1. the classifier (``weightscope.classifiers.load_classifier``): its last ``nn.Linear`` is the head, the input of
+   that layer the feature f (F,); the head's row / null space as in part 1;
+2. paired images: the classifier's features and the CLIP model's normalised image embeddings of the same images;
+   the translator T (F -> E) is loaded (``translator=PATH``) or fitted on them (ridge with the penalty chosen by
+   cross-validation by default, ``translator="mlp"`` for SING's MLP variant); its held-out fit is reported.
+   For the shipped shapes classifiers the paired images are generated shapes-world scenes (``N_FIT_IMAGES``,
+   seeded, disjoint from the analysed images);
+3. the analysed images (a folder, or generated scenes for the shipped classifiers) and the texts (a file, or the
+   shapes world's attribute texts, or "an image of a <class>" for each class): SING's statistics
+   (``statistics.attribute_statistics``), on SING's gradient path and, for a linear T, on the optimal path;
+   SING's class leakage (|AS| towards / away from "an image of a <predicted class>");
+4. one image steered towards the text that moves most, and the gallery images nearest to T(f) and T(f~)
+   (equivalent images by retrieval: the CLIP model's gallery, as in part 1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WeightscopeError
+from ..fileio import dump_json
+from ..linalg import RANK_RTOL
+from .analysis import CLASS_PROMPT
+
+N_FIT_IMAGES = 8000          # generated images the shipped classifiers' translators are fitted on
+FIT_SEED = 70_000
+N_IMAGES = 256               # generated images analysed for the shipped classifiers
+IMAGE_SEED = 80_000
+MAX_FOLDER_IMAGES = 2000
+TRANSLATOR_KINDS = ("linear", "mlp")
+
+
+def shapes_texts() -> dict[str, list[str]]:
+    """The shapes world's attribute families as texts: {family: [text, ...]} (shape, colour, size, position,
+    background), each value phrased with the first prompt template of ``shapes.evaluate.TASKS``."""
+    from ..shapes.evaluate import TASKS
+
+    def phrase(template: str, name: str) -> str:
+        text = template.format(name)
+        return "an " + text[2:] if text.startswith("a ") and text[2] in "aeiou" else text
+
+    return {fam: [phrase(TASKS[fam][1][0], name) for name in TASKS[fam][0]]
+            for fam in ("shape", "colour", "size", "position", "background")}
+
+
+def class_text(name: str) -> str:
+    """SING's class text: "an image of a <class>" (with the right article)."""
+    return CLASS_PROMPT.format(f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}")
+
+
+def read_texts(path) -> list[str]:
+    """Texts from a file, one per line (blank lines and lines starting with '#' skipped). Raises WeightscopeError
+    for a missing or undecodable file, no texts, or a repeated text."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightscopeError(f"texts file not found: {p} (give a text file with one text per line)")
+    try:
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
+    except (UnicodeDecodeError, OSError) as err:
+        raise WeightscopeError(f"cannot read texts file {p}: {type(err).__name__}; give UTF-8 text, one text per "
+                               "line") from None
+    texts = [" ".join(ln.split()) for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not texts:
+        raise WeightscopeError(f"texts file {p} holds no texts; write one text per line, e.g. 'a red object'")
+    seen: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        if seen.setdefault(t.lower(), i) != i:
+            raise WeightscopeError(f"texts file {p} repeats {t!r}; give each text once")
+    return texts
+
+
+@dataclass
+class ClassifierSingResult:
+    """SING through a translator for one classifier. JSON-ready fields plus (not serialised) objects for the report.
+
+    statistics: ``AttributeStatistics`` of the texts on SING's gradient path; optimal: the same on the optimal path
+    (affine T only, else None); classes: ``AttributeStatistics`` of the class texts (gradient path), from which the
+    class leakage (each image's own predicted class) is read; example: one image steered towards the text that
+    moves most (scores, logit change, gallery neighbours of T(f) and T(f~)).
+    """
+
+    classifier: str
+    clip_model: str
+    class_names: list[str]
+    n_features: int
+    rank: int
+    null_dim: int
+    rtol: float
+    singular_values: list[float]
+    translator: dict
+    n_embed: int
+    images: str
+    n_images: int
+    accuracy: float | None
+    image_score: float
+    statistics: object
+    optimal: object | None
+    classes: object
+    example: dict
+    gallery: object | None = field(default=None, repr=False)
+    example_image: np.ndarray | None = field(default=None, repr=False)
+    translator_object: object | None = field(default=None, repr=False)
+
+    @property
+    def class_leakage(self) -> dict:
+        """SING's class statistic: |AS| at the IS towards / away from "an image of a <predicted class>", per image
+        its own predicted class; mean and median over the images where it is reached."""
+        st = self.classes
+        own = st.abs_as[np.arange(len(st.predicted)), st.predicted]
+        ok = np.isfinite(own)
+        return {"image_score": self.image_score, "n_images": int(own.size), "n_reachable": int(ok.sum()),
+                "mean_abs_as": float(own[ok].mean()) if ok.any() else None,
+                "median_abs_as": float(np.median(own[ok])) if ok.any() else None}
+
+    def summary(self) -> str:
+        fit = self.translator.get("report") or {}
+        lines = [f"{self.classifier}: {len(self.class_names)} classes x {self.n_features} features; rank {self.rank}, "
+                 f"null space {self.null_dim}-d (rtol {self.rtol:g}); T into {self.clip_model} ({self.n_embed}-d)",
+                 f"translator: {self.translator['kind']}, {self.translator['source']}"
+                 + (f"; held-out mean cosine {fit['mean_cosine']:.3f}, R^2 {fit['r2']:.3f}" if fit else ""),
+                 f"images: {self.images}, {self.n_images}"
+                 + (f"; classifier accuracy on them {self.accuracy:.1%}" if self.accuracy is not None else "")]
+        lines += ["SING's gradient path: " + self.statistics.summary().replace("\n", "\n    ")]
+        if self.optimal is not None:
+            lines += ["optimal path (closed form: the largest |AS| any equivalent feature reaches): "
+                      + self.optimal.summary().replace("\n", "\n    ")]
+        cl = self.class_leakage
+        if cl["mean_abs_as"] is not None:
+            lines.append(f"class leakage: mean |AS| at IS = {self.image_score:g} deg towards / away from 'an image of "
+                         f"a <predicted class>' {cl['mean_abs_as']:.2f} deg over {cl['n_reachable']} of "
+                         f"{cl['n_images']} images (SING's statistic; its demo calls |AS| > 4 deg substantial)")
+        ex = self.example
+        if ex:
+            lines.append(f"example: image 0 steered towards {ex['text']!r} on the gradient path: IS "
+                         f"{ex['image_score']:.1f} deg, AS {ex['attribute_score']:+.2f} deg, logits unchanged to "
+                         f"{ex['logit_change']:.1e} relative, prediction {ex['prediction']!r} kept")
+            for which in ("f", "f_tilde"):
+                if ex.get("neighbours", {}).get(which):
+                    lines.append(f"    nearest gallery images to T({which}): "
+                                 + "; ".join(c for _, c, _ in ex["neighbours"][which][:3]))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"format": "weightscope-sing-classifier/1", "classifier": self.classifier,
+                "clip_model": self.clip_model, "classes": self.class_names, "n_features": self.n_features,
+                "rank": self.rank, "null_dim": self.null_dim, "rtol": self.rtol,
+                "singular_values": self.singular_values, "translator": self.translator, "n_embed": self.n_embed,
+                "images": self.images, "n_images": self.n_images, "accuracy": self.accuracy,
+                "image_score": self.image_score, "statistics": self.statistics.to_dict(),
+                "optimal": self.optimal.to_dict() if self.optimal is not None else None,
+                "class_texts": self.classes.to_dict(), "class_leakage": self.class_leakage,
+                "example": self.example}
+
+    def to_json(self, path=None) -> str:
+        return dump_json(self.to_dict(), path)
+
+
+# ---------------------------------------------------------------------------------------------------- images
+
+def _generated(n: int, seed: int):
+    from ..shapes import world
+
+    images, scenes = world.single_objects(int(n), seed, spurious_strength=None)
+    return images, scenes.shape[:, 0]
+
+
+def _clip_embed_arrays(loaded, images: np.ndarray) -> np.ndarray:
+    from ..shapes.evaluate import images_to_tensor
+    from ..zeroshot import encode_images
+
+    return np.concatenate([encode_images(loaded.model, images_to_tensor(images[i:i + 500]))
+                           for i in range(0, len(images), 500)]).astype(np.float64)
+
+
+def _clip_embed_pil(loaded, pil_images) -> np.ndarray:
+    from ..zeroshot import encode_images
+
+    if loaded.preprocess is None:
+        raise WeightscopeError("this CLIP model came without its image preprocessing; load it by name or checkpoint")
+    return encode_images(loaded.model, list(pil_images), preprocess=loaded.preprocess).astype(np.float64)
+
+
+def folder_images(folder, max_images: int = MAX_FOLDER_IMAGES):
+    """(files, PIL images) under ``folder`` (recursively, sorted, the first ``max_images``). Raises
+    WeightscopeError for a missing folder, a folder without images, or an image that does not decode (naming it)."""
+    from .gallery import IMAGE_SUFFIXES, _open_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WeightscopeError(f"image folder not found: {folder} (give a folder of images)")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise WeightscopeError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; give a folder of images")
+    files = files[:max_images]
+    return files, [_open_image(p) for p in files]
+
+
+def check_translator_spec(spec) -> None:
+    """Raise WeightscopeError unless spec is None, 'linear', 'mlp' or an existing file."""
+    if spec is None or (isinstance(spec, str) and spec in TRANSLATOR_KINDS):
+        return
+    if not Path(spec).is_file():
+        raise WeightscopeError(f"translator {spec!r} is neither a file nor a kind to fit; give a saved translator "
+                               f"file or one of {', '.join(TRANSLATOR_KINDS)}")
+
+
+def shipped_translator(classifier: str, loaded, kind: str = "linear", progress: bool = False):
+    """The translator of a shipped shapes classifier into ``loaded``'s image space, fitted on ``N_FIT_IMAGES``
+    generated scenes (seed ``FIT_SEED``, every attribute uniform; disjoint from the analysed images)."""
+    from ..classifiers import load_classifier
+    from .translator import fit_translator
+
+    clf = load_classifier(classifier)
+    images, _ = _generated(N_FIT_IMAGES, FIT_SEED)
+    return fit_translator(clf.features(images, progress=progress), _clip_embed_arrays(loaded, images), kind=kind)
+
+
+# ---------------------------------------------------------------------------------------------------- analysis
+
+def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None, checkpoint=None, translator=None,
+                        images=None, texts=None, gallery=None, image_score: float = 40.0, rtol: float = RANK_RTOL,
+                        trust: bool = False, max_images: int = MAX_FOLDER_IMAGES, n_neighbours: int = 6,
+                        cache_dir=None, progress: bool = True) -> ClassifierSingResult:
+    """SING through a translator (module docstring).
+
+    classifier: "bundled-cnn", "bundled-vit", a classifier file (``weightscope.classifiers.load_classifier``), or a
+    ``Classifier``. model: the CLIP model T maps into (a LoadedModel, a name with pretrained / checkpoint, or None:
+    the bundled model). translator: a saved translator file (``save_translator``) or a Translator, or "linear"
+    (default) / "mlp" to fit one on paired images (generated scenes for the shipped classifiers, else ``images``).
+    images: a folder of images to analyse; required unless the classifier is a shipped one. texts: a list of texts or
+    a file (one per line); default: the shapes world's attribute texts (shipped classifiers), else "an image of a
+    <class>" per class. gallery: a folder for equivalent images by retrieval (default: the shapes-world gallery for
+    the bundled CLIP model). image_score: IS in degrees at which |AS| is reported (SING: 40).
+    Every argument is checked before any model is loaded; bad input raises WeightscopeError (one line).
+    """
+    from ..classifiers import Classifier, load_classifier
+    from ..load import LoadedModel, load_model
+    from .analysis import _text_embeddings
+    from .geometry import head_geometry
+    from .statistics import attribute_statistics
+    from .translator import Translator, check_widths, fit_translator, load_translator
+
+    # ----- everything a user can get wrong, before any loading
+    if not 0.0 < float(image_score) < 180.0:
+        raise WeightscopeError(f"image score {image_score} deg must lie in (0, 180)")
+    if not isinstance(translator, Translator):
+        check_translator_spec(translator)
+    text_list, families = None, None
+    if texts is not None:
+        text_list = read_texts(texts) if isinstance(texts, (str, Path)) else [" ".join(str(t).split()) for t in texts]
+        if not text_list or not all(text_list):
+            raise WeightscopeError("texts must be non-empty strings, e.g. 'a red object'")
+    if gallery is not None and not Path(gallery).is_dir():
+        raise WeightscopeError(f"gallery folder not found: {gallery}")
+    pil = folder_images(images, max_images)[1] if images is not None else None
+    clf = classifier if isinstance(classifier, Classifier) else load_classifier(str(classifier), trust=trust)
+    shipped = clf.source == "bundled"
+    if pil is None and not shipped:
+        raise WeightscopeError(f"{clf.name} is not a shipped shapes classifier: give a folder of images (--images DIR) "
+                               "to fit the translator on and to analyse")
+    T = None
+    if isinstance(translator, Translator):
+        T = translator
+    elif translator is not None and translator not in TRANSLATOR_KINDS:
+        T = load_translator(translator)
+    if T is not None:
+        check_widths(T, clf.head.n_features)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained,
+                                                                    checkpoint=checkpoint)
+    if text_list is None:
+        if shipped:
+            families = shapes_texts()
+            text_list = [t for group in families.values() for t in group]
+        else:
+            text_list = [class_text(n) for n in clf.class_names]
+
+    # ----- paired features and CLIP embeddings
+    labels = None
+    if pil is None:
+        an_images, labels = _generated(N_IMAGES, IMAGE_SEED)
+        feats, embs = clf.features(an_images, progress=progress), _clip_embed_arrays(loaded, an_images)
+        images_desc = f"generated shapes-world scenes (seed {IMAGE_SEED}, every attribute uniform)"
+        example_image = an_images[0]
+    else:
+        feats, embs = clf.features(pil, progress=progress), _clip_embed_pil(loaded, pil)
+        images_desc = f"folder {Path(images).name}"
+        example_image = np.asarray(pil[0].convert("RGB"))
+    if T is not None:
+        check_widths(T, feats.shape[1], embs.shape[1])
+        source = "given" if isinstance(translator, Translator) else f"loaded from {Path(translator).name}"
+    elif shipped:
+        T = shipped_translator(clf.name, loaded, translator or "linear", progress=progress)
+        source = f"fitted on {N_FIT_IMAGES} generated scenes (seed {FIT_SEED})"
+    else:
+        T = fit_translator(feats, embs, kind=translator or "linear")
+        source = f"fitted on the {len(feats)} analysed images"
+
+    text_embs = _text_embeddings(loaded, text_list)
+    names = list(clf.class_names)
+    class_embs = _text_embeddings(loaded, [class_text(n) for n in names])
+    head = clf.head
+    geom = head_geometry(head, rtol)
+    stats = attribute_statistics(geom, head, T, feats, text_list, text_embs, families=families,
+                                 image_score=image_score, path="gradient", progress=progress)
+    optimal = (attribute_statistics(geom, head, T, feats, text_list, text_embs, families=families,
+                                    image_score=image_score, path="optimal", progress=progress)
+               if T.kind != "mlp" else None)
+    classes = attribute_statistics(geom, head, T, feats, [class_text(n) for n in names], class_embs,
+                                   image_score=image_score, path="gradient", progress=progress)
+    gallery_obj = _gallery(loaded, gallery, cache_dir, progress)
+    example = _example(geom, head, T, feats[0], stats, text_list, text_embs, gallery_obj, n_neighbours)
+    accuracy = float(np.mean(stats.predicted == labels)) if labels is not None else None
+    return ClassifierSingResult(
+        classifier=clf.name, clip_model=loaded.identity, class_names=names, n_features=geom.n_features,
+        rank=geom.rank, null_dim=geom.null_dim, rtol=geom.rtol, singular_values=[float(s) for s in geom.s],
+        translator={"kind": T.kind, "source": source, "report": None if T.report is None else asdict(T.report)},
+        n_embed=embs.shape[1], images=images_desc, n_images=len(feats), accuracy=accuracy,
+        image_score=float(image_score), statistics=stats, optimal=optimal, classes=classes, example=example,
+        gallery=gallery_obj, example_image=example_image, translator_object=T)
+
+
+def _gallery(loaded, folder, cache_dir, progress):
+    from . import gallery as gal
+
+    if folder is not None:
+        return gal.folder_gallery(loaded, folder, cache_dir=cache_dir, progress=progress)
+    if loaded.source.startswith("bundled"):
+        return gal.shapes_gallery(loaded, cache_dir=cache_dir, progress=progress)
+    return None
+
+
+def _example(geom, head, T, f, stats, texts, text_embs, gallery, n_neighbours) -> dict:
+    """Image 0 steered (gradient path) towards the text that moves it most at the IS; its logits and neighbours."""
+    from .steering import gradient_path
+
+    reach = np.where(np.isfinite(stats.as_towards[0]), stats.as_towards[0], -np.inf)
+    if not np.isfinite(reach).any():
+        return {}
+    j = int(np.argmax(reach))
+    st = gradient_path(geom, T, f, text_embs[j], stats.image_score, 1)
+    base, moved = head.logits(f), head.logits(st.f_tilde)
+    out = {"text": texts[j], "image_score": st.image_score, "attribute_score": st.attribute_score,
+           "logit_change": float(np.max(np.abs(moved - base)) / np.max(np.abs(base))),
+           "prediction": head.class_names[int(np.argmax(base))],
+           "prediction_kept": bool(np.argmax(moved) == np.argmax(base)), "neighbours": {}}
+    if gallery is not None:
+        for which, vec in (("f", st.e), ("f_tilde", st.e_tilde)):
+            idx, cos = gallery.nearest(vec, n_neighbours)
+            out["neighbours"][which] = [(int(i), gallery.captions[i], round(float(c), 6))
+                                        for i, c in zip(idx[0], cos[0])]
+    return out
