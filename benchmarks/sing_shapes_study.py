@@ -47,14 +47,14 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=ca.N_IMAGES, help=f"scenes analysed (default {ca.N_IMAGES})")
     ap.add_argument("--mlp", action="store_true", help="also run the MLP translator (slower)")
     args = ap.parse_args(argv)
-    ca.N_IMAGES = args.images
     start = time.perf_counter()
     loaded = load_model()
     runs = {}
     for name in CLASSIFIERS:
         for kind in ("linear", "mlp") if args.mlp else ("linear",):
             t0 = time.perf_counter()
-            runs[name, kind] = ca.classifier_analysis(name, loaded, translator=kind, progress=False)
+            runs[name, kind] = ca.classifier_analysis(name, loaded, translator=kind, n_images=args.images,
+                                                     progress=False)
             print(f"{name} ({kind} T): {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     acc = {name: held_out_accuracy(name) for name in CLASSIFIERS}
     keys = list(runs)

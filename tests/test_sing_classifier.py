@@ -39,12 +39,11 @@ def bundled_clip():
 
 
 @pytest.mark.parametrize("name", ["bundled-cnn", "bundled-vit"])
-def test_steered_features_keep_every_logit_through_the_classifiers_own_linear(name, bundled_clip, monkeypatch):
+def test_steered_features_keep_every_logit_through_the_classifiers_own_linear(name, bundled_clip):
     """Acceptance: both shipped classifiers, both paths, logits through the module's own nn.Linear <= 1e-6 relative,
     prediction unchanged."""
-    monkeypatch.setattr(ca, "N_FIT_IMAGES", 600)
     clf = load_classifier(name)
-    T = ca.shipped_translator(name, bundled_clip)
+    T = ca.shipped_translator(name, bundled_clip, n_images=600)
     images, _ = world.single_objects(6, 4321, spurious_strength=None)
     feats = clf.features(images)
     texts = _text_embeddings(bundled_clip, ["a red object", "an image of a star", "an object in the top left"])

@@ -214,14 +214,16 @@ def check_translator_spec(spec) -> None:
                                f"file or one of {', '.join(TRANSLATOR_KINDS)}")
 
 
-def shipped_translator(classifier: str, loaded, kind: str = "linear", progress: bool = False):
-    """The translator of a shipped shapes classifier into ``loaded``'s image space, fitted on ``N_FIT_IMAGES``
-    generated scenes (seed ``FIT_SEED``, every attribute uniform; disjoint from the analysed images)."""
+def shipped_translator(classifier: str, loaded, kind: str = "linear", n_images: int | None = None,
+                       progress: bool = False):
+    """The translator of a shipped shapes classifier into ``loaded``'s image space, fitted on ``n_images`` generated
+    scenes (default ``N_FIT_IMAGES``; seed ``FIT_SEED``, every attribute uniform; disjoint from the analysed
+    images)."""
     from ..classifiers import load_classifier
     from .translator import fit_translator
 
     clf = load_classifier(classifier)
-    images, _ = _generated(N_FIT_IMAGES, FIT_SEED)
+    images, _ = _generated(N_FIT_IMAGES if n_images is None else n_images, FIT_SEED)
     return fit_translator(clf.features(images, progress=progress), _clip_embed_arrays(loaded, images), kind=kind)
 
 
@@ -229,8 +231,9 @@ def shipped_translator(classifier: str, loaded, kind: str = "linear", progress: 
 
 def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None, checkpoint=None, translator=None,
                         images=None, texts=None, gallery=None, image_score: float = 40.0, rtol: float = RANK_RTOL,
-                        trust: bool = False, max_images: int = MAX_FOLDER_IMAGES, n_neighbours: int = 6,
-                        cache_dir=None, progress: bool = True) -> ClassifierSingResult:
+                        trust: bool = False, n_images: int | None = None, n_fit_images: int | None = None,
+                        max_images: int = MAX_FOLDER_IMAGES, n_neighbours: int = 6, cache_dir=None,
+                        progress: bool = True) -> ClassifierSingResult:
     """SING through a translator (module docstring).
 
     classifier: "bundled-cnn", "bundled-vit", a classifier file (``weightscope.classifiers.load_classifier``), or a
@@ -240,7 +243,10 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     images: a folder of images to analyse; required unless the classifier is a shipped one. texts: a list of texts or
     a file (one per line); default: the shapes world's attribute texts (shipped classifiers), else "an image of a
     <class>" per class. gallery: a folder for equivalent images by retrieval (default: the shapes-world gallery for
-    the bundled CLIP model). image_score: IS in degrees at which |AS| is reported (SING: 40).
+    the bundled CLIP model). image_score: IS in degrees at which |AS| is reported (SING: 40). n_images / n_fit_images:
+    generated scenes analysed / the translator is fitted on (shipped classifiers; default ``N_IMAGES`` /
+    ``N_FIT_IMAGES``); max_images: the most images read
+    from ``images`` (sorted by path).
     Every argument is checked before any model is loaded; bad input raises WeightscopeError (one line).
     """
     from ..classifiers import Classifier, load_classifier
@@ -251,8 +257,13 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     from .translator import Translator, check_widths, fit_translator, load_translator
 
     # ----- everything a user can get wrong, before any loading
+    n_images = N_IMAGES if n_images is None else n_images
+    n_fit_images = N_FIT_IMAGES if n_fit_images is None else n_fit_images
     if not 0.0 < float(image_score) < 180.0:
         raise WeightscopeError(f"image score {image_score} deg must lie in (0, 180)")
+    for what, n in (("n_images", n_images), ("n_fit_images", n_fit_images), ("max_images", max_images)):
+        if not isinstance(n, (int, np.integer)) or n < (5 if what == "n_fit_images" else 1):
+            raise WeightscopeError(f"{what} = {n!r}; give a positive integer (at least 5 to fit a translator)")
     if not isinstance(translator, Translator):
         check_translator_spec(translator)
     text_list, families = None, None
@@ -287,7 +298,7 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     # ----- paired features and CLIP embeddings
     labels = None
     if pil is None:
-        an_images, labels = _generated(N_IMAGES, IMAGE_SEED)
+        an_images, labels = _generated(n_images, IMAGE_SEED)
         feats, embs = clf.features(an_images, progress=progress), _clip_embed_arrays(loaded, an_images)
         images_desc = f"generated shapes-world scenes (seed {IMAGE_SEED}, every attribute uniform)"
         example_image = an_images[0]
@@ -299,8 +310,8 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
         check_widths(T, feats.shape[1], embs.shape[1])
         source = "given" if isinstance(translator, Translator) else f"loaded from {Path(translator).name}"
     elif shipped:
-        T = shipped_translator(clf.name, loaded, translator or "linear", progress=progress)
-        source = f"fitted on {N_FIT_IMAGES} generated scenes (seed {FIT_SEED})"
+        T = shipped_translator(clf.name, loaded, translator or "linear", n_fit_images, progress=progress)
+        source = f"fitted on {n_fit_images} generated scenes (seed {FIT_SEED})"
     else:
         T = fit_translator(feats, embs, kind=translator or "linear")
         source = f"fitted on the {len(feats)} analysed images"
