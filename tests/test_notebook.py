@@ -47,3 +47,11 @@ def test_similarity_notebook_runs(tmp_path, monkeypatch, capsys):
     assert "best held-out IoU" in out and "Spearman" in out
     assert list(namespace["cross"].argmax(axis=1)) == list(range(len(namespace["cross"])))
     assert (tmp_path / "weightscope-out" / "similarity" / "report.html").stat().st_size > 10_000
+
+
+def test_sing_classifier_notebook_runs(tmp_path, monkeypatch, capsys):
+    namespace, out = run_notebook("sing_classifier.ipynb", tmp_path, monkeypatch, capsys)
+    assert "null space 56-d of 64" in out and "held-out mean cosine" in out and "class leakage" in out
+    assert namespace["change"] <= 1e-6 and abs(namespace["st"].image_score - 40.0) < 1e-5
+    assert set(namespace["families"]) == {"shape", "colour", "size", "position", "background"}
+    assert (tmp_path / "weightscope-out" / "sing-classifier-notebook.html").stat().st_size > 10_000

@@ -19,7 +19,7 @@ from weightscope.errors import WeightscopeError
 from weightscope.shapes import world
 from weightscope.sing import classifier as ca
 from weightscope.sing import head_geometry
-from weightscope.sing.analysis import _text_embeddings
+from weightscope.sing.analysis import text_embeddings
 from weightscope.sing.steering import gradient_path, steer_through
 from weightscope.sing.translator import identity_translator, load_translator, save_translator
 
@@ -46,7 +46,7 @@ def test_steered_features_keep_every_logit_through_the_classifiers_own_linear(na
     T = ca.shipped_translator(name, bundled_clip, n_images=600)
     images, _ = world.single_objects(6, 4321, spurious_strength=None)
     feats = clf.features(images)
-    texts = _text_embeddings(bundled_clip, ["a red object", "an image of a star", "an object in the top left"])
+    texts = text_embeddings(bundled_clip, ["a red object", "an image of a star", "an object in the top left"])
     geom = head_geometry(clf.head)
     fc = dict(clf.module.named_modules())[clf.head_name].double()
     worst, checked = 0.0, 0

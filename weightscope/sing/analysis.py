@@ -193,7 +193,8 @@ class SingResult:
         return dump_json(self.to_dict(), path)
 
 
-def _text_embeddings(loaded, texts: list[str]) -> np.ndarray:
+def text_embeddings(loaded, texts: list[str]) -> np.ndarray:
+    """Unit text embeddings (len(texts), E) float64 of a LoadedModel's own text tower (no cache: a few texts)."""
     from ..embed import encode_texts
     from ..linalg import normalize_rows
 
@@ -304,12 +305,12 @@ def sing_analysis(model=None, classes="shapes", vocabulary=None, *, pretrained: 
         f_image = gallery_obj.image(0)
     else:
         prompt = templates[0].format(names[0])
-        f, feature = _text_embeddings(loaded, [prompt])[0], f"text embedding of {prompt!r} (no image given)"
+        f, feature = text_embeddings(loaded, [prompt])[0], f"text embedding of {prompt!r} (no image given)"
 
     if texts is None:
         texts = [vis.ranked(1, blind=True, by="visibility" if geom.null_dim else "gain")[0][0]]
     class_texts = [CLASS_PROMPT.format(f"{'an' if n[0].lower() in 'aeiou' else 'a'} {n}") for n in names]
-    T = _text_embeddings(loaded, texts + class_texts)
+    T = text_embeddings(loaded, texts + class_texts)
     rows = [_steering_row(geom, f, t, text, image_score) for t, text in zip(T, texts + class_texts)]
     main = rows[0]
     max_is = min(179.0, max(main.max_is_towards, main.max_is_away))

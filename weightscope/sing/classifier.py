@@ -174,7 +174,8 @@ def _generated(n: int, seed: int):
     return images, scenes.shape[:, 0]
 
 
-def _clip_embed_arrays(loaded, images: np.ndarray) -> np.ndarray:
+def clip_image_embeddings(loaded, images: np.ndarray) -> np.ndarray:
+    """Normalised image embeddings (N, E) float64 of shapes-world uint8 images (N, S, S, 3) by a LoadedModel."""
     from ..shapes.evaluate import images_to_tensor
     from ..zeroshot import encode_images
 
@@ -224,7 +225,7 @@ def shipped_translator(classifier: str, loaded, kind: str = "linear", n_images: 
 
     clf = load_classifier(classifier)
     images, _ = _generated(N_FIT_IMAGES if n_images is None else n_images, FIT_SEED)
-    return fit_translator(clf.features(images, progress=progress), _clip_embed_arrays(loaded, images), kind=kind)
+    return fit_translator(clf.features(images, progress=progress), clip_image_embeddings(loaded, images), kind=kind)
 
 
 # ---------------------------------------------------------------------------------------------------- analysis
@@ -251,7 +252,7 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     """
     from ..classifiers import Classifier, load_classifier
     from ..load import LoadedModel, load_model
-    from .analysis import _text_embeddings
+    from .analysis import text_embeddings
     from .geometry import head_geometry
     from .statistics import attribute_statistics
     from .translator import Translator, check_widths, fit_translator, load_translator
@@ -299,7 +300,7 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     labels = None
     if pil is None:
         an_images, labels = _generated(n_images, IMAGE_SEED)
-        feats, embs = clf.features(an_images, progress=progress), _clip_embed_arrays(loaded, an_images)
+        feats, embs = clf.features(an_images, progress=progress), clip_image_embeddings(loaded, an_images)
         images_desc = f"generated shapes-world scenes (seed {IMAGE_SEED}, every attribute uniform)"
         example_image = an_images[0]
     else:
@@ -316,9 +317,9 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
         T = fit_translator(feats, embs, kind=translator or "linear")
         source = f"fitted on the {len(feats)} analysed images"
 
-    text_embs = _text_embeddings(loaded, text_list)
+    text_embs = text_embeddings(loaded, text_list)
     names = list(clf.class_names)
-    class_embs = _text_embeddings(loaded, [class_text(n) for n in names])
+    class_embs = text_embeddings(loaded, [class_text(n) for n in names])
     head = clf.head
     geom = head_geometry(head, rtol)
     stats = attribute_statistics(geom, head, T, feats, text_list, text_embs, families=families,
