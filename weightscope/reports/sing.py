@@ -63,22 +63,21 @@ def _curve_figure(result: SingResult):
     return fig
 
 
-def _strip_figure(result: SingResult):
+def _neighbour_strip(gallery, neighbours: dict, image, labels: tuple[str, str], text: str, title: str):
+    """Two rows of gallery images: the nearest to f (after the input image, when there is one) and to f~."""
     plt = _plt()
-    gal, nb = result.gallery, result.neighbours
-    k = len(nb["f"])
+    k = len(neighbours["f"])
     fig, axes = plt.subplots(2, k + 1, figsize=(1.5 * (k + 1), 4.2))
-    rows = [("f", result.f_image, "f"), ("f_tilde", None, "f~")]
-    for r, (which, own, label) in enumerate(rows):
+    for r, which in enumerate(("f", "f_tilde")):
         ax = axes[r, 0]
-        if own is not None:
-            ax.imshow(own)
-            ax.set_title(f"{label} (input)", fontsize=7)
+        if r == 0 and image is not None:
+            ax.imshow(image)
+            ax.set_title(f"{labels[0]} (input)", fontsize=7)
         else:
-            ax.text(0.5, 0.5, f"{label}:\nsteered\ntowards\n{result.main_text!r}", ha="center", va="center", fontsize=6,
+            ax.text(0.5, 0.5, f"{labels[r]}:\nsteered\ntowards\n{text!r}", ha="center", va="center", fontsize=6,
                     wrap=True)
-        for j, (idx, caption, cos) in enumerate(nb[which]):
-            axes[r, j + 1].imshow(gal.image(idx))
+        for j, (idx, caption, cos) in enumerate(neighbours[which]):
+            axes[r, j + 1].imshow(gallery.image(idx))
             axes[r, j + 1].set_title(f"cos {cos:.2f}", fontsize=6)
             axes[r, j + 1].set_xlabel(textwrap.fill(caption, 24), fontsize=5)
     for ax in axes.ravel():
@@ -86,9 +85,14 @@ def _strip_figure(result: SingResult):
         ax.set_yticks([])
         for side in ax.spines.values():
             side.set_visible(False)
-    fig.suptitle("Nearest gallery images to f (top) and to the equivalent f~ (bottom): same logits", fontsize=8)
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _strip_figure(result: SingResult):
+    return _neighbour_strip(result.gallery, result.neighbours, result.f_image, ("f", "f~"), result.main_text,
+                            "Nearest gallery images to f (top) and to the equivalent f~ (bottom): same logits")
 
 
 def _fmt(pairs, n: int = 4) -> str:
@@ -232,30 +236,9 @@ def _class_figure(result):
 
 
 def _classifier_strip(result):
-    plt = _plt()
-    ex, gal = result.example, result.gallery
-    nb = ex["neighbours"]
-    k = len(nb["f"])
-    fig, axes = plt.subplots(2, k + 1, figsize=(1.5 * (k + 1), 4.2))
-    for r, which in enumerate(("f", "f_tilde")):
-        ax = axes[r, 0]
-        if which == "f" and result.example_image is not None:
-            ax.imshow(result.example_image)
-            ax.set_title("input image", fontsize=7)
-        else:
-            ax.text(0.5, 0.5, f"T(f~):\nsteered\ntowards\n{ex['text']!r}", ha="center", va="center", fontsize=6)
-        for j, (idx, caption, cos) in enumerate(nb[which]):
-            axes[r, j + 1].imshow(gal.image(idx))
-            axes[r, j + 1].set_title(f"cos {cos:.2f}", fontsize=6)
-            axes[r, j + 1].set_xlabel(textwrap.fill(caption, 24), fontsize=5)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for side in ax.spines.values():
-            side.set_visible(False)
-    fig.suptitle("Nearest gallery images to T(f) (top) and T(f~) (bottom): f and f~ have the same logits", fontsize=8)
-    fig.tight_layout()
-    return fig
+    ex = result.example
+    return _neighbour_strip(result.gallery, ex["neighbours"], result.example_image, ("f", "T(f~)"), ex["text"],
+                            "Nearest gallery images to T(f) (top) and T(f~) (bottom): f and f~ have the same logits")
 
 
 def _num(x, fmt: str = ".2f") -> str:
