@@ -9,7 +9,8 @@ shape classifiers with 64 penultimate features) through a translator T into the 
 translator's held-out fit, and SING's |AS| at IS = 40 degrees for the texts of each attribute family of the world
 (shape, colour, size, position, background) on generated scenes where every attribute is uniform, on SING's
 gradient path and on the optimal path (the supremum at that IS); SING's class leakage ("an image of a <predicted
-class>"); equivalent images by retrieval from the shapes-world gallery. ``--mlp`` adds the MLP translator.
+class>"); the visibility of each family's concepts through T; equivalent images by retrieval from the shapes-world
+gallery. ``--mlp`` adds the MLP translator.
 Prints markdown tables (the README's) and the time taken.
 """
 from __future__ import annotations
@@ -92,6 +93,15 @@ def main(argv=None) -> int:
           + " | ".join(fmt(runs[k].class_leakage["mean_abs_as"]) for k in keys) + " |")
     print("| f_row: mean IS (deg) | " + " | ".join(fmt(runs[k].statistics.overall()["mean_is_row"]) for k in keys)
           + " |")
+
+    print("\nVisibility through T (share of each attribute's concept embeddings outside T(null space), mean per "
+          "family; linear T only; a random direction scores the chance level)\n")
+    lin = [k for k in keys if runs[k].visibility is not None]
+    print("| family | " + " | ".join(label[k] for k in lin) + " |")
+    print("|---|" + "---|" * len(lin))
+    for fam in fams:
+        print(f"| {fam} | " + " | ".join(fmt(runs[k].families.get(fam), ".3f") for k in lin) + " |")
+    print("| chance | " + " | ".join(fmt(runs[k].chance_visibility, ".3f") for k in lin) + " |")
 
     print("\nEquivalent images by retrieval (scene 0 steered towards the text that moves it most):")
     for k in keys:

@@ -93,6 +93,25 @@ def test_cli_runs_a_shipped_classifier_and_writes_a_reusable_translator(small, t
     second = json.loads((again / "sing.json").read_text())
     assert second["statistics"]["per_text"] == data["statistics"]["per_text"]
     assert not (again / "translator.safetensors").exists()          # a loaded translator is not written again
+    # visibility through T, by construction with scipy: the share of each spliced concept outside row(N M)
+    import scipy.linalg
+
+    from weightscope.embed import embed_concepts
+    from weightscope.load import load_model
+    from weightscope.vocab import load_vocabulary
+
+    loaded = load_model()
+    concepts = load_vocabulary("shapes_world")
+    D = embed_concepts(loaded.model, loaded.tokenizer, concepts, normalize="none", progress=False).astype(np.float64)
+    D = D / np.linalg.norm(D, axis=1, keepdims=True)
+    D = D - D.mean(axis=0)
+    N = scipy.linalg.null_space(load_classifier("bundled-cnn").head.weight)          # (64, 56)
+    S = scipy.linalg.orth((N.T @ T.linear_map[0]).T)                               # (64, 56): T(null space)
+    expected = 1.0 - np.sum((D @ S) ** 2, axis=1) / np.sum(D ** 2, axis=1)
+    got = np.array([data["visibility"][c] for c in concepts])
+    assert data["seen_dim"] == 64 - S.shape[1] == 8
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert data["families"] and data["directions"][0]["space"] == "row"
 
 
 def _write_images(folder, n=24, seed=5):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import WeightscopeError
 from . import (add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments,
-               add_vocab_argument)
+               add_vocab_argument, check_solver_arguments)
 
 
 def register(sub) -> None:
@@ -86,7 +86,7 @@ def _run_classifier(args, clf, rtol: float) -> int:
     from ..sing.classifier import check_translator_spec, classifier_analysis, read_texts
     from ..sing.translator import save_translator
 
-    for opt, value in (("--classes", args.classes), ("--vocab", args.vocab), ("--image", args.image)):
+    for opt, value in (("--classes", args.classes), ("--image", args.image)):
         if value is not None:
             raise WeightscopeError(f"{opt} does not apply with --classifier (the classes are the classifier's own; "
                                    "images come from --images)")
@@ -96,7 +96,9 @@ def _run_classifier(args, clf, rtol: float) -> int:
     result = classifier_analysis(clf, args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
                                  translator=args.translator, images=args.images, texts=texts or None,
                                  gallery=args.gallery, image_score=args.image_score, rtol=rtol,
-                                 trust=args.trust_checkpoint, progress=not args.quiet)
+                                 trust=args.trust_checkpoint, vocabulary=args.vocab, n_directions=args.directions,
+                                 method=args.method, k=args.k, lam=args.lam, normalize=args.normalize,
+                                 progress=not args.quiet)
     print(result.summary())
     out = Path(args.out)
     json_text, html = result.to_json(), render_classifier_report(result)
@@ -147,6 +149,7 @@ def run(args) -> int:
     rtol = RANK_RTOL if args.rtol is None else args.rtol
     if not 0.0 <= rtol < 1.0:
         raise WeightscopeError(f"--rtol {rtol}: give a relative tolerance in [0, 1), e.g. 1e-6")
+    check_solver_arguments(args)
     if args.classifier:
         clf = _load_classifier(args.classifier, args.trust_checkpoint)
         if clf is None:
@@ -171,8 +174,6 @@ def run(args) -> int:
                                    "or --classes cat,dog,bird")
         classes = "shapes"
     parse_classes(classes)           # bad class lists fail before the model loads
-    if args.directions < 1:
-        raise WeightscopeError(f"--directions {args.directions}: give a positive number")
     result = sing_analysis(args.model, classes, args.vocab, pretrained=args.pretrained, checkpoint=args.checkpoint,
                            image=args.image, texts=args.text, gallery=args.gallery, image_score=args.image_score,
                            n_directions=args.directions, method=args.method, k=args.k, lam=args.lam,

@@ -21,11 +21,13 @@ def _plt():
     return plt
 
 
-def _visibility_figure(result: SingResult, n: int = 15):
+def _visibility_figure(result, n: int = 15, spaces: tuple[str, str] = ("row space", "null space")):
+    """Most and least visible concepts (and family means) of a SingResult or ClassifierSingResult; spaces: what the
+    seen and the blind subspace are called."""
     plt = _plt()
     by = result.rank_by
     seen, blind = result.visibility.ranked(n, by=by), result.visibility.ranked(n, blind=True, by=by)
-    titles = (("most visible (row space)", "least visible (null space)") if by == "visibility"
+    titles = ((f"most visible ({spaces[0]})", f"least visible ({spaces[1]})") if by == "visibility"
               else ("largest gain (null space empty)", "smallest gain"))
     panels = [(titles[0], seen, "#2b7bba"), (titles[1], blind, "#d95f02")]
     if result.families:
@@ -38,7 +40,7 @@ def _visibility_figure(result: SingResult, n: int = 15):
         ax.axvline(result.chance_visibility, color="k", ls=":", lw=1)
         ax.set_xlim(0, 1)
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("share of energy in the row space" if by == "visibility" or "family" in title
+        ax.set_xlabel(f"share of energy in the {spaces[0]}" if by == "visibility" or "family" in title
                       else "gain |W d| / (s[0] |d|)", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(f"Concept visibility (dotted: a random direction, {result.chance_visibility:.3f})", fontsize=10)
@@ -99,6 +101,12 @@ def _fmt(pairs, n: int = 4) -> str:
     return ", ".join(f"{c} ({w:.2f})" for c, w in pairs[:n])
 
 
+def _directions_table(directions) -> str:
+    return table(["space", "#", "weight", "+v", "fid", "-v", "fid"],
+                 [[d.space, d.index, f"{d.weight:.3g}", _fmt(d.plus), f"{d.fidelity_plus:.2f}", _fmt(d.minus),
+                   f"{d.fidelity_minus:.2f}"] for d in directions])
+
+
 def render_report(result: SingResult) -> str:
     """The HTML page (one self-contained string) of a SING analysis."""
     r = result
@@ -116,12 +124,10 @@ def render_report(result: SingResult) -> str:
              "space).</p>" + figure_to_img(_visibility_figure(r), "visibility chart"))
     if r.families:
         body += table(["attribute family", "mean visibility"], [[k, f"{v:.3f}"] for k, v in r.families.items()])
-    rows = [[d.space, d.index, f"{d.weight:.3g}", _fmt(d.plus), f"{d.fidelity_plus:.2f}", _fmt(d.minus),
-             f"{d.fidelity_minus:.2f}"] for d in r.directions]
     body += ("<h2>Explanations of the row and null spaces</h2><p class='muted'>Row directions: right singular vectors "
              "of W (weight: singular value). Null directions: leading principal directions of the concepts' null "
              "components (weight: their singular value). Each explained as +v and -v.</p>"
-             + table(["space", "#", "weight", "+v", "fid", "-v", "fid"], rows))
+             + _directions_table(r.directions))
     srows = [[s.text, f"{s.angle_f_t:.1f}", "-" if s.as_towards is None else f"{s.as_towards:+.2f}",
               "-" if s.as_away is None else f"{s.as_away:+.2f}", "-" if s.abs_as is None else f"{s.abs_as:.2f}",
               f"{s.max_is_towards:.1f} / {s.max_is_away:.1f}"] for s in r.steering]
@@ -268,6 +274,21 @@ def render_classifier_report(result) -> str:
         body += table(["kind", "train / held-out pairs", "ridge penalty (CV)", "held-out mean cosine", "held-out R^2"],
                       [[fit["kind"], f"{fit['n_train']} / {fit['n_test']}", _num(fit["alpha"], ".3g"),
                         f"{fit['mean_cosine']:.3f}", f"{fit['r2']:.3f}"]])
+    if r.visibility is not None:
+        body += (f"<h2>What the classifier sees through T</h2><p class='muted'>In the CLIP space, null moves reach "
+                 f"T(null space) ({r.n_embed - r.seen_dim}-d); the {r.seen_dim}-d complement only moves when the "
+                 "logits do. Visibility: the share of a concept's normalised embedding in that complement (1: the "
+                 "classifier's logits must change for T(f) to move along it; 0: it moves freely inside the "
+                 f"equivalence class). Vocabulary <code>{esc(r.vocabulary)}</code>.</p>"
+                 + figure_to_img(_visibility_figure(r, spaces=("seen through T", "T(null space)")),
+                                 "visibility through T"))
+        if r.directions:
+            body += ("<p class='muted'>Leading principal directions of the concepts' components in each part, "
+                     "explained with COMP as +v and -v (weight: their singular value).</p>"
+                     + _directions_table(r.directions))
+    elif r.translator["kind"] == "mlp":
+        body += "<p class='muted'>An MLP translator maps the null space onto a curved set, not a subspace: " \
+                "no visibility or subspace explanations; the statistics below still apply.</p>"
     o = st.overall()
     body += (f"<h2>Statistics</h2><p>Image score IS = angle(T(f), T(f~)), attribute score AS = angle(T(f), t) - "
              f"angle(T(f~), t), in degrees. Steered: |AS| at IS = {r.image_score:g} deg, the larger of steering "

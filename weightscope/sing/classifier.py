@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import WeightscopeError
 from ..fileio import dump_json
 from ..linalg import RANK_RTOL
-from .analysis import CLASS_PROMPT
+from .analysis import BUNDLED_VOCAB, CLASS_PROMPT, GENERAL_VOCAB, shapes_families
 
 N_FIT_IMAGES = 8000          # generated images the shipped classifiers' translators are fitted on
 FIT_SEED = 70_000
@@ -107,9 +107,21 @@ class ClassifierSingResult:
     optimal: object | None
     classes: object
     example: dict
+    vocabulary: str | None = None                 # the concepts of visibility and explanations (affine T only)
+    visibility: object | None = None              # semantics.Visibility in E: share outside T(null space)
+    families: dict = field(default_factory=dict)  # mean visibility per shapes-world attribute family
+    directions: list = field(default_factory=list)  # semantics.SubspaceDirection: seen / null directions in E
+    seen_dim: int | None = None                   # E - dim T(null space): what null moves cannot change
     gallery: object | None = field(default=None, repr=False)
     example_image: np.ndarray | None = field(default=None, repr=False)
     translator_object: object | None = field(default=None, repr=False)
+
+    rank_by = "visibility"
+
+    @property
+    def chance_visibility(self) -> float | None:
+        """Mean visibility of a random direction of E: (E - dim T(null space)) / E."""
+        return None if self.seen_dim is None else self.seen_dim / self.n_embed
 
     @property
     def class_leakage(self) -> dict:
@@ -130,6 +142,15 @@ class ClassifierSingResult:
                  + (f"; held-out mean cosine {fit['mean_cosine']:.3f}, R^2 {fit['r2']:.3f}" if fit else ""),
                  f"images: {self.images}, {self.n_images}"
                  + (f"; classifier accuracy on them {self.accuracy:.1%}" if self.accuracy is not None else "")]
+        if self.visibility is not None:
+            fmt = lambda pairs: ", ".join(f"{c} {v:.2f}" for c, v in pairs)  # noqa: E731
+            lines += [f"visibility through T (share outside T(null space), {self.seen_dim}-d of {self.n_embed}; "
+                      f"chance {self.chance_visibility:.3f}; {self.vocabulary}):",
+                      f"    sees:     {fmt(self.visibility.ranked(8))}",
+                      f"    blind to: {fmt(self.visibility.ranked(8, blind=True))}"]
+            if self.families:
+                lines.append("    mean visibility per family: "
+                             + ", ".join(f"{k} {v:.3f}" for k, v in self.families.items()))
         lines += ["SING's gradient path: " + self.statistics.summary().replace("\n", "\n    ")]
         if self.optimal is not None:
             lines += ["optimal path (closed form: the largest |AS| any equivalent feature reaches): "
@@ -159,7 +180,13 @@ class ClassifierSingResult:
                 "image_score": self.image_score, "statistics": self.statistics.to_dict(),
                 "optimal": self.optimal.to_dict() if self.optimal is not None else None,
                 "class_texts": self.classes.to_dict(), "class_leakage": self.class_leakage,
-                "example": self.example}
+                "example": self.example, "vocabulary": self.vocabulary, "seen_dim": self.seen_dim,
+                "chance_visibility": self.chance_visibility,
+                "visibility": None if self.visibility is None else {
+                    c: round(float(v), 6) for c, v in zip(self.visibility.concepts, self.visibility.visibility)},
+                "sees": None if self.visibility is None else self.visibility.ranked(20),
+                "blind_to": None if self.visibility is None else self.visibility.ranked(20, blind=True),
+                "families": self.families, "directions": [d.__dict__ for d in self.directions]}
 
     def to_json(self, path=None) -> str:
         return dump_json(self.to_dict(), path)
@@ -233,8 +260,9 @@ def shipped_translator(classifier: str, loaded, kind: str = "linear", n_images: 
 def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None, checkpoint=None, translator=None,
                         images=None, texts=None, gallery=None, image_score: float = 40.0, rtol: float = RANK_RTOL,
                         trust: bool = False, n_images: int | None = None, n_fit_images: int | None = None,
-                        max_images: int = MAX_FOLDER_IMAGES, n_neighbours: int = 6, cache_dir=None,
-                        progress: bool = True) -> ClassifierSingResult:
+                        max_images: int = MAX_FOLDER_IMAGES, vocabulary=None, n_directions: int = 4,
+                        method: str = "comp", k: int = 5, lam: float = 0.3, normalize: str = "splice",
+                        n_neighbours: int = 6, cache_dir=None, progress: bool = True) -> ClassifierSingResult:
     """SING through a translator (module docstring).
 
     classifier: "bundled-cnn", "bundled-vit", a classifier file (``weightscope.classifiers.load_classifier``), or a
@@ -247,7 +275,9 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     the bundled CLIP model). image_score: IS in degrees at which |AS| is reported (SING: 40). n_images / n_fit_images:
     generated scenes analysed / the translator is fitted on (shipped classifiers; default ``N_IMAGES`` /
     ``N_FIT_IMAGES``); max_images: the most images read
-    from ``images`` (sorted by path).
+    from ``images`` (sorted by path). vocabulary, n_directions, method, k, lam, normalize: the concepts whose
+    visibility through T is measured and the COMP explanations of the seen and null directions in E, as in
+    :func:`.analysis.sing_analysis` (affine T only: an MLP's null-space image is not a subspace).
     Every argument is checked before any model is loaded; bad input raises WeightscopeError (one line).
     """
     from ..classifiers import Classifier, load_classifier
@@ -255,6 +285,8 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     from .analysis import text_embeddings
     from .geometry import head_geometry
     from .statistics import attribute_statistics
+    from ..embed import NORMALIZATIONS
+    from ..inspection import parse_vocabulary_spec
     from .translator import Translator, check_widths, fit_translator, load_translator
 
     # ----- everything a user can get wrong, before any loading
@@ -274,6 +306,12 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
             raise WeightscopeError("texts must be non-empty strings, e.g. 'a red object'")
     if gallery is not None and not Path(gallery).is_dir():
         raise WeightscopeError(f"gallery folder not found: {gallery}")
+    if normalize not in NORMALIZATIONS:
+        raise WeightscopeError(f"normalize={normalize!r}; use one of {', '.join(NORMALIZATIONS)}")
+    if not isinstance(n_directions, (int, np.integer)) or n_directions < 1:
+        raise WeightscopeError(f"n_directions = {n_directions!r}; give a positive integer")
+    if vocabulary is not None:
+        concepts, vocab_desc = parse_vocabulary_spec(vocabulary)
     pil = folder_images(images, max_images)[1] if images is not None else None
     clf = classifier if isinstance(classifier, Classifier) else load_classifier(str(classifier), trust=trust)
     shipped = clf.source == "bundled"
@@ -329,6 +367,13 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
                if T.kind != "mlp" else None)
     classes = attribute_statistics(geom, head, T, feats, [class_text(n) for n in names], class_embs,
                                    image_score=image_score, path="gradient", progress=progress)
+    semantics = {}
+    if T.kind != "mlp":
+        if vocabulary is None:          # the default depends on the CLIP model, as in part 1
+            concepts, vocab_desc = parse_vocabulary_spec(BUNDLED_VOCAB if loaded.source.startswith("bundled")
+                                                         else GENERAL_VOCAB)
+        semantics = _semantics(loaded, geom, T, concepts, vocab_desc, n_directions, method, k, lam, normalize,
+                               cache_dir, progress)
     gallery_obj = _gallery(loaded, gallery, cache_dir, progress)
     example = _example(geom, head, T, feats[0], stats, text_list, text_embs, gallery_obj, n_neighbours)
     accuracy = float(np.mean(stats.predicted == labels)) if labels is not None else None
@@ -338,7 +383,30 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
         translator={"kind": T.kind, "source": source, "report": None if T.report is None else asdict(T.report)},
         n_embed=embs.shape[1], images=images_desc, n_images=len(feats), accuracy=accuracy,
         image_score=float(image_score), statistics=stats, optimal=optimal, classes=classes, example=example,
-        gallery=gallery_obj, example_image=example_image, translator_object=T)
+        **semantics, gallery=gallery_obj, example_image=example_image, translator_object=T)
+
+
+def _semantics(loaded, geom, T, concepts, vocab_desc, n_directions, method, k, lam, normalize, cache_dir,
+               progress) -> dict:
+    """Part 1's visibility and explanations, in E, on the translated geometry: its null space is T(null space) (what
+    null moves can change), its row space the complement (what they cannot: what the classifier sees through T)."""
+    from ..embed import embed_concepts
+    from .geometry import HeadGeometry
+    from .semantics import Visibility, concept_visibility, explain_subspaces, normalized_dictionary
+    from .steering import translated_geometry
+
+    egeom, _ = translated_geometry(geom, T)
+    raw = embed_concepts(loaded.model, loaded.tokenizer, concepts, normalize="none", model_name=loaded.name,
+                         cache_dir=cache_dir, progress=progress)
+    # egeom.s are the singular values of N M (its null side); the seen side has none, so there is no gain to report
+    seen = HeadGeometry(np.ones(egeom.rank), egeom.row, egeom.null, egeom.rtol)
+    vis = concept_visibility(seen, raw, concepts, normalize)
+    vis = Visibility(vis.concepts, vis.visibility, np.full(len(vis.concepts), np.nan))
+    directions = explain_subspaces(egeom, normalized_dictionary(raw, normalize), concepts, n_directions,
+                                   method=method, k=k, lam=lam, row_order="dictionary")
+    return {"vocabulary": f"{vocab_desc} ({len(concepts)} concepts)", "visibility": vis,
+            "families": vis.family_means(shapes_families()) if loaded.source.startswith("bundled") else {},
+            "directions": directions, "seen_dim": egeom.rank}
 
 
 def _gallery(loaded, folder, cache_dir, progress):

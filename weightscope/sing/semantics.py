@@ -107,27 +107,37 @@ class SubspaceDirection:
 
 
 def explain_subspaces(geom: HeadGeometry, dictionary: np.ndarray, concepts, n_directions: int = 4,
-                      method: str = "comp", k: int = 5, lam: float = 0.3) -> list[SubspaceDirection]:
+                      method: str = "comp", k: int = 5, lam: float = 0.3,
+                      row_order: str = "singular") -> list[SubspaceDirection]:
     """Explain the leading principal directions of the row space and of the null space (module docstring).
 
-    dictionary: (M, F) normalised concept embeddings (``normalized_dictionary``); concepts: M names. Returns the
-    row directions then the null directions (fewer when a space is smaller, none for an empty one).
+    dictionary: (M, F) normalised concept embeddings (``normalized_dictionary``); concepts: M names. row_order:
+    "singular" (the row space's directions are W's right singular vectors, weight = singular value) or
+    "dictionary" (like the null space: the leading principal directions of the concepts' row components, for a
+    geometry whose row basis carries no singular values, e.g. ``steering.translated_geometry``). Returns the row
+    directions then the null directions (fewer when a space is smaller, none for an empty one).
     """
+    if row_order not in ("singular", "dictionary"):
+        raise WeightscopeError(f"row_order={row_order!r}; use 'singular' or 'dictionary'")
     concepts = list(concepts)
     if not isinstance(n_directions, (int, np.integer)) or n_directions < 1:
         raise WeightscopeError(f"n_directions must be a positive integer, got {n_directions!r}")
     signals, meta = [], []
-    n_row = min(n_directions, geom.rank)
-    for i in range(n_row):
-        signals.append(geom.row[i])
-        meta.append(("row", i, float(geom.s[i])))
-    if geom.null_dim:
-        _, null_part = geom.split(dictionary)
-        dirs, weights = linalg.principal_directions(null_part, min(n_directions, geom.null_dim))
-        for i, (v, w) in enumerate(zip(dirs, weights)):
-            if w > 0:
-                signals.append(v)
-                meta.append(("null", i, float(w)))
+    row_part, null_part = geom.split(dictionary)
+    if row_order == "singular":
+        for i in range(min(n_directions, geom.rank)):
+            signals.append(geom.row[i])
+            meta.append(("row", i, float(geom.s[i])))
+    spaces = [("null", null_part, geom.null_dim)]
+    if row_order == "dictionary":
+        spaces.insert(0, ("row", row_part, geom.rank))
+    for space, part, dim in spaces:
+        if dim:
+            dirs, weights = linalg.principal_directions(part, min(n_directions, dim))
+            for i, (v, w) in enumerate(zip(dirs, weights)):
+                if w > 0:
+                    signals.append(v)
+                    meta.append((space, i, float(w)))
     if not signals:
         return []
     ex = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True, progress=False)
