@@ -123,12 +123,12 @@ def _write_images(folder, n=24, seed=5):
 
 
 class _Tiny(nn.Module):
-    def __init__(self, tail=None):
+    def __init__(self, tail=None, n_classes=3):
         super().__init__()
         torch.manual_seed(0)
         self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   nn.Linear(8, 16), nn.ReLU())
-        self.fc = nn.Linear(16, 3)
+        self.fc = nn.Linear(16, n_classes)
         self.tail = tail
 
     def forward(self, x):
@@ -152,6 +152,18 @@ def test_a_users_pickled_classifier_on_a_folder_with_a_texts_file(small, tmp_pat
     assert [d["text"] for d in data["statistics"]["per_text"]] == ["a red object", "a blue background", "a circle"]
     assert data["translator"]["report"]["n_train"] + data["translator"]["report"]["n_test"] == 24
     assert {p.name: p.read_bytes() for p in images.iterdir()} == before     # inputs untouched
+
+
+def test_an_empty_null_space_and_a_poor_translator_are_said_not_hidden(small, tmp_path, capsys):
+    torch.save(_Tiny(n_classes=16), tmp_path / "full.pt")
+    images = _write_images(tmp_path / "imgs", n=12)
+    assert main(["sing", "--classifier", str(tmp_path / "full.pt"), "--trust-checkpoint", "--images", str(images),
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    data = json.loads((tmp_path / "out" / "sing.json").read_text())
+    assert data["null_dim"] == 0 and data["statistics"]["overall"]["share_reachable"] == 0
+    assert any("null space is empty" in w for w in data["warnings"])
+    assert any("explains little" in w for w in data["warnings"])        # 12 images cannot fit 16 -> 64
+    assert "note: the head's null space is empty" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case, message", [

@@ -261,7 +261,7 @@ def render_classifier_report(result) -> str:
             f"{esc(', '.join(r.class_names[:20]))}{' ...' if len(r.class_names) > 20 else ''}), read in the image "
             f"space of <code>{esc(r.clip_model)}</code> through a translator T. Images: {esc(r.images)}, "
             f"{r.n_images}" + (f"; classifier accuracy on them {r.accuracy:.1%}" if r.accuracy is not None else "")
-            + ".</p>")
+            + ".</p>" + "".join(f"<p><b>Note:</b> {esc(w)}.</p>" for w in r.warnings))
     reach = "every direction" if st.image_dim == r.n_embed else (f"{st.image_dim}-d" if st.image_dim is not None
                                                                   else "(MLP: not a subspace)")
     body += ("<h2>Null space</h2>" + table(
@@ -300,7 +300,8 @@ def render_classifier_report(result) -> str:
              f"<p>Over all {o['n_images']} images x {o['n_texts']} texts: mean |AS| {_num(o['mean_abs_as'])} deg "
              f"(reached {o['share_reachable']:.0%}); f<sub>row</sub>: mean IS {_num(o['mean_is_row'])} deg, mean |AS| "
              f"{_num(o['mean_abs_as_row'])} deg.</p>")
-    body += figure_to_img(_leakage_figure(r), "leakage per family")
+    if np.isfinite(st.abs_as).any():
+        body += figure_to_img(_leakage_figure(r), "leakage per family")
     fams, ofams = st.per_family(), (r.optimal.per_family() if r.optimal is not None else {})
     if fams:
         body += table(["family", "texts", "mean |AS| (gradient)", "mean |AS| (optimal)", "mean AS of f_row",
@@ -312,7 +313,8 @@ def render_classifier_report(result) -> str:
         ["text", "mean |AS|", "median |AS|", "reached", "mean AS of f_row", "flagged"],
         [[d["text"], _num(d["mean_abs_as"]), _num(d["median_abs_as"]), f"{d['share_reachable']:.0%}",
           _num(d["mean_as_row"]), f"{d['flagged_share']:.0%}"] for d in rows]))
-    body += figure_to_img(_class_figure(r), "per class")
+    if np.isfinite(st.abs_as).any():
+        body += figure_to_img(_class_figure(r), "per class")
     cl = r.class_leakage
     if cl["mean_abs_as"] is not None:
         body += (f"<p>Class leakage (SING's statistic): mean |AS| at IS = {r.image_score:g} deg towards / away from "

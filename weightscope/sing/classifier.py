@@ -117,6 +117,20 @@ class ClassifierSingResult:
     translator_object: object | None = field(default=None, repr=False)
 
     rank_by = "visibility"
+    POOR_FIT_R2 = 0.1
+
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the numbers below mean little: an empty null space, a translator that explains little."""
+        out = []
+        if self.null_dim == 0:
+            out.append("the head's null space is empty (rank = feature width): every change of the features moves "
+                       "the logits, so there is nothing to steer and no score below is defined")
+        fit = self.translator.get("report")
+        if fit and fit["r2"] < self.POOR_FIT_R2:
+            out.append(f"the translator explains little of the CLIP embeddings (held-out R^2 {fit['r2']:.2f} from "
+                       f"{fit['n_train']} training pairs): scores through it mean little; fit it on more images")
+        return out
 
     @property
     def chance_visibility(self) -> float | None:
@@ -142,6 +156,7 @@ class ClassifierSingResult:
                  + (f"; held-out mean cosine {fit['mean_cosine']:.3f}, R^2 {fit['r2']:.3f}" if fit else ""),
                  f"images: {self.images}, {self.n_images}"
                  + (f"; classifier accuracy on them {self.accuracy:.1%}" if self.accuracy is not None else "")]
+        lines += [f"note: {w}" for w in self.warnings]
         if self.visibility is not None:
             fmt = lambda pairs: ", ".join(f"{c} {v:.2f}" for c, v in pairs)  # noqa: E731
             lines += [f"visibility through T (share outside T(null space), {self.seen_dim}-d of {self.n_embed}; "
@@ -177,7 +192,7 @@ class ClassifierSingResult:
                 "rank": self.rank, "null_dim": self.null_dim, "rtol": self.rtol,
                 "singular_values": self.singular_values, "translator": self.translator, "n_embed": self.n_embed,
                 "images": self.images, "n_images": self.n_images, "accuracy": self.accuracy,
-                "image_score": self.image_score, "statistics": self.statistics.to_dict(),
+                "image_score": self.image_score, "warnings": self.warnings, "statistics": self.statistics.to_dict(),
                 "optimal": self.optimal.to_dict() if self.optimal is not None else None,
                 "class_texts": self.classes.to_dict(), "class_leakage": self.class_leakage,
                 "example": self.example, "vocabulary": self.vocabulary, "seen_dim": self.seen_dim,
