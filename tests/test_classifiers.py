@@ -245,9 +245,9 @@ def test_pickled_module_without_sidecar_gets_imagenet_preprocessing(tmp_path):
 
 
 @pytest.mark.parametrize("tail, words", [
-    ((nn.Softmax(dim=1),), "not the output of its last nn.Linear (1)"),
+    ((nn.Softmax(dim=1),), "not the output of its last nn.Linear (module '1')"),
     ((nn.ReLU(),), "something (a softmax, a nonlinearity, another layer) follows it"),
-    ((nn.Linear(5, 5), nn.Tanh()), "not the output of its last nn.Linear (2)"),
+    ((nn.Linear(5, 5), nn.Tanh()), "not the output of its last nn.Linear (module '2')"),
 ])
 def test_a_classifier_whose_last_layer_is_not_linear_is_refused(tmp_path, tail, words):
     torch.save(_small(*tail), tmp_path / "m.pt")

@@ -92,7 +92,15 @@ def test_cli_runs_a_shipped_classifier_and_writes_a_reusable_translator(small, t
                  "--out", str(again), "--quiet"]) == 0
     second = json.loads((again / "sing.json").read_text())
     assert second["statistics"]["per_text"] == data["statistics"]["per_text"]
-    assert not (again / "translator.safetensors").exists()          # a loaded translator is not written again
+    # the translator used is written beside the reports (a copy of the loaded one), and reading it in place works
+    np.testing.assert_array_equal(load_translator(again / "translator.safetensors").weights[0], T.weights[0])
+    assert main(["sing", "--classifier", "bundled-cnn", "--translator", str(again / "translator.safetensors"),
+                 "--out", str(again), "--quiet"]) == 0
+    assert json.loads((again / "sing.json").read_text())["statistics"]["per_text"] == data["statistics"]["per_text"]
+    # a translator fitted for the CNN is refused for the ViT
+    assert main(["sing", "--classifier", "bundled-vit", "--translator", str(out / "translator.safetensors"),
+                 "--out", str(tmp_path / "vit"), "--quiet"]) == 2
+    assert "was fitted for another classifier (bundled-cnn, not bundled-vit)" in capsys.readouterr().err
     # visibility through T, by construction with scipy: the share of each spliced concept outside row(N M)
     import scipy.linalg
 

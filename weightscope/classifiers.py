@@ -233,8 +233,14 @@ def _torch_load(path: Path, *, weights_only: bool, trust: bool):
                                    f"in the file; pass {TRUST_FLAG} (trust=True) if you trust it") from None
         return None
     except (ModuleNotFoundError, AttributeError) as err:
-        raise WeightscopeError(f"cannot unpickle classifier {path}: it needs {err} from the code that saved it; "
-                               "load it where that code can be imported") from None
+        import re
+
+        m = re.search(r"attribute '([^']+)'", str(err)) or re.search(r"module named '([^']+)'", str(err))
+        what = f"'{m.group(1)}'" if m else "a class"
+        raise WeightscopeError(f"cannot unpickle classifier {path}: it stores only a reference to {what}, defined in "
+                               "the code that saved it, which cannot be imported here; save it as a weightscope "
+                               "classifier (shapes.classifiers.save_classifier) or call "
+                               "weightscope.sing.classifier_analysis from that code") from None
     except Exception as err:  # each reader raises its own type for cut or foreign files
         raise WeightscopeError(f"cannot read classifier {path}: the file is truncated or not a torch file "
                                f"({type(err).__name__}); {_FORMS}") from None
@@ -305,9 +311,9 @@ def _finish(name: str, module: torch.nn.Module, config: dict, source: str, class
     found = [c for c in reversed(calls) if isinstance(out, torch.Tensor) and out.shape == c[2].shape
              and torch.allclose(out, c[2], rtol=1e-5, atol=1e-6 * (1.0 + float(c[2].abs().max())))]
     if not found:
-        raise WeightscopeError(f"the classifier's output is not the output of its last nn.Linear ({calls[-1][0]}): "
-                               "something (a softmax, a nonlinearity, another layer) follows it; SING needs "
-                               "logits = features W^T + b")
+        raise WeightscopeError(f"the classifier's output is not the output of its last nn.Linear (module "
+                               f"'{calls[-1][0]}'): something (a softmax, a nonlinearity, another layer) follows it; "
+                               "SING needs logits = features W^T + b: save the module without what follows")
     head_name, args, _ = found[0]
     if args[0].ndim != 2:
         raise WeightscopeError(f"the last nn.Linear ({head_name}) sees inputs of shape {tuple(args[0].shape)}, "

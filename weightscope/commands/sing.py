@@ -6,11 +6,12 @@
     weightscope sing --classifier model.pt --trust-checkpoint --images DIR [--translator T.safetensors] [--texts FILE]
     weightscope sing --classifier resnet20.th                # a state dict's last linear layer: geometry only
 
-Writes ``sing.json`` and ``sing.html`` into ``--out`` (and, with --classifier and a fitted translator,
+Writes ``sing.json`` and ``sing.html`` into ``--out`` (and, with --classifier, the translator used,
 ``translator.safetensors``), all or none.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import WeightscopeError
@@ -86,10 +87,11 @@ def _run_classifier(args, clf, rtol: float) -> int:
     from ..sing.classifier import check_translator_spec, classifier_analysis, read_texts
     from ..sing.translator import save_translator
 
-    for opt, value in (("--classes", args.classes), ("--image", args.image)):
-        if value is not None:
-            raise WeightscopeError(f"{opt} does not apply with --classifier (the classes are the classifier's own; "
-                                   "images come from --images)")
+    if args.classes is not None:
+        raise WeightscopeError("--classes does not apply with --classifier: the classes are the classifier's own "
+                               "(class_names in its JSON config or sidecar)")
+    if args.image is not None:
+        raise WeightscopeError("--image does not apply with --classifier: give a folder of images with --images")
     check_translator_spec(args.translator)
     texts = (read_texts(args.texts) if args.texts else []) + list(args.text or [])
     check_writable(args.out, kind="dir")
@@ -102,11 +104,15 @@ def _run_classifier(args, clf, rtol: float) -> int:
     print(result.summary())
     out = Path(args.out)
     json_text, html = result.to_json(), render_classifier_report(result)
-    fitted = args.translator is None or args.translator in ("linear", "mlp")
+    # the translator the run used is always written beside its reports (no stale one from an earlier run), except
+    # when it was read from that very file
+    dest = out / "translator.safetensors"
+    reused = (args.translator not in (None, "linear", "mlp") and dest.exists()
+              and os.path.samefile(args.translator, dest))
     with outputs():
         paths = [write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)]
-        if fitted:
-            paths.append(save_translator(result.translator_object, out / "translator.safetensors"))
+        if not reused:
+            paths.append(save_translator(result.translator_object, dest))
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0
 

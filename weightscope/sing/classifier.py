@@ -62,6 +62,8 @@ def read_texts(path) -> list[str]:
     """Texts from a file, one per line (blank lines and lines starting with '#' skipped). Raises WeightscopeError
     for a missing or undecodable file, no texts, or a repeated text."""
     p = Path(path)
+    if p.is_dir():
+        raise WeightscopeError(f"{p} is a folder; give a text file with one text per line")
     if not p.is_file():
         raise WeightscopeError(f"texts file not found: {p} (give a text file with one text per line)")
     try:
@@ -107,6 +109,9 @@ class ClassifierSingResult:
     optimal: object | None
     classes: object
     example: dict
+    classifier_source: str = ""                   # where the classifier and its preprocessing came from
+    preprocessing: dict = field(default_factory=dict)   # image_size, mean, std the classifier's input used
+    notes: list = field(default_factory=list)     # what the run had to decide or noticed (see ``warnings``)
     vocabulary: str | None = None                 # the concepts of visibility and explanations (affine T only)
     visibility: object | None = None              # semantics.Visibility in E: share outside T(null space)
     families: dict = field(default_factory=dict)  # mean visibility per shapes-world attribute family
@@ -121,8 +126,9 @@ class ClassifierSingResult:
 
     @property
     def warnings(self) -> list[str]:
-        """What makes the numbers below mean little: an empty null space, a translator that explains little."""
-        out = []
+        """What makes the numbers below mean little: an empty null space, a translator that explains little, and
+        the run's notes (images left out, predictions collapsed onto one class, no class names)."""
+        out = list(self.notes)
         if self.null_dim == 0:
             out.append("the head's null space is empty (rank = feature width): every change of the features moves "
                        "the logits, so there is nothing to steer and no score below is defined")
@@ -142,6 +148,9 @@ class ClassifierSingResult:
         """SING's class statistic: |AS| at the IS towards / away from "an image of a <predicted class>", per image
         its own predicted class; mean and median over the images where it is reached."""
         st = self.classes
+        if st is None:
+            return {"image_score": self.image_score, "n_images": self.n_images, "n_reachable": 0,
+                    "mean_abs_as": None, "median_abs_as": None}
         own = st.abs_as[np.arange(len(st.predicted)), st.predicted]
         ok = np.isfinite(own)
         return {"image_score": self.image_score, "n_images": int(own.size), "n_reachable": int(ok.sum()),
@@ -194,7 +203,9 @@ class ClassifierSingResult:
                 "images": self.images, "n_images": self.n_images, "accuracy": self.accuracy,
                 "image_score": self.image_score, "warnings": self.warnings, "statistics": self.statistics.to_dict(),
                 "optimal": self.optimal.to_dict() if self.optimal is not None else None,
-                "class_texts": self.classes.to_dict(), "class_leakage": self.class_leakage,
+                "class_texts": None if self.classes is None else self.classes.to_dict(),
+                "class_leakage": self.class_leakage, "classifier_source": self.classifier_source,
+                "preprocessing": self.preprocessing,
                 "example": self.example, "vocabulary": self.vocabulary, "seen_dim": self.seen_dim,
                 "chance_visibility": self.chance_visibility,
                 "visibility": None if self.visibility is None else {
@@ -234,8 +245,9 @@ def _clip_embed_pil(loaded, pil_images) -> np.ndarray:
 
 
 def folder_images(folder, max_images: int = MAX_FOLDER_IMAGES):
-    """(files, PIL images) under ``folder`` (recursively, sorted, the first ``max_images``). Raises
-    WeightscopeError for a missing folder, a folder without images, or an image that does not decode (naming it)."""
+    """(files, PIL images, number of images found) under ``folder`` (recursively, sorted by path; when there are more
+    than ``max_images``, that many evenly spaced over the sorted list). Raises WeightscopeError for a missing folder,
+    a folder without images, or an image that does not decode (naming it)."""
     from .gallery import IMAGE_SUFFIXES, _open_image
 
     folder = Path(folder)
@@ -244,8 +256,28 @@ def folder_images(folder, max_images: int = MAX_FOLDER_IMAGES):
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise WeightscopeError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; give a folder of images")
-    files = files[:max_images]
-    return files, [_open_image(p) for p in files]
+    n_found = len(files)
+    if n_found > max_images:       # evenly spaced over the sorted paths, so every subfolder stays represented
+        files = [files[i] for i in np.linspace(0, n_found - 1, max_images).round().astype(int)]
+    return files, [_open_image(p) for p in files], n_found
+
+
+def _check_translator(T, spec, provenance: dict, n_features: int, n_embed: int | None = None) -> None:
+    """One line when a loaded translator does not fit this run: widths, or fitted for another classifier / CLIP."""
+    from .translator import check_widths
+
+    where = "the given translator" if not isinstance(spec, (str, Path)) else f"translator {spec}"
+    try:
+        check_widths(T, n_features, n_embed)
+    except WeightscopeError as err:
+        raise WeightscopeError(f"{where}: {err}; omit --translator to fit one for this classifier") from None
+    for key, what in (("classifier_sha256", "classifier"), ("clip_model", "CLIP model")):
+        saved, now = (T.provenance or {}).get(key), provenance.get(key)
+        if saved is not None and now is not None and saved != now:
+            name = (T.provenance.get("classifier") if key == "classifier_sha256" else saved)
+            current = provenance["classifier"] if key == "classifier_sha256" else now
+            raise WeightscopeError(f"{where} was fitted for another {what} ({name}, not {current}); omit --translator "
+                                   "to fit one for this run")
 
 
 def check_translator_spec(spec) -> None:
@@ -253,8 +285,9 @@ def check_translator_spec(spec) -> None:
     if spec is None or (isinstance(spec, str) and spec in TRANSLATOR_KINDS):
         return
     if not Path(spec).is_file():
+        hint = "; did you mean linear (ridge regression)?" if str(spec).lower() in ("ridge", "ridgecv") else ""
         raise WeightscopeError(f"translator {spec!r} is neither a file nor a kind to fit; give a saved translator "
-                               f"file or one of {', '.join(TRANSLATOR_KINDS)}")
+                               f"file or one of {', '.join(TRANSLATOR_KINDS)}{hint}")
 
 
 def shipped_translator(classifier: str, loaded, kind: str = "linear", n_images: int | None = None,
@@ -302,13 +335,14 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     from .statistics import attribute_statistics
     from ..embed import NORMALIZATIONS
     from ..inspection import parse_vocabulary_spec
-    from .translator import Translator, check_widths, fit_translator, load_translator
+    from .gallery import model_hash
+    from .translator import Translator, fit_translator, load_translator
 
     # ----- everything a user can get wrong, before any loading
     n_images = N_IMAGES if n_images is None else n_images
     n_fit_images = N_FIT_IMAGES if n_fit_images is None else n_fit_images
     if not 0.0 < float(image_score) < 180.0:
-        raise WeightscopeError(f"image score {image_score} deg must lie in (0, 180)")
+        raise WeightscopeError(f"image score (--image-score) {image_score:g} deg must lie in (0, 180); SING reports 40")
     for what, n in (("n_images", n_images), ("n_fit_images", n_fit_images), ("max_images", max_images)):
         if not isinstance(n, (int, np.integer)) or n < (5 if what == "n_fit_images" else 1):
             raise WeightscopeError(f"{what} = {n!r}; give a positive integer (at least 5 to fit a translator)")
@@ -327,7 +361,7 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
         raise WeightscopeError(f"n_directions = {n_directions!r}; give a positive integer")
     if vocabulary is not None:
         concepts, vocab_desc = parse_vocabulary_spec(vocabulary)
-    pil = folder_images(images, max_images)[1] if images is not None else None
+    pil, n_found = (folder_images(images, max_images)[1:] if images is not None else (None, 0))
     clf = classifier if isinstance(classifier, Classifier) else load_classifier(str(classifier), trust=trust)
     shipped = clf.source == "bundled"
     if pil is None and not shipped:
@@ -338,8 +372,9 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
         T = translator
     elif translator is not None and translator not in TRANSLATOR_KINDS:
         T = load_translator(translator)
+    provenance = {"classifier": clf.name, "classifier_sha256": model_hash(clf.module)}
     if T is not None:
-        check_widths(T, clf.head.n_features)
+        _check_translator(T, translator, provenance, clf.head.n_features)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained,
                                                                     checkpoint=checkpoint)
     if text_list is None:
@@ -360,19 +395,26 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
         feats, embs = clf.features(pil, progress=progress), _clip_embed_pil(loaded, pil)
         images_desc = f"folder {Path(images).name}"
         example_image = np.asarray(pil[0].convert("RGB"))
+    provenance["clip_model"] = loaded.identity
     if T is not None:
-        check_widths(T, feats.shape[1], embs.shape[1])
-        source = "given" if isinstance(translator, Translator) else f"loaded from {Path(translator).name}"
+        _check_translator(T, translator, provenance, feats.shape[1], embs.shape[1])
+        source = "given" if isinstance(translator, Translator) else f"loaded from {Path(translator).resolve()}"
     elif shipped:
         T = shipped_translator(clf.name, loaded, translator or "linear", n_fit_images, progress=progress)
         source = f"fitted on {n_fit_images} generated scenes (seed {FIT_SEED})"
     else:
         T = fit_translator(feats, embs, kind=translator or "linear")
         source = f"fitted on the {len(feats)} analysed images"
+    if T.provenance is None:
+        T.provenance = provenance
 
     text_embs = text_embeddings(loaded, text_list)
     names = list(clf.class_names)
     class_embs = text_embeddings(loaded, [class_text(n) for n in names])
+    notes = []
+    if images is not None and n_found > len(pil):
+        notes.append(f"the folder holds {n_found} images; {len(pil)} of them, evenly spaced over the sorted paths, "
+                     "were used (max_images)")
     head = clf.head
     geom = head_geometry(head, rtol)
     stats = attribute_statistics(geom, head, T, feats, text_list, text_embs, families=families,
@@ -380,8 +422,9 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     optimal = (attribute_statistics(geom, head, T, feats, text_list, text_embs, families=families,
                                     image_score=image_score, path="optimal", progress=progress)
                if T.kind != "mlp" else None)
-    classes = attribute_statistics(geom, head, T, feats, [class_text(n) for n in names], class_embs,
-                                   image_score=image_score, path="gradient", progress=progress)
+    named = not all(n == f"class {i}" for i, n in enumerate(names))     # heads.linear_head's placeholders
+    classes = (attribute_statistics(geom, head, T, feats, [class_text(n) for n in names], class_embs,
+                                    image_score=image_score, path="gradient", progress=progress) if named else None)
     semantics = {}
     if T.kind != "mlp":
         if vocabulary is None:          # the default depends on the CLIP model, as in part 1
@@ -392,11 +435,20 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     gallery_obj = _gallery(loaded, gallery, cache_dir, progress)
     example = _example(geom, head, T, feats[0], stats, text_list, text_embs, gallery_obj, n_neighbours)
     accuracy = float(np.mean(stats.predicted == labels)) if labels is not None else None
+    counts = np.bincount(stats.predicted, minlength=len(names))
+    if len(names) > 2 and len(feats) >= 20 and counts.max() >= 0.9 * len(feats):
+        notes.append(f"the classifier predicts {names[int(counts.argmax())]!r} for {counts.max()} of {len(feats)} "
+                     f"images: check its preprocessing ({clf.source})")
+    if not named:
+        notes.append("the classifier has no class names (give class_names in its JSON sidecar), so SING's class "
+                     "leakage ('an image of a <class>') is not measured")
     return ClassifierSingResult(
         classifier=clf.name, clip_model=loaded.identity, class_names=names, n_features=geom.n_features,
         rank=geom.rank, null_dim=geom.null_dim, rtol=geom.rtol, singular_values=[float(s) for s in geom.s],
         translator={"kind": T.kind, "source": source, "report": None if T.report is None else asdict(T.report)},
         n_embed=embs.shape[1], images=images_desc, n_images=len(feats), accuracy=accuracy,
+        classifier_source=clf.source, preprocessing={"image_size": clf.image_size, "mean": list(clf.mean),
+                                                     "std": list(clf.std)}, notes=notes,
         image_score=float(image_score), statistics=stats, optimal=optimal, classes=classes, example=example,
         **semantics, gallery=gallery_obj, example_image=example_image, translator_object=T)
 

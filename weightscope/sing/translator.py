@@ -65,7 +65,8 @@ class Translator:
     identity output); identity: no arrays, ``width`` given. Call with (F,) or (n, F) -> float64 (E,) or (n, E).
     """
 
-    def __init__(self, kind: str, weights=(), biases=(), width: int | None = None, report: FitReport | None = None):
+    def __init__(self, kind: str, weights=(), biases=(), width: int | None = None, report: FitReport | None = None,
+                 provenance: dict | None = None):
         if kind not in KINDS:
             raise WeightscopeError(f"translator kind {kind!r}; use one of {', '.join(KINDS)}")
         self.kind = kind
@@ -87,6 +88,9 @@ class Translator:
                 if not (np.isfinite(w).all() and np.isfinite(b).all()):
                     raise WeightscopeError(f"translator layer {i} holds NaN or infinite values")
         self.report = report
+        # what T was fitted between (e.g. {"classifier": ..., "classifier_sha256": ..., "clip_model": ...}); saved
+        # with it so that a translator is not reused for another classifier or CLIP model by mistake
+        self.provenance = dict(provenance) if provenance else None
 
     @property
     def in_width(self) -> int:
@@ -182,8 +186,8 @@ def _check_pairs(features, embeddings, kind, test_size):
     n = X.shape[0]
     n_test = int(np.ceil(test_size * n))       # as sklearn's train_test_split rounds a fractional test size
     if n - n_test < MIN_TRAIN or n_test < MIN_TEST:
-        raise WeightscopeError(f"{n} pairs are too few: the {test_size:g} held-out split needs >= {MIN_TEST} test "
-                               f"and >= {MIN_TRAIN} training pairs; give more paired images")
+        raise WeightscopeError(f"{n} pair{'s are' if n != 1 else ' is'} too few: the {test_size:g} held-out split "
+                               f"needs >= {MIN_TEST} test and >= {MIN_TRAIN} training pairs; give more paired images")
     return X, Y
 
 
@@ -265,7 +269,8 @@ def save_translator(t: Translator, path) -> Path:
         tensors[f"weight.{i}"], tensors[f"bias.{i}"] = np.ascontiguousarray(w), np.ascontiguousarray(b)
     meta = {"format": FORMAT, "kind": t.kind, "in_width": str(t.in_width), "out_width": str(t.out_width),
             "n_layers": str(len(t.weights)),
-            "report": json.dumps(None if t.report is None else asdict(t.report))}
+            "report": json.dumps(None if t.report is None else asdict(t.report)),
+            "provenance": json.dumps(t.provenance)}
     return write_atomic(path, save(tensors, metadata=meta))
 
 
@@ -288,7 +293,8 @@ def load_translator(path) -> Translator:
         t = Translator(meta["kind"], [arrays[f"weight.{i}"] for i in range(n_layers)],
                        [arrays[f"bias.{i}"] for i in range(n_layers)],
                        width=int(meta["in_width"]) if meta["kind"] == "identity" else None,
-                       report=None if rep is None else FitReport(**rep))
+                       report=None if rep is None else FitReport(**rep),
+                       provenance=json.loads(meta.get("provenance", "null")))
     except WeightscopeError as err:
         raise WeightscopeError(f"translator file {path} is inconsistent: {err}") from None
     except Exception as err:     # safetensors / JSON / key errors of a damaged or foreign file: one line
