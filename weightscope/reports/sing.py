@@ -21,14 +21,15 @@ def _plt():
     return plt
 
 
-def _visibility_figure(result, n: int = 15, spaces: tuple[str, str] = ("row space", "null space")):
-    """Most and least visible concepts (and family means) of a SingResult or ClassifierSingResult; spaces: what the
-    seen and the blind subspace are called."""
+def _visibility_figure(result, n: int = 15, titles: tuple[str, str] = ("most visible (row space)",
+                                                                      "least visible (null space)"),
+                       xlabel: str = "share of energy in the row space"):
+    """Most and least visible concepts (and family means) of a SingResult or ClassifierSingResult."""
     plt = _plt()
     by = result.rank_by
     seen, blind = result.visibility.ranked(n, by=by), result.visibility.ranked(n, blind=True, by=by)
-    titles = ((f"most visible ({spaces[0]})", f"least visible ({spaces[1]})") if by == "visibility"
-              else ("largest gain (null space empty)", "smallest gain"))
+    if by != "visibility":
+        titles = ("largest gain (null space empty)", "smallest gain")
     panels = [(titles[0], seen, "#2b7bba"), (titles[1], blind, "#d95f02")]
     if result.families:
         panels.append(("mean per attribute family", sorted(result.families.items(), key=lambda kv: -kv[1]), "#555"))
@@ -38,9 +39,10 @@ def _visibility_figure(result, n: int = 15, spaces: tuple[str, str] = ("row spac
         ax.barh(range(len(pairs)), [v for _, v in pairs][::-1], color=colour)
         ax.set_yticks(range(len(pairs)), names, fontsize=7)
         ax.axvline(result.chance_visibility, color="k", ls=":", lw=1)
-        ax.set_xlim(0, 1)
+        # small values (e.g. visibility through a translator) get an axis they can be read on
+        ax.set_xlim(0, min(1.0, 1.15 * max([v for _, v in pairs] + [result.chance_visibility, 0.05])))
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel(f"share of energy in the {spaces[0]}" if by == "visibility" or "family" in title
+        ax.set_xlabel(xlabel if by == "visibility" or "family" in title
                       else "gain |W d| / (s[0] |d|)", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(f"Concept visibility (dotted: a random direction, {result.chance_visibility:.3f})", fontsize=10)
@@ -69,7 +71,7 @@ def _neighbour_strip(gallery, neighbours: dict, image, labels: tuple[str, str], 
     """Two rows of gallery images: the nearest to f (after the input image, when there is one) and to f~."""
     plt = _plt()
     k = len(neighbours["f"])
-    fig, axes = plt.subplots(2, k + 1, figsize=(1.5 * (k + 1), 4.2))
+    fig, axes = plt.subplots(2, k + 1, figsize=(1.6 * (k + 1), 5.0), gridspec_kw={"hspace": 0.7})
     for r, which in enumerate(("f", "f_tilde")):
         ax = axes[r, 0]
         if r == 0 and image is not None:
@@ -81,14 +83,13 @@ def _neighbour_strip(gallery, neighbours: dict, image, labels: tuple[str, str], 
         for j, (idx, caption, cos) in enumerate(neighbours[which]):
             axes[r, j + 1].imshow(gallery.image(idx))
             axes[r, j + 1].set_title(f"cos {cos:.2f}", fontsize=6)
-            axes[r, j + 1].set_xlabel(textwrap.fill(caption, 24), fontsize=5)
+            axes[r, j + 1].set_xlabel(textwrap.fill(caption, 24), fontsize=6)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
         for side in ax.spines.values():
             side.set_visible(False)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -215,7 +216,8 @@ def _leakage_figure(result):
     axes[1].set_xlabel("|AS| per image and text (deg), gradient path", fontsize=8)
     for ax in axes:
         ax.tick_params(axis="x", labelsize=7)
-    fig.suptitle("Which attributes move inside the null space (large: the classifier is blind to them)", fontsize=9)
+    fig.suptitle(f"How far each attribute's texts move inside the null space at IS = {result.image_score:g} deg",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -228,15 +230,16 @@ def _class_figure(result):
     per_class = st.per_class()
     grid = np.array([[np.nanmean(row[c]) if np.isfinite(row[c]).any() else np.nan for c in cols] for row in per_class])
     fig, ax = plt.subplots(figsize=(0.6 * len(names) + 2.5, 0.3 * len(st.class_names) + 1.5))
-    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0, vmax=max(1.0, float(np.nanmax(grid))))
     ax.set_xticks(range(len(names)), names, fontsize=7, rotation=45, ha="right")
     ax.set_yticks(range(len(st.class_names)), st.class_names, fontsize=7)
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=6, color="w")
+                dark = grid[i, j] < 0.6 * im.norm.vmax        # white on the dark end of viridis, black on the light
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=6, color="w" if dark else "k")
     fig.colorbar(im, ax=ax, label="mean |AS| (deg)")
-    ax.set_title("Per predicted class", fontsize=9)
+    ax.set_title("Mean |AS| per predicted class (SING's path)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -251,6 +254,11 @@ def _num(x, fmt: str = ".2f") -> str:
     return "-" if x is None or not np.isfinite(x) else format(x, fmt)
 
 
+def write_classifier_report(result, path: str | Path) -> Path:
+    """Write the HTML report of a ``sing.classifier_analysis`` result to ``path`` (atomically); returns the path."""
+    return write_atomic(path, render_classifier_report(result))
+
+
 def render_classifier_report(result) -> str:
     """The HTML page of ``sing.classifier_analysis``: null space, translator fit, statistics, equivalent images."""
     from ..sing.statistics import SING_AS_THRESHOLD_DEG, SING_IS_THRESHOLD_DEG
@@ -261,7 +269,9 @@ def render_classifier_report(result) -> str:
             f"{esc(', '.join(r.class_names[:20]))}{' ...' if len(r.class_names) > 20 else ''}), read in the image "
             f"space of <code>{esc(r.clip_model)}</code> through a translator T. Images: {esc(r.images)}, "
             f"{r.n_images}" + (f"; classifier accuracy on them {r.accuracy:.1%}" if r.accuracy is not None else "")
-            + ".</p>" + "".join(f"<p><b>Note:</b> {esc(w)}.</p>" for w in r.warnings))
+            + f". Classifier input: {r.preprocessing.get('image_size')} px, mean {r.preprocessing.get('mean')}, std "
+            f"{r.preprocessing.get('std')} ({esc(r.classifier_source)}).</p>"
+            + "".join(f"<p><b>Note:</b> {esc(w)}.</p>" for w in r.warnings))
     reach = "every direction" if st.image_dim == r.n_embed else (f"{st.image_dim}-d" if st.image_dim is not None
                                                                   else "(MLP: not a subspace)")
     body += ("<h2>Null space</h2>" + table(
@@ -280,7 +290,8 @@ def render_classifier_report(result) -> str:
                  "logits do. Visibility: the share of a concept's normalised embedding in that complement (1: the "
                  "classifier's logits must change for T(f) to move along it; 0: it moves freely inside the "
                  f"equivalence class). Vocabulary <code>{esc(r.vocabulary)}</code>.</p>"
-                 + figure_to_img(_visibility_figure(r, spaces=("seen through T", "T(null space)")),
+                 + figure_to_img(_visibility_figure(r, titles=("most fixed by the logits", "most free in the null "
+                                                               "space"), xlabel="share outside T(null space)"),
                                  "visibility through T"))
         if r.directions:
             body += ("<p class='muted'>Leading principal directions of the concepts' components in each part, "

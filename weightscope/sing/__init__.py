@@ -10,8 +10,8 @@
 - :mod:`.statistics`: SING's scores over image sets x attribute texts, aggregated per text / family / class / model.
 - :mod:`.classifier`: :func:`classifier_analysis`, all of it on any trained classifier through a translator.
 """
-from .analysis import SingResult, leakage, parse_classes, sing_analysis
-from .classifier import ClassifierSingResult, classifier_analysis
+from .analysis import SingResult, leakage, parse_classes, sing_analysis, text_embeddings
+from .classifier import ClassifierSingResult, classifier_analysis, clip_image_embeddings
 from .gallery import Gallery, folder_gallery, shapes_gallery
 from .geometry import HeadGeometry, Steering, head_geometry, scores, steer
 from .semantics import SubspaceDirection, Visibility, concept_visibility, explain_subspaces, normalized_dictionary
@@ -30,4 +30,5 @@ __all__ = [
     "Translator", "attribute_statistics", "check_widths", "fit_translator", "flag_shares", "gradient_flow",
     "gradient_path", "identity_translator", "load_translator", "save_translator", "steer_through",
     "translated_geometry", "translated_scores", "ClassifierSingResult", "classifier_analysis",
+    "clip_image_embeddings", "text_embeddings",
 ]

@@ -165,20 +165,24 @@ class ClassifierSingResult:
                  + (f"; held-out mean cosine {fit['mean_cosine']:.3f}, R^2 {fit['r2']:.3f}" if fit else ""),
                  f"images: {self.images}, {self.n_images}"
                  + (f"; classifier accuracy on them {self.accuracy:.1%}" if self.accuracy is not None else "")]
+        lines.append(f"classifier input: {self.preprocessing.get('image_size')} px, mean "
+                     f"{self.preprocessing.get('mean')}, std {self.preprocessing.get('std')} ({self.classifier_source})")
         lines += [f"note: {w}" for w in self.warnings]
         if self.visibility is not None:
             fmt = lambda pairs: ", ".join(f"{c} {v:.2f}" for c, v in pairs)  # noqa: E731
-            lines += [f"visibility through T (share outside T(null space), {self.seen_dim}-d of {self.n_embed}; "
-                      f"chance {self.chance_visibility:.3f}; {self.vocabulary}):",
-                      f"    sees:     {fmt(self.visibility.ranked(8))}",
-                      f"    blind to: {fmt(self.visibility.ranked(8, blind=True))}"]
+            lines += [f"visibility through T: share of a concept outside T(null space), i.e. in the "
+                      f"{self.seen_dim}-d part of E={self.n_embed} that null moves cannot reach (chance "
+                      f"{self.chance_visibility:.3f}; {self.vocabulary}):",
+                      f"    most fixed by the logits: {fmt(self.visibility.ranked(8))}",
+                      f"    most free in the null space: {fmt(self.visibility.ranked(8, blind=True))}"]
             if self.families:
-                lines.append("    mean visibility per family: "
-                             + ", ".join(f"{k} {v:.3f}" for k, v in self.families.items()))
-        lines += ["SING's gradient path: " + self.statistics.summary().replace("\n", "\n    ")]
+                lines.append("    mean per family: " + ", ".join(f"{k} {v:.3f}" for k, v in self.families.items()))
+        lines.append(f"steered to IS = {self.image_score:g} deg along SING's path (the null-space-projected gradient "
+                     "of cos(T(f~), t)); |AS| is the larger of towards and away from t:")
+        lines += ["    " + ln for ln in self.statistics.summary().splitlines()]
         if self.optimal is not None:
-            lines += ["optimal path (closed form: the largest |AS| any equivalent feature reaches): "
-                      + self.optimal.summary().replace("\n", "\n    ")]
+            lines.append("along the optimal path (closed form: the largest |AS| any equivalent feature reaches):")
+            lines += ["    " + ln for ln in self.optimal.summary().splitlines() if not ln.startswith("f_row")]
         cl = self.class_leakage
         if cl["mean_abs_as"] is not None:
             lines.append(f"class leakage: mean |AS| at IS = {self.image_score:g} deg towards / away from 'an image of "
@@ -188,7 +192,8 @@ class ClassifierSingResult:
         if ex:
             lines.append(f"example: image 0 steered towards {ex['text']!r} on the gradient path: IS "
                          f"{ex['image_score']:.1f} deg, AS {ex['attribute_score']:+.2f} deg, logits unchanged to "
-                         f"{ex['logit_change']:.1e} relative, prediction {ex['prediction']!r} kept")
+                         f"{ex['logit_change']:.1e} relative, prediction {ex['prediction']!r} "
+                         f"{'kept' if ex['prediction_kept'] else 'CHANGED'}")
             for which in ("f", "f_tilde"):
                 if ex.get("neighbours", {}).get(which):
                     lines.append(f"    nearest gallery images to T({which}): "
