@@ -193,3 +193,26 @@ def test_blocks_of_images_give_the_same_result(monkeypatch):
         part = attribute_statistics(geom, head, T, X, texts, Tt, image_score=30.0, path=p)
         for name in ("as_towards", "as_away", "as_row", "is_row"):
             assert np.allclose(getattr(part, name), getattr(whole[p], name), atol=1e-9, equal_nan=True), (p, name)
+
+
+def test_gradient_flow_progress_counts_the_share_of_the_target_reached():
+    """The bar moves while the flows advance together (not only when they finish) and ends at one per flow."""
+    from weightscope.heads import head_from_arrays
+    from weightscope.sing import gradient_flow, head_geometry, identity_translator
+
+    rng = np.random.default_rng(0)
+    geom = head_geometry(head_from_arrays(rng.normal(size=(4, 16))))
+
+    class Bar:
+        def __init__(self):
+            self.positions = [0]
+
+        def update(self, k):
+            assert k > 0
+            self.positions.append(self.positions[-1] + k)
+
+    bar = Bar()
+    F_tilde, reached, _, _ = gradient_flow(geom, identity_translator(16), rng.normal(size=(30, 16)),
+                                           rng.normal(size=(30, 16)), 40.0, np.ones(30), bar=bar)
+    assert bar.positions[-1] == 30 and len(bar.positions) > 10
+    assert reached.all()

@@ -188,7 +188,8 @@ def gradient_flow(geom: HeadGeometry, T: Translator, F0: np.ndarray, texts: np.n
     reached F_tilde is the flow's last point. A flow stalls (not reached) when it cannot improve cos(T(f~), t) any
     more (at its maximum over the equivalent images), when IS has not grown for ``_PATIENCE`` steps, or after
     ``max_steps`` (default 20 * image_score / max_step_deg + 200). bar: an optional progress bar (tqdm), advanced
-    by one per finished flow. Inputs are assumed checked (see gradient_path).
+    by P in all: each flow counts by the share of the target IS it has reached (1 once it stops). Inputs are
+    assumed checked (see gradient_path).
     """
     P = F0.shape[0]
     target = float(image_score)
@@ -201,7 +202,10 @@ def gradient_flow(geom: HeadGeometry, T: Translator, F0: np.ndarray, texts: np.n
     last_gain, n_steps = np.zeros(P, dtype=int), np.zeros(P, dtype=int)
     reached, active = np.zeros(P, dtype=bool), np.ones(P, dtype=bool)
     if target == 0.0:
+        if bar is not None:
+            bar.update(P)
         return F0.copy(), np.ones(P, dtype=bool), best, n_steps
+    shown = 0
     for it in range(max_steps):
         idx = np.flatnonzero(active)
         if idx.size == 0:
@@ -254,8 +258,20 @@ def gradient_flow(geom: HeadGeometry, T: Translator, F0: np.ndarray, texts: np.n
         reached[idx[crossed]] = True
         active[idx[done_now]] = False
         if bar is not None:
-            bar.update(int(done_now.sum()))
+            # every flow advances together, so count the share of the target IS reached, not finished flows
+            # (which would all finish at the end and leave the bar at 0 until then)
+            shown = _advance(bar, shown, np.where(active, np.minimum(best / target, 1.0), 1.0).sum())
+    if bar is not None:
+        _advance(bar, shown, P)
     return flow.features(), reached, best, n_steps
+
+
+def _advance(bar, shown: int, progress: float) -> int:
+    """Move a progress bar to ``progress`` flows' worth (whole units); returns the new position."""
+    now = int(progress)
+    if now > shown:
+        bar.update(now - shown)
+    return max(now, shown)
 
 
 def gradient_path(geom: HeadGeometry, T: Translator, f, t, image_score: float = 40.0, direction: int = 1,
