@@ -76,7 +76,8 @@ def _open_image(path: Path):
     except FileNotFoundError:
         raise WeightscopeError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise WeightscopeError(f"cannot decode image {path} ({type(err).__name__}); give a JPEG, PNG, BMP or WebP file") from None
+        raise WeightscopeError(f"cannot decode image {path} ({type(err).__name__}); give an image file ("
+                               f"{', '.join(IMAGE_SUFFIXES)})") from None
 
 
 def _encode(loaded, batches, total: int, progress: bool) -> np.ndarray:
