@@ -165,12 +165,16 @@ def test_a_users_pickled_classifier_on_a_folder_with_a_texts_file(small, tmp_pat
 def test_an_empty_null_space_and_a_poor_translator_are_said_not_hidden(small, tmp_path, capsys):
     torch.save(_Tiny(n_classes=16), tmp_path / "full.pt")
     images = _write_images(tmp_path / "imgs", n=12)
-    assert main(["sing", "--classifier", str(tmp_path / "full.pt"), "--trust-checkpoint", "--images", str(images),
-                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    args = ["sing", "--classifier", str(tmp_path / "full.pt"), "--trust-checkpoint", "--images", str(images),
+            "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(args) == 2                       # no class names and no texts: nothing to score, said at once
+    assert "has no class names" in capsys.readouterr().err
+    assert main([*args, "--text", "a red object"]) == 0
     data = json.loads((tmp_path / "out" / "sing.json").read_text())
     assert data["null_dim"] == 0 and data["statistics"]["overall"]["share_reachable"] == 0
     assert any("null space is empty" in w for w in data["warnings"])
     assert any("explains little" in w for w in data["warnings"])        # 12 images cannot fit 16 -> 64
+    assert any("no class names" in w for w in data["warnings"]) and data["class_leakage"]["mean_abs_as"] is None
     assert "note: the head's null space is empty" in capsys.readouterr().out
 
 
@@ -218,6 +222,36 @@ def test_bad_input_is_one_line_exit_2_before_the_clip_model_loads(case, message,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err and err.startswith("weightscope sing: error:"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_translator_is_refused_when_the_classifiers_preprocessing_changed(small, tmp_path, capsys):
+    path = tmp_path / "tiny.pt"
+    torch.save(_Tiny(), path)
+    sidecar = tmp_path / "tiny.pt.json"
+    sidecar.write_text(json.dumps({"image_size": 48, "class_names": ["a", "b", "c"]}))
+    images = _write_images(tmp_path / "imgs")
+    args = ["sing", "--classifier", str(path), "--trust-checkpoint", "--images", str(images), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    sidecar.write_text(json.dumps({"image_size": 64, "class_names": ["a", "b", "c"]}))
+    assert main([*args, "--translator", str(tmp_path / "one" / "translator.safetensors"),
+                 "--out", str(tmp_path / "two")]) == 2
+    assert "fitted for another input preprocessing" in capsys.readouterr().err
+    assert not (tmp_path / "two").exists()
+
+
+def test_unimportable_pickles_say_what_to_do(tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    mod = types.ModuleType("ws_tmp_net")
+    mod.Net = type("Net", (_Tiny,), {"__module__": "ws_tmp_net"})
+    monkeypatch.setitem(sys.modules, "ws_tmp_net", mod)
+    torch.save(mod.Net(), tmp_path / "net.pt")
+    monkeypatch.delitem(sys.modules, "ws_tmp_net")
+    assert main(["sing", "--classifier", str(tmp_path / "net.pt"), "--trust-checkpoint", "--images",
+                 str(_write_images(tmp_path / "imgs", n=2)), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "module 'ws_tmp_net'" in err and "PYTHONPATH" in err
 
 
 def test_read_texts_normalises_and_refuses_repeats(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -232,15 +233,21 @@ def _torch_load(path: Path, *, weights_only: bool, trust: bool):
             raise WeightscopeError(f"{path} is a pickled Python object (a whole module): loading it runs code stored "
                                    f"in the file; pass {TRUST_FLAG} (trust=True) if you trust it") from None
         return None
-    except (ModuleNotFoundError, AttributeError) as err:
+    except ModuleNotFoundError as err:
+        raise WeightscopeError(f"cannot unpickle classifier {path}: its class lives in module '{err.name}', which "
+                               "cannot be imported here; add that module's folder to PYTHONPATH") from None
+    except AttributeError as err:
         import re
 
-        m = re.search(r"attribute '([^']+)'", str(err)) or re.search(r"module named '([^']+)'", str(err))
-        what = f"'{m.group(1)}'" if m else "a class"
-        raise WeightscopeError(f"cannot unpickle classifier {path}: it stores only a reference to {what}, defined in "
-                               "the code that saved it, which cannot be imported here; save it as a weightscope "
-                               "classifier (shapes.classifiers.save_classifier) or call "
-                               "weightscope.sing.classifier_analysis from that code") from None
+        m = re.search(r"attribute '([^']+)' on <module '([^']+)'", str(err))
+        cls, mod = (m.group(1), m.group(2)) if m else ("its class", "the saving script")
+        main = sys.modules.get("__main__")
+        # classes pickled from a script are looked up in whatever runs as __main__ now (e.g. weightscope.cli)
+        main_names = {"__main__", getattr(main, "__name__", None), getattr(getattr(main, "__spec__", None), "name", None)}
+        hint = ("it was defined in the script that saved it (__main__): move the class into a module, save the "
+                "model again, and put that module on PYTHONPATH" if mod in main_names or not m
+                else f"module '{mod}' has no '{cls}' here: use the code version that saved it")
+        raise WeightscopeError(f"cannot unpickle classifier {path}: it refers to class '{cls}', but {hint}") from None
     except Exception as err:  # each reader raises its own type for cut or foreign files
         raise WeightscopeError(f"cannot read classifier {path}: the file is truncated or not a torch file "
                                f"({type(err).__name__}); {_FORMS}") from None

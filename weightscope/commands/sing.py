@@ -48,13 +48,14 @@ def register(sub) -> None:
                    help="with --classifier: a saved translator file, or the kind to fit: linear (ridge, penalty by "
                         "cross-validation; default) or mlp")
     p.add_argument("--images", metavar="DIR",
-                   help="with --classifier: folder of images to analyse and to fit the translator on (default for "
-                        "bundled-cnn / bundled-vit: generated shapes-world scenes)")
+                   help="with --classifier: folder of images to analyse and, for a classifier of yours, to fit the "
+                        "translator on (bundled-cnn / bundled-vit: their translator is always fitted on generated "
+                        "shapes-world scenes, which they also analyse by default)")
     p.add_argument("--texts", metavar="FILE",
                    help="with --classifier: texts to score, one per line (default: the shapes world's attribute texts "
                         "for the bundled classifiers, 'an image of a <class>' otherwise); --text adds more")
-    add_output_argument(p, default="weightscope-out", help="output folder for sing.json and sing.html "
-                                                          "(default weightscope-out)")
+    add_output_argument(p, default="weightscope-out", help="output folder for sing.json and sing.html, and with "
+                                                          "--classifier translator.safetensors (default weightscope-out)")
     add_quiet_argument(p)
     p.set_defaults(func=run)
 
@@ -101,9 +102,8 @@ def _run_classifier(args, clf, rtol: float) -> int:
                                  trust=args.trust_checkpoint, vocabulary=args.vocab, n_directions=args.directions,
                                  method=args.method, k=args.k, lam=args.lam, normalize=args.normalize,
                                  progress=not args.quiet)
-    print(result.summary())
     out = Path(args.out)
-    json_text, html = result.to_json(), render_classifier_report(result)
+    json_text, html, summary = result.to_json(), render_classifier_report(result), result.summary()
     # the translator the run used is always written beside its reports (no stale one from an earlier run), except
     # when it was read from that very file
     dest = out / "translator.safetensors"
@@ -113,6 +113,8 @@ def _run_classifier(args, clf, rtol: float) -> int:
         paths = [write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)]
         if not reused:
             paths.append(save_translator(result.translator_object, dest))
+    # written before anything is printed: a closed stdout (e.g. piped into head) cannot cost the results
+    print(summary)
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0
 

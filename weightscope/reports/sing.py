@@ -78,7 +78,7 @@ def _neighbour_strip(gallery, neighbours: dict, image, labels: tuple[str, str], 
             ax.imshow(image)
             ax.set_title(f"{labels[0]} (input)", fontsize=7)
         else:
-            ax.text(0.5, 0.5, f"{labels[r]}:\nsteered\ntowards\n{text!r}", ha="center", va="center", fontsize=6,
+            ax.text(0.5, 0.5, f"{labels[r]}:\nsteered\n{text}", ha="center", va="center", fontsize=6,
                     wrap=True)
         for j, (idx, caption, cos) in enumerate(neighbours[which]):
             axes[r, j + 1].imshow(gallery.image(idx))
@@ -94,7 +94,8 @@ def _neighbour_strip(gallery, neighbours: dict, image, labels: tuple[str, str], 
 
 
 def _strip_figure(result: SingResult):
-    return _neighbour_strip(result.gallery, result.neighbours, result.f_image, ("f", "f~"), result.main_text,
+    return _neighbour_strip(result.gallery, result.neighbours, result.f_image, ("f", "f~"),
+                            f"towards\n{result.main_text!r}",
                             "Nearest gallery images to f (top) and to the equivalent f~ (bottom): same logits")
 
 
@@ -246,7 +247,8 @@ def _class_figure(result):
 
 def _classifier_strip(result):
     ex = result.example
-    return _neighbour_strip(result.gallery, ex["neighbours"], result.example_image, ("f", "T(f~)"), ex["text"],
+    return _neighbour_strip(result.gallery, ex["neighbours"], result.example_image, ("f", "T(f~)"),
+                            f"{ex.get('direction', 'towards')}\n{ex['text']!r}",
                             "Nearest gallery images to T(f) (top) and T(f~) (bottom): f and f~ have the same logits")
 
 
@@ -333,7 +335,8 @@ def render_classifier_report(result) -> str:
                  f"{cl['median_abs_as']:.2f}) over {cl['n_reachable']} of {cl['n_images']} images.</p>")
     ex = r.example
     if ex:
-        body += (f"<h2>Equivalent images (retrieval)</h2><p>Image 0 steered towards {esc(repr(ex['text']))}: IS "
+        body += (f"<h2>Equivalent images (retrieval)</h2><p>Image 0 steered {esc(ex.get('direction', 'towards'))} "
+                 f"{esc(repr(ex['text']))}: IS "
                  f"{ex['image_score']:.1f} deg, AS {ex['attribute_score']:+.2f} deg; logits unchanged to "
                  f"{ex['logit_change']:.1e} relative (prediction {esc(ex['prediction'])}"
                  f"{' kept' if ex['prediction_kept'] else ' CHANGED'}).</p>")

@@ -165,8 +165,9 @@ class ClassifierSingResult:
                  + (f"; held-out mean cosine {fit['mean_cosine']:.3f}, R^2 {fit['r2']:.3f}" if fit else ""),
                  f"images: {self.images}, {self.n_images}"
                  + (f"; classifier accuracy on them {self.accuracy:.1%}" if self.accuracy is not None else "")]
-        lines.append(f"classifier input: {self.preprocessing.get('image_size')} px, mean "
-                     f"{self.preprocessing.get('mean')}, std {self.preprocessing.get('std')} ({self.classifier_source})")
+        pre = self.preprocessing
+        lines.append(f"classifier input: {pre.get('image_size')} px, mean {pre.get('mean')}, std {pre.get('std')}; "
+                     f"source: {self.classifier_source}")
         lines += [f"note: {w}" for w in self.warnings]
         if self.visibility is not None:
             fmt = lambda pairs: ", ".join(f"{c} {v:.2f}" for c, v in pairs)  # noqa: E731
@@ -190,7 +191,7 @@ class ClassifierSingResult:
                          f"{cl['n_images']} images (SING's statistic; its demo calls |AS| > 4 deg substantial)")
         ex = self.example
         if ex:
-            lines.append(f"example: image 0 steered towards {ex['text']!r} on the gradient path: IS "
+            lines.append(f"example: image 0 steered {ex.get('direction', 'towards')} {ex['text']!r} on SING's path: IS "
                          f"{ex['image_score']:.1f} deg, AS {ex['attribute_score']:+.2f} deg, logits unchanged to "
                          f"{ex['logit_change']:.1e} relative, prediction {ex['prediction']!r} "
                          f"{'kept' if ex['prediction_kept'] else 'CHANGED'}")
@@ -276,7 +277,8 @@ def _check_translator(T, spec, provenance: dict, n_features: int, n_embed: int |
         check_widths(T, n_features, n_embed)
     except WeightscopeError as err:
         raise WeightscopeError(f"{where}: {err}; omit --translator to fit one for this classifier") from None
-    for key, what in (("classifier_sha256", "classifier"), ("clip_model", "CLIP model")):
+    for key, what in (("classifier_sha256", "classifier"), ("preprocessing", "input preprocessing"),
+                      ("clip_model", "CLIP model")):
         saved, now = (T.provenance or {}).get(key), provenance.get(key)
         if saved is not None and now is not None and saved != now:
             name = (T.provenance.get("classifier") if key == "classifier_sha256" else saved)
@@ -372,12 +374,18 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     if pil is None and not shipped:
         raise WeightscopeError(f"{clf.name} is not a shipped shapes classifier: give a folder of images (--images DIR) "
                                "to fit the translator on and to analyse")
+    named = not all(n == f"class {i}" for i, n in enumerate(clf.class_names))     # heads.linear_head's placeholders
+    if text_list is None and not shipped and not named:
+        raise WeightscopeError(f"{clf.name} has no class names, so there are no class texts to score: give texts "
+                               "(--texts FILE) or class_names in its JSON sidecar")
     T = None
     if isinstance(translator, Translator):
         T = translator
     elif translator is not None and translator not in TRANSLATOR_KINDS:
         T = load_translator(translator)
-    provenance = {"classifier": clf.name, "classifier_sha256": model_hash(clf.module)}
+    provenance = {"classifier": clf.name, "classifier_sha256": model_hash(clf.module),
+                  "preprocessing": {"image_size": clf.image_size, "mean": [float(x) for x in clf.mean],
+                                    "std": [float(x) for x in clf.std]}}
     if T is not None:
         _check_translator(T, translator, provenance, clf.head.n_features)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained,
@@ -427,7 +435,6 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     optimal = (attribute_statistics(geom, head, T, feats, text_list, text_embs, families=families,
                                     image_score=image_score, path="optimal", progress=progress)
                if T.kind != "mlp" else None)
-    named = not all(n == f"class {i}" for i, n in enumerate(names))     # heads.linear_head's placeholders
     classes = (attribute_statistics(geom, head, T, feats, [class_text(n) for n in names], class_embs,
                                     image_score=image_score, path="gradient", progress=progress) if named else None)
     semantics = {}
@@ -492,16 +499,21 @@ def _gallery(loaded, folder, cache_dir, progress):
 
 
 def _example(geom, head, T, f, stats, texts, text_embs, gallery, n_neighbours) -> dict:
-    """Image 0 steered (gradient path) towards the text that moves it most at the IS; its logits and neighbours."""
+    """Image 0 steered (gradient path) towards or away from the text that moves it most at the IS; its logits and
+    gallery neighbours."""
     from .steering import gradient_path
 
-    reach = np.where(np.isfinite(stats.as_towards[0]), stats.as_towards[0], -np.inf)
-    if not np.isfinite(reach).any():
+    # the text that image 0 moves towards most; away from a text when no flow towards one reaches the IS
+    for d, row in enumerate((stats.as_towards[0], np.abs(stats.as_away[0]))):
+        if np.isfinite(row).any():
+            j = int(np.argmax(np.where(np.isfinite(row), row, -np.inf)))
+            break
+    else:
         return {}
-    j = int(np.argmax(reach))
-    st = gradient_path(geom, T, f, text_embs[j], stats.image_score, 1)
+    st = gradient_path(geom, T, f, text_embs[j], stats.image_score, 1 if d == 0 else -1)
     base, moved = head.logits(f), head.logits(st.f_tilde)
-    out = {"text": texts[j], "image_score": st.image_score, "attribute_score": st.attribute_score,
+    out = {"text": texts[j], "direction": "towards" if d == 0 else "away from",
+           "image_score": st.image_score, "attribute_score": st.attribute_score,
            "logit_change": float(np.max(np.abs(moved - base)) / np.max(np.abs(base))),
            "prediction": head.class_names[int(np.argmax(base))],
            "prediction_kept": bool(np.argmax(moved) == np.argmax(base)), "neighbours": {}}
