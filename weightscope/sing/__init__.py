@@ -8,10 +8,12 @@
 - :mod:`.translator`: T from any classifier's penultimate features into a CLIP image space (ridge, MLP, identity).
 - :mod:`.steering`: steering through T, the optimal closed form (affine T) and SING's projected-gradient path.
 - :mod:`.statistics`: SING's scores over image sets x attribute texts, aggregated per text / family / class / model.
+- :mod:`.inputs`: the texts and images SING part 2 reads (attribute texts, texts files, image folders, scenes).
 - :mod:`.classifier`: :func:`classifier_analysis`, all of it on any trained classifier through a translator.
 """
 from .analysis import SingResult, leakage, parse_classes, sing_analysis, text_embeddings
-from .classifier import ClassifierSingResult, classifier_analysis, clip_image_embeddings
+from .classifier import ClassifierSingResult, classifier_analysis
+from .inputs import clip_image_embeddings
 from .gallery import Gallery, folder_gallery, shapes_gallery
 from .geometry import HeadGeometry, Steering, head_geometry, scores, steer
 from .semantics import SubspaceDirection, Visibility, concept_visibility, explain_subspaces, normalized_dictionary
