@@ -50,6 +50,11 @@ class LinearHead:
         return f @ self.weight.T + self.bias
 
 
+def placeholder_class_names(n: int) -> tuple[str, ...]:
+    """The names a head gets when none are given: "class 0" ... "class n-1"."""
+    return tuple(f"class {i}" for i in range(n))
+
+
 def head_from_arrays(weight, bias=None, class_names: Sequence[str] | None = None,
                      feature_space: str = "features") -> LinearHead:
     """A :class:`LinearHead` from a weight (C, F), an optional bias (C,) and optional class names (C).
@@ -70,7 +75,7 @@ def head_from_arrays(weight, bias=None, class_names: Sequence[str] | None = None
         raise WeightscopeError(f"bias has {b.size} entries but the weight has {C} classes")
     if not np.isfinite(b).all():
         raise WeightscopeError("the head's bias holds NaN or infinite values; give finite values")
-    names = tuple(str(n) for n in class_names) if class_names is not None else tuple(f"class {i}" for i in range(C))
+    names = tuple(str(n) for n in class_names) if class_names is not None else placeholder_class_names(C)
     if len(names) != C:
         raise WeightscopeError(f"{len(names)} class names for a head with {C} classes")
     dup = sorted({n for n in names if names.count(n) > 1})

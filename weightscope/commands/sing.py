@@ -85,7 +85,7 @@ def _load_classifier(spec: str, trust: bool):
 def _run_classifier(args, clf, rtol: float) -> int:
     from ..fileio import check_writable, outputs, write_atomic
     from ..reports.sing import render_classifier_report
-    from ..sing.classifier import check_translator_spec, classifier_analysis, read_texts
+    from ..sing.classifier import TRANSLATOR_KINDS, classifier_analysis, read_texts
     from ..sing.translator import save_translator
 
     if args.classes is not None:
@@ -93,7 +93,6 @@ def _run_classifier(args, clf, rtol: float) -> int:
                                "(class_names in its JSON config or sidecar)")
     if args.image is not None:
         raise WeightscopeError("--image does not apply with --classifier: give a folder of images with --images")
-    check_translator_spec(args.translator)
     texts = (read_texts(args.texts) if args.texts else []) + list(args.text or [])
     check_writable(args.out, kind="dir")
     result = classifier_analysis(clf, args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
@@ -107,7 +106,7 @@ def _run_classifier(args, clf, rtol: float) -> int:
     # the translator the run used is always written beside its reports (no stale one from an earlier run), except
     # when it was read from that very file
     dest = out / "translator.safetensors"
-    reused = (args.translator not in (None, "linear", "mlp") and dest.exists()
+    reused = (args.translator not in (None, *TRANSLATOR_KINDS) and dest.exists()
               and os.path.samefile(args.translator, dest))
     with outputs():
         paths = [write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)]

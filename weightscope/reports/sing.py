@@ -189,6 +189,10 @@ def _family_columns(stats) -> tuple[list[str], list[list[int]]]:
 
 def _leakage_figure(result):
     """Left: mean |AS| at the IS per family, SING's gradient path vs the optimum. Right: its distribution."""
+    import matplotlib
+
+    from ..sing.statistics import SING_AS_THRESHOLD_DEG
+
     plt = _plt()
     st, opt = result.statistics, result.optimal
     names, cols = _family_columns(st)
@@ -200,14 +204,13 @@ def _leakage_figure(result):
     if opt is not None:
         axes[0].barh(y - 0.2, [np.nanmean(opt.abs_as[:, c]) for c in cols], height=0.4, color="#bbb",
                      label="optimal path (supremum)")
-    axes[0].axvline(4.0, color="#d95f02", ls=":", lw=1, label="SING demo threshold 4 deg")
+    axes[0].axvline(SING_AS_THRESHOLD_DEG, color="#d95f02", ls=":", lw=1,
+                    label=f"SING demo threshold {SING_AS_THRESHOLD_DEG:g} deg")
     axes[0].set_yticks(y, names, fontsize=7)
     axes[0].set_xlabel(f"mean |AS| at IS = {result.image_score:g} deg", fontsize=8)
     axes[0].legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.6 / len(names)), ncol=3,
                    frameon=False)
     data = [a[:, c].ravel() for c in cols]
-    import matplotlib
-
     # matplotlib 3.10 renamed vert=False to orientation="horizontal" (and deprecated the old spelling)
     sideways = ({"orientation": "horizontal"} if tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
                 else {"vert": False})
@@ -313,12 +316,13 @@ def render_classifier_report(result) -> str:
              f"<p>Over all {o['n_images']} images x {o['n_texts']} texts: mean |AS| {_num(o['mean_abs_as'])} deg "
              f"(reached {o['share_reachable']:.0%}); f<sub>row</sub>: mean IS {_num(o['mean_is_row'])} deg, mean |AS| "
              f"{_num(o['mean_abs_as_row'])} deg.</p>")
-    if np.isfinite(st.abs_as).any():
+    reached = bool(np.isfinite(st.abs_as).any())      # no figures of nothing (e.g. an empty null space)
+    if reached:
         body += figure_to_img(_leakage_figure(r), "leakage per family")
     fams, ofams = st.per_family(), (r.optimal.per_family() if r.optimal is not None else {})
     if fams:
         body += table(["family", "texts", "mean |AS| (gradient)", "mean |AS| (optimal)", "mean AS of f_row",
-                       f"flagged (f_row, SING thresholds)"],
+                       "flagged (f_row, SING thresholds)"],
                       [[k, v["n_texts"], _num(v["mean_abs_as"]), _num(ofams.get(k, {}).get("mean_abs_as")),
                         _num(v["mean_as_row"]), f"{v['flagged_share']:.0%}"] for k, v in fams.items()])
     rows = sorted(st.per_text(), key=lambda d: -(d["mean_abs_as"] if np.isfinite(d["mean_abs_as"]) else -1))
@@ -326,7 +330,7 @@ def render_classifier_report(result) -> str:
         ["text", "mean |AS|", "median |AS|", "reached", "mean AS of f_row", "flagged"],
         [[d["text"], _num(d["mean_abs_as"]), _num(d["median_abs_as"]), f"{d['share_reachable']:.0%}",
           _num(d["mean_as_row"]), f"{d['flagged_share']:.0%}"] for d in rows]))
-    if np.isfinite(st.abs_as).any():
+    if reached:
         body += figure_to_img(_class_figure(r), "per class")
     cl = r.class_leakage
     if cl["mean_abs_as"] is not None:

@@ -33,6 +33,11 @@ GENERAL_VOCAB = "general"
 N_LEAKAGE = 256                       # gallery images in the leakage statistic
 
 
+def class_text(name: str) -> str:
+    """SING's class text: "an image of a <class>" (with the right article)."""
+    return CLASS_PROMPT.format(f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}")
+
+
 def shapes_families() -> dict[str, list[str]]:
     """The shapes world's attribute families as concept names of the shapes_world vocabulary."""
     from ..shapes import world
@@ -309,7 +314,7 @@ def sing_analysis(model=None, classes="shapes", vocabulary=None, *, pretrained: 
 
     if texts is None:
         texts = [vis.ranked(1, blind=True, by="visibility" if geom.null_dim else "gain")[0][0]]
-    class_texts = [CLASS_PROMPT.format(f"{'an' if n[0].lower() in 'aeiou' else 'a'} {n}") for n in names]
+    class_texts = [class_text(n) for n in names]
     T = text_embeddings(loaded, texts + class_texts)
     rows = [_steering_row(geom, f, t, text, image_score) for t, text in zip(T, texts + class_texts)]
     main = rows[0]

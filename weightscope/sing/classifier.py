@@ -30,9 +30,9 @@ import numpy as np
 from ..errors import WeightscopeError
 from ..fileio import dump_json
 from ..linalg import RANK_RTOL
-from .analysis import BUNDLED_VOCAB, GENERAL_VOCAB, shapes_families
-from .inputs import (MAX_FOLDER_IMAGES, _clip_embed_pil, _generated, class_text, clip_image_embeddings,  # noqa: F401
-                     folder_images, read_texts, shapes_texts)
+from .analysis import BUNDLED_VOCAB, GENERAL_VOCAB, class_text, shapes_families
+from .inputs import (MAX_FOLDER_IMAGES, _clip_embed_pil, _generated, clip_image_embeddings, folder_images,
+                     read_texts, shapes_texts)
 
 N_FIT_IMAGES = 8000          # generated images the shipped classifiers' translators are fitted on
 FIT_SEED = 70_000
@@ -184,7 +184,6 @@ class ClassifierSingResult:
         return dump_json(self.to_dict(), path)
 
 
-
 def _check_translator(T, spec, provenance: dict, n_features: int, n_embed: int | None = None) -> None:
     """One line when a loaded translator does not fit this run: widths, or fitted for another classifier / CLIP."""
     from .translator import check_widths
@@ -214,15 +213,15 @@ def check_translator_spec(spec) -> None:
                                f"file or one of {', '.join(TRANSLATOR_KINDS)}{hint}")
 
 
-def shipped_translator(classifier: str, loaded, kind: str = "linear", n_images: int | None = None,
+def shipped_translator(classifier, loaded, kind: str = "linear", n_images: int | None = None,
                        progress: bool = False):
-    """The translator of a shipped shapes classifier into ``loaded``'s image space, fitted on ``n_images`` generated
-    scenes (default ``N_FIT_IMAGES``; seed ``FIT_SEED``, every attribute uniform; disjoint from the analysed
-    images)."""
-    from ..classifiers import load_classifier
+    """The translator of a shipped shapes classifier (its name, or the loaded ``Classifier``) into ``loaded``'s
+    image space, fitted on ``n_images`` generated scenes (default ``N_FIT_IMAGES``; seed ``FIT_SEED``, every
+    attribute uniform; disjoint from the analysed images)."""
+    from ..classifiers import Classifier, load_classifier
     from .translator import fit_translator
 
-    clf = load_classifier(classifier)
+    clf = classifier if isinstance(classifier, Classifier) else load_classifier(classifier)
     images, _ = _generated(N_FIT_IMAGES if n_images is None else n_images, FIT_SEED)
     return fit_translator(clf.features(images, progress=progress), clip_image_embeddings(loaded, images), kind=kind)
 
@@ -247,19 +246,20 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     the bundled CLIP model). image_score: IS in degrees at which |AS| is reported (SING: 40). n_images / n_fit_images:
     generated scenes analysed / the translator is fitted on (shipped classifiers; default ``N_IMAGES`` /
     ``N_FIT_IMAGES``); max_images: the most images read
-    from ``images`` (sorted by path). vocabulary, n_directions, method, k, lam, normalize: the concepts whose
+    from ``images`` (evenly spaced over the sorted paths when there are more). vocabulary, n_directions, method, k, lam, normalize: the concepts whose
     visibility through T is measured and the COMP explanations of the seen and null directions in E, as in
     :func:`.analysis.sing_analysis` (affine T only: an MLP's null-space image is not a subspace).
     Every argument is checked before any model is loaded; bad input raises WeightscopeError (one line).
     """
     from ..classifiers import Classifier, load_classifier
+    from ..embed import NORMALIZATIONS
+    from ..heads import placeholder_class_names
+    from ..inspection import parse_vocabulary_spec
     from ..load import LoadedModel, load_model
     from .analysis import text_embeddings
+    from .gallery import model_hash
     from .geometry import head_geometry
     from .statistics import attribute_statistics
-    from ..embed import NORMALIZATIONS
-    from ..inspection import parse_vocabulary_spec
-    from .gallery import model_hash
     from .translator import Translator, fit_translator, load_translator
 
     # ----- everything a user can get wrong, before any loading
@@ -291,7 +291,7 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     if pil is None and not shipped:
         raise WeightscopeError(f"{clf.name} is not a shipped shapes classifier: give a folder of images (--images DIR) "
                                "to fit the translator on and to analyse")
-    named = not all(n == f"class {i}" for i, n in enumerate(clf.class_names))     # heads.linear_head's placeholders
+    named = clf.class_names != placeholder_class_names(len(clf.class_names))
     if text_list is None and not shipped and not named:
         raise WeightscopeError(f"{clf.name} has no class names, so there are no class texts to score: give texts "
                                "(--texts FILE) or class_names in its JSON sidecar")
@@ -300,9 +300,9 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
         T = translator
     elif translator is not None and translator not in TRANSLATOR_KINDS:
         T = load_translator(translator)
-    provenance = {"classifier": clf.name, "classifier_sha256": model_hash(clf.module),
-                  "preprocessing": {"image_size": clf.image_size, "mean": [float(x) for x in clf.mean],
-                                    "std": [float(x) for x in clf.std]}}
+    preprocessing = {"image_size": clf.image_size, "mean": [float(x) for x in clf.mean],
+                     "std": [float(x) for x in clf.std]}
+    provenance = {"classifier": clf.name, "classifier_sha256": model_hash(clf.module), "preprocessing": preprocessing}
     if T is not None:
         _check_translator(T, translator, provenance, clf.head.n_features)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained,
@@ -330,7 +330,7 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
         _check_translator(T, translator, provenance, feats.shape[1], embs.shape[1])
         source = "given" if isinstance(translator, Translator) else f"loaded from {Path(translator).resolve()}"
     elif shipped:
-        T = shipped_translator(clf.name, loaded, translator or "linear", n_fit_images, progress=progress)
+        T = shipped_translator(clf, loaded, translator or "linear", n_fit_images, progress=progress)
         source = f"fitted on {n_fit_images} generated scenes (seed {FIT_SEED})"
     else:
         T = fit_translator(feats, embs, kind=translator or "linear")
@@ -340,7 +340,6 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
 
     text_embs = text_embeddings(loaded, text_list)
     names = list(clf.class_names)
-    class_embs = text_embeddings(loaded, [class_text(n) for n in names])
     notes = []
     if images is not None and n_found > len(pil):
         notes.append(f"the folder holds {n_found} images; {len(pil)} of them, evenly spaced over the sorted paths, "
@@ -352,8 +351,11 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     optimal = (attribute_statistics(geom, head, T, feats, text_list, text_embs, families=families,
                                     image_score=image_score, path="optimal", progress=progress)
                if T.kind != "mlp" else None)
-    classes = (attribute_statistics(geom, head, T, feats, [class_text(n) for n in names], class_embs,
-                                    image_score=image_score, path="gradient", progress=progress) if named else None)
+    classes = None
+    if named:
+        class_texts = [class_text(n) for n in names]
+        classes = attribute_statistics(geom, head, T, feats, class_texts, text_embeddings(loaded, class_texts),
+                                       image_score=image_score, path="gradient", progress=progress)
     semantics = {}
     if T.kind != "mlp":
         if vocabulary is None:          # the default depends on the CLIP model, as in part 1
@@ -376,8 +378,7 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
         rank=geom.rank, null_dim=geom.null_dim, rtol=geom.rtol, singular_values=[float(s) for s in geom.s],
         translator={"kind": T.kind, "source": source, "report": None if T.report is None else asdict(T.report)},
         n_embed=embs.shape[1], images=images_desc, n_images=len(feats), accuracy=accuracy,
-        classifier_source=clf.source, preprocessing={"image_size": clf.image_size, "mean": list(clf.mean),
-                                                     "std": list(clf.std)}, notes=notes,
+        classifier_source=clf.source, preprocessing=preprocessing, notes=notes,
         image_score=float(image_score), statistics=stats, optimal=optimal, classes=classes, example=example,
         **semantics, gallery=gallery_obj, example_image=example_image, translator_object=T)
 

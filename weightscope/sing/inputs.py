@@ -1,6 +1,6 @@
 """What SING part 2 reads: the texts it scores and the images it embeds (``sing.classifier`` uses these).
 
-- texts: the shapes world's attribute texts, SING's class text "an image of a <class>", a texts file;
+- texts: the shapes world's attribute texts, a texts file (SING's class text is ``analysis.class_text``);
 - images: generated shapes-world scenes, a folder of images (sampled evenly when large), and their CLIP image
   embeddings.
 """
@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WeightscopeError
-from .analysis import CLASS_PROMPT
 
 MAX_FOLDER_IMAGES = 2000
 
@@ -27,11 +26,6 @@ def shapes_texts() -> dict[str, list[str]]:
 
     return {fam: [phrase(TASKS[fam][1][0], name) for name in TASKS[fam][0]]
             for fam in ("shape", "colour", "size", "position", "background")}
-
-
-def class_text(name: str) -> str:
-    """SING's class text: "an image of a <class>" (with the right article)."""
-    return CLASS_PROMPT.format(f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}")
 
 
 def read_texts(path) -> list[str]:
