@@ -32,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from weightscope import embed  # noqa: E402
-from weightscope.adapters import openclip_text  # noqa: E402
-from weightscope.vocab import load_vocabulary  # noqa: E402
+from weightscope.concepts import embed  # noqa: E402
+from weightscope.models.adapters import openclip_text  # noqa: E402
+from weightscope.concepts.vocab import load_vocabulary  # noqa: E402
 
 
 def _timed(fn):

@@ -4,7 +4,7 @@
 
 Makes a base (random init, seed 0) and N "fine-tunes" (the base plus 1 % Gaussian noise on every attention
 in/out projection; seeds 1..N), saved as fp32 safetensors in a temporary folder, then runs
-``weightscope.harness.run_harness`` twice on them, in-process and on a ``LocalCluster`` of ``--workers``
+``weightscope.analyses.harness.run_harness`` twice on them, in-process and on a ``LocalCluster`` of ``--workers``
 single-threaded processes, into fresh output folders (nothing reused). Prints wall time of each, the speed-up, and
 the peak resident memory (VmHWM of /proc/self/status: the high-water mark of the process's own memory, which a
 spawned process does not inherit, unlike ru_maxrss) of the in-process run (in a fresh process) and of each worker
@@ -53,14 +53,14 @@ def _warm_up() -> None:
     import open_clip  # noqa: F401
     import torch  # noqa: F401
 
-    import weightscope.harness  # noqa: F401
+    import weightscope.analyses.harness  # noqa: F401
 
 
 def in_process(base: str, specs: list[str], out: str, model: str) -> tuple[float, list, float]:
     """The in-process run, meant for a fresh process: (seconds, comparisons, peak MiB)."""
     import torch
 
-    from weightscope.harness import run_harness
+    from weightscope.analyses.harness import run_harness
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     import torch
     from dask.distributed import Client, LocalCluster
 
-    from weightscope.harness import run_harness
+    from weightscope.analyses.harness import run_harness
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp:

@@ -1,7 +1,7 @@
 """Time explaining every MLP neuron of a random-init ViT-L-14 against one bare correlation GEMM of the same sizes.
 
 Default: all 24 x 4,096 neurons' write vectors mapped to the joint space (E = 768) and explained with COMP (K = 5,
-lam = 0.3, both signs, as ``weightscope.neurons.explain_neurons`` does) against 20,000 random unit concepts;
+lam = 0.3, both signs, as ``weightscope.analyses.neurons.explain_neurons`` does) against 20,000 random unit concepts;
 the reference is one product of the (N, E) joint-space signals with the (M, E) dictionary (chunked so the
 N x M result never sits in memory at once; the flops are the same). Prints both times and their ratio.
 
@@ -35,9 +35,9 @@ def main(argv=None) -> int:
     import torch
 
     from weightscope import describe_model
-    from weightscope.neurons import explain_neurons, neuron_vectors
-    from weightscope.joint import to_joint
-    from weightscope.solvers import explain
+    from weightscope.analyses.neurons import explain_neurons, neuron_vectors
+    from weightscope.decompose.joint import to_joint
+    from weightscope.concepts.solvers import explain
 
     torch.manual_seed(0)
     with warnings.catch_warnings():

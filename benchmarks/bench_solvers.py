@@ -68,10 +68,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=2, help="runs per solver (best time counts)")
     args = ap.parse_args()
 
-    t_import, _ = timed(__import__, "weightscope.solvers")
+    t_import, _ = timed(__import__, "weightscope.concepts.solvers")
     from sklearn.linear_model import orthogonal_mp
 
-    from weightscope.solvers import explain
+    from weightscope.concepts.solvers import explain
 
     dtype = np.dtype(args.dtype)
     N, M, E, K = args.signals, args.atoms, args.width, args.k

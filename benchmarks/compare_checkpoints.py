@@ -29,10 +29,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from weightscope import WeightscopeError, decompose_head, describe_model
-from weightscope.adapters import write_attention
-from weightscope.compare import architecture_of, compare_heads, load_checkpoint
-from weightscope.fileio import write_atomic
-from weightscope.harness import run_harness
+from weightscope.models.adapters import write_attention
+from weightscope.analyses.compare import architecture_of, compare_heads, load_checkpoint
+from weightscope.core.fileio import write_atomic
+from weightscope.analyses.harness import run_harness
 from weightscope.reports.compare import comparison_rows, text_table, write_report
 from weightscope.decompose import head_factors
 

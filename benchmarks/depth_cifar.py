@@ -51,7 +51,7 @@ def confusion_matrix(path: Path, images, labels, cache_dir: Path | None) -> np.n
     counts = np.zeros((10, 10))
     np.add.at(counts, (labels, pred), 1)
     if cached is not None:
-        from weightscope.fileio import write_atomic
+        from weightscope.core.fileio import write_atomic
         import io
 
         buf = io.BytesIO()
@@ -76,8 +76,8 @@ def _sd(x: float) -> str:
 def main(argv=None) -> int:
     import torch
 
-    from weightscope.depth import METHODS, classifier_head, cosine_similarity, similarity_depth
-    from weightscope.embed import default_cache_dir
+    from weightscope.analyses.depth import METHODS, classifier_head, cosine_similarity, similarity_depth
+    from weightscope.concepts.embed import default_cache_dir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", type=Path, default=SHARED / "models" / "cifar10-resnets")

@@ -7,7 +7,7 @@ angular on green, 90%). Zero-shot round-vs-angular classification is evaluated o
 (``world.group_split``): worst-group accuracy (a rare group, e.g. "round on green") and average accuracy.
 
 An edit removes (alpha = 0) the head write directions whose joint-space image is closest to a text query about
-the background (``weightscope.select.select_by_query``): no hand-picked heads, no language model, no images
+the background (``weightscope.analyses.select.select_by_query``): no hand-picked heads, no language model, no images
 in the selection. The settings swept are principled choices, each named from the world's own vocabulary:
 query phrasing, number of directions (top N), layers searched, scoring (joint image or concept explanation)
 and query centring (on the shapes_world vocabulary, or none).
@@ -39,7 +39,7 @@ class Split:
     text side, and with it the classifier, is the same for every edited model)."""
 
     def __init__(self, model, tok, n_per_group, seed):
-        from weightscope import zeroshot
+        from weightscope.analyses import zeroshot
         from weightscope.shapes import evaluate as sev
         from weightscope.shapes import world
 
@@ -50,7 +50,7 @@ class Split:
         self.clf = zeroshot.build_classifier(model, tok, names, templates)
 
     def evaluate(self, model):
-        from weightscope import zeroshot
+        from weightscope.analyses import zeroshot
 
         r = zeroshot.zero_shot_accuracy(model, self.x, self.labels, self.clf, groups=self.groups, batch_size=500)
         return {"avg": r["accuracy"], "worst": r["worst_accuracy"], "worst_group": r["worst_group"],
@@ -61,9 +61,9 @@ def main(argv=None) -> int:
     import torch
 
     from weightscope import load_model
-    from weightscope.edit import apply_edits
-    from weightscope.adapters import describe_model
-    from weightscope.select import score_by_query
+    from weightscope.analyses.edit import apply_edits
+    from weightscope.models.adapters import describe_model
+    from weightscope.analyses.select import score_by_query
     from weightscope.shapes import evaluate as sev
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
 
     layer_sets = {"all": None, f"last half ({n_layers // 2}-{n_layers - 1})": list(range(n_layers // 2, n_layers))}
     # image mean of pre-training-distribution images (seed far from the splits): SITH's modality-gap correction
-    from weightscope import zeroshot
+    from weightscope.analyses import zeroshot
     from weightscope.shapes import world
 
     mean_images, _ = world.single_objects(1000, seed=32_000)

@@ -13,7 +13,7 @@ model, ``weightscope.shapes.train.train``) on one shifted world:
   mirrored     images mirrored left-right, captions unchanged ("left" now names objects on the right)
 
 The shift is applied by wrapping ``world.sample_scenes`` for the duration of one run (every training batch is drawn
-through it), so the training code is the shipped one. Then ``weightscope.harness.run_harness`` compares the base
+through it), so the training code is the shipped one. Then ``weightscope.analyses.harness.run_harness`` compares the base
 with every member (one task per checkpoint) and writes the summary table and report under OUT/compare.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from weightscope.fileio import write_atomic  # noqa: E402
+from weightscope.core.fileio import write_atomic  # noqa: E402
 from weightscope.shapes import bundled, world  # noqa: E402
 
 
@@ -94,7 +94,7 @@ def evaluate(paths: dict, n: int) -> dict:
     import open_clip
     import torch
 
-    from weightscope import zeroshot
+    from weightscope.analyses import zeroshot
     from weightscope.shapes.evaluate import TASKS, attribute_accuracies, images_to_tensor, spurious_accuracies
 
     bundled.register()
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     if a.train_only:
         return 0
 
-    from weightscope.harness import run_harness
+    from weightscope.analyses.harness import run_harness
 
     specs = [(name, str(path)) for name, path in paths.items()] + [("shipped-tuned", "bundled:tuned")]
     summary = run_harness("bundled", specs, out / "compare", workers=a.workers, in_process=a.workers is None)

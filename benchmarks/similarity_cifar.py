@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from weightscope.activations import pool_spatial  # noqa: E402
+from weightscope.models.activations import pool_spatial  # noqa: E402
 from weightscope.reports.similarity import write_report  # noqa: E402
-from weightscope.similarity import compare_probed, folder_concepts, probe_model  # noqa: E402
+from weightscope.analyses.similarity import compare_probed, folder_concepts, probe_model  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from cifar_resnets import MEAN, STD, load_resnet  # noqa: E402  (the shared CIFAR network)

@@ -3,7 +3,7 @@
 
     python benchmarks/sing_cifar.py [--per-class N] [--no-cache]
 
-For each ResNet-20/32/44/56: the head's rank and null-space dimension (weightscope.sing.head_geometry); the share
+For each ResNet-20/32/44/56: the head's rank and null-space dimension (weightscope.analyses.sing.head_geometry); the share
 of penultimate feature energy in the null space, per true class and overall (sum of |Pi_n phi|^2 over sum of
 |phi|^2), and of the centred features (phi minus the mean feature: the share of the variance); the equivalence on
 real data (each image's null component replaced by a random other image's: predictions kept, largest relative
@@ -34,10 +34,10 @@ sys.path.insert(0, str(HERE))
 
 import cifar_resnets as cr  # noqa: E402
 
-from weightscope.embed import default_cache_dir  # noqa: E402
-from weightscope.fileio import write_atomic  # noqa: E402
-from weightscope.heads import linear_head  # noqa: E402
-from weightscope.sing import head_geometry  # noqa: E402
+from weightscope.concepts.embed import default_cache_dir  # noqa: E402
+from weightscope.core.fileio import write_atomic  # noqa: E402
+from weightscope.decompose.linear_heads import linear_head  # noqa: E402
+from weightscope.analyses.sing import head_geometry  # noqa: E402
 
 
 def cached_features(depth: int, net, images, n: int, use_cache: bool) -> np.ndarray:

@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from weightscope.classifiers import load_classifier  # noqa: E402
-from weightscope.load import load_model  # noqa: E402
-from weightscope.sing import classifier as ca  # noqa: E402
+from weightscope.models.classifiers import load_classifier  # noqa: E402
+from weightscope.models.load import load_model  # noqa: E402
+from weightscope.analyses.sing import classifier as ca  # noqa: E402
 from weightscope.shapes import world  # noqa: E402
 
 CLASSIFIERS = ("bundled-cnn", "bundled-vit")

@@ -396,7 +396,7 @@ def clean_item(text: str) -> str:
 
 
 def dedupe(items):
-    """Keep the first occurrence of each item under the key weightscope.vocab uses (casefold,
+    """Keep the first occurrence of each item under the key weightscope.concepts.vocab uses (casefold,
     whitespace collapsed), so that the shipped files load without warnings."""
     seen, out = set(), []
     for it in items:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from weightscope import WeightscopeError, describe_model, to_joint
-from weightscope.adapters import write_attention
-from weightscope.forward import encode_image
+from weightscope.models.adapters import write_attention
+from weightscope.models.forward import encode_image
 
 from conftest import TINY_CFG, make_model, register_config
 

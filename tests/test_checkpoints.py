@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from weightscope import Edit, WeightscopeError, apply_edits, decompose_head, describe_model, load_model, save_checkpoint
-from weightscope.checkpoints import sha256_file, sidecar_path
+from weightscope.models.checkpoints import sha256_file, sidecar_path
 
 from conftest import TINY_CFG, make_model, register_config
 

@@ -1,4 +1,4 @@
-"""The shipped shapes-world classifiers and the general classifier loader (weightscope.classifiers)."""
+"""The shipped shapes-world classifiers and the general classifier loader (weightscope.models.classifiers)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from weightscope.classifiers import load_classifier
-from weightscope.errors import WeightscopeError
+from weightscope.models.classifiers import load_classifier
+from weightscope.core.errors import WeightscopeError
 from weightscope.shapes import world
 from weightscope.shapes.classifiers import (bundled_path, build_classifier, config_path, default_config,
                                             save_classifier)

@@ -18,7 +18,7 @@ import pytest
 
 from weightscope import cli
 from weightscope.commands import Parser
-from weightscope.errors import WeightscopeError
+from weightscope.core.errors import WeightscopeError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "weightscope" / "shapes" / "assets"
@@ -134,11 +134,11 @@ def test_one_dialect_kind5_same_list_syntax_and_no_prefix_matching(capsys):
 
 def test_one_dialect_kind5_close_matches(capsys, tmp_path):
     from weightscope.commands import SOLVER_METHODS
-    from weightscope.solvers import METHODS
+    from weightscope.concepts.solvers import METHODS
 
     assert set(SOLVER_METHODS) == set(METHODS)        # the CLI's choices are the solvers' methods
-    # the commands build their parsers from the library's own constants (weightscope.defaults: no numpy at --help)
-    from weightscope import compare, depth
+    # the commands build their parsers from the library's own constants (weightscope.core.defaults: no numpy at --help)
+    from weightscope.analyses import compare, depth
     from weightscope.commands import compare as compare_cmd, depth as depth_cmd
 
     assert compare_cmd.DEFAULTS is compare.DEFAULTS and compare_cmd.SPEC_HELP is compare.SPEC_HELP
@@ -224,7 +224,7 @@ def test_inputs_get_overwritten_kind5_future_command(victim, tmp_path, capsys, m
     import types
 
     from weightscope import commands
-    from weightscope.fileio import write_atomic
+    from weightscope.core.fileio import write_atomic
 
     def register(sub):
         p = sub.add_parser("careless")
@@ -273,7 +273,7 @@ def test_inputs_get_overwritten_kind5_inspect_and_compare(tiny_name, victim, tmp
 
 def test_half_written_outputs_kind6_inspect_few_directions(tmp_path, capsys):
     """The issue's input: --directions 2 (fewer than the report's 4): both files, summary and report agree."""
-    from weightscope.inspection import Inspection
+    from weightscope.analyses.inspection import Inspection
 
     out = tmp_path / "d"
     rc, text, err = run_main(["inspect", "--layers", "5", "--heads", "0", "--directions", "2", "--vocab",
@@ -500,7 +500,7 @@ def test_readme_promises_kind7_every_theme_has_its_own_colour(tmp_path):
     is chosen."""
     from matplotlib.colors import to_hex
 
-    from weightscope.inspection import Direction, HeadReport, Inspection
+    from weightscope.analyses.inspection import Direction, HeadReport, Inspection
     from weightscope.reports.inspection import _theme_map_figure, write_report
 
     for n in (21, 70):

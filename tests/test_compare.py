@@ -11,8 +11,8 @@ import pytest
 from safetensors.torch import save_file
 
 from weightscope import WeightscopeError, decompose_head, describe_model
-from weightscope.adapters import write_attention
-from weightscope.compare import (
+from weightscope.models.adapters import write_attention
+from weightscope.analyses.compare import (
     Comparison,
     check_same_architecture,
     compare_heads,
@@ -23,7 +23,7 @@ from weightscope.compare import (
     parse_checkpoint_spec,
 )
 from weightscope.decompose import HeadSVD, head_factors
-from weightscope.linalg import degenerate_groups
+from weightscope.core.linalg import degenerate_groups
 
 from conftest import TINY_CFG, make_model, register_config
 
@@ -277,7 +277,7 @@ def test_json_round_trip(constructed, tmp_path):
 
 
 def test_labels_rank_amplified_and_suppressed_concepts(constructed):
-    from weightscope.inspection import Direction, HeadReport, Inspection
+    from weightscope.analyses.inspection import Direction, HeadReport, Inspection
 
     _, _, result = constructed
     result = Comparison.from_json(result.to_json())  # leave the shared fixture unlabelled
@@ -439,7 +439,7 @@ def test_head_coming_alive_is_new_directions(tiny_model):
 def test_resave_in_half_precision_is_no_change(tiny_model, tiny_name, tmp_path, dtype, name):
     import torch
 
-    from weightscope.load import load_model
+    from weightscope.models.load import load_model
 
     path = tmp_path / f"{name}.safetensors"
     save_file({k: v.to(getattr(torch, dtype)).contiguous() for k, v in tiny_model.state_dict().items()}, str(path))
@@ -626,7 +626,7 @@ def test_report_numbers_and_labels_match_the_result(constructed, tmp_path):
 
 
 def test_report_concept_labels_match_the_result(constructed, tmp_path):
-    from weightscope.inspection import Direction, HeadReport, Inspection
+    from weightscope.analyses.inspection import Direction, HeadReport, Inspection
     from weightscope.reports.compare import write_report
 
     _, _, result = constructed

@@ -11,8 +11,8 @@ import pytest
 from safetensors.torch import save_file
 
 from weightscope import WeightscopeError, decompose_head, describe_model
-from weightscope.adapters import write_attention
-from weightscope.compare import compare_models, compare_weights, load_comparisons
+from weightscope.models.adapters import write_attention
+from weightscope.analyses.compare import compare_models, compare_weights, load_comparisons
 
 
 def plant_qk(model, layer, head, alphas=None, rotate=None, seed=3):
@@ -74,7 +74,7 @@ def fp16_resave_compared(model, name, tmp_path, kind):
     without it). Asserts the floor hides the rounding: no change with it, every unit changed without it."""
     import torch
 
-    from weightscope.load import load_model
+    from weightscope.models.load import load_model
 
     path = tmp_path / "fp16.safetensors"
     save_file({k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}, str(path))
@@ -133,7 +133,7 @@ def plant_mlp(model, layer, alphas=None, rotate=None, seed=4):
     singular value i times alphas[i], and/or residual direction rotate[0] turned by rotate[1] degrees towards a
     unit vector outside W's row space. The tiny model's W has full row rank D, so for a rotation the base's weakest
     direction is first set to 0 (base then differs from ``model`` there) and the turn goes towards it."""
-    from weightscope.adapters import write_mlp
+    from weightscope.models.adapters import write_mlp
 
     base, tuned = copy.deepcopy(model), copy.deepcopy(model)
     weights = describe_model(model)
@@ -209,7 +209,7 @@ def test_cli_compare_what_mlp(tiny_model, tiny_name, tmp_path, capsys):
 
 
 def test_labels_refused_for_other_kinds(tiny_model):
-    from weightscope.compare import label_comparison
+    from weightscope.analyses.compare import label_comparison
 
     result = compare_models(tiny_model, tiny_model, progress=False, kind="qk")
     with pytest.raises(WeightscopeError, match="concept labels explain value-output directions"):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from weightscope.cli import main
-from weightscope.depth import (class_graph, confusion_affinity, cosine_similarity, normalise, read_matrix,
+from weightscope.analyses.depth import (class_graph, confusion_affinity, cosine_similarity, normalise, read_matrix,
                                similarity_depth)
-from weightscope.errors import WeightscopeError
-from weightscope.heads import head_from_arrays
+from weightscope.core.errors import WeightscopeError
+from weightscope.decompose.linear_heads import head_from_arrays
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONVNEXT = SHARED / "data" / "deephierarchy-convnext"
@@ -177,7 +177,7 @@ def test_classifier_head_from_a_state_dict(tmp_path):
     net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
     torch.save({"state_dict": net.state_dict()}, tmp_path / "clf.pt")
     (tmp_path / "classes.txt").write_text("dog\ncat\nship\ntruck\n")
-    from weightscope.depth import classifier_head
+    from weightscope.analyses.depth import classifier_head
 
     head = classifier_head(tmp_path / "clf.pt", ["dog", "cat", "ship", "truck"])
     assert np.allclose(head.weight, net[2].weight.detach().double().numpy())

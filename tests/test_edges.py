@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from weightscope import Inspection, WeightscopeError, decompose_head, describe_model, inspect_model, load_model
-from weightscope.edit import Edit, apply_edits, edit_weights
-from weightscope.forward import encode_image
-from weightscope.inspection import Direction, HeadReport
+from weightscope.analyses.edit import Edit, apply_edits, edit_weights
+from weightscope.models.forward import encode_image
+from weightscope.analyses.inspection import Direction, HeadReport
 from weightscope.reports.inspection import write_report
-from weightscope.solvers import Explanation
+from weightscope.concepts.solvers import Explanation
 
 from conftest import TINY_CFG, make_model, register_config
 
@@ -261,7 +261,7 @@ def test_kind3_dead_head_is_reported_dead_not_explained(tiny_model, tmp_path):
 def test_kind3_empty_and_zero_weight_explanations_are_not_printed(tiny_model, tmp_path, monkeypatch):
     """The solver's raw output may hold padding (-1), exact zeros from the refit, coefficients that round to zero
     and empty explanations; none of them becomes a printed concept, and an empty one reads as such."""
-    import weightscope.inspection as inspection
+    import weightscope.analyses.inspection as inspection
 
     def fake_explain(signals, dictionary, **_):
         n = 2 * len(signals)  # both signs: rows are +signals then -signals
@@ -339,7 +339,7 @@ def test_kind4_non_finite_scales_are_named(tmp_path):
 
 def test_kind4_non_finite_text_weights_are_named(tiny_model, tmp_path):
     """The concept dictionary comes from the text tower: a NaN there is named too, not found in the solver."""
-    from weightscope.embed import embed_concepts
+    from weightscope.concepts.embed import embed_concepts
 
     model = copy.deepcopy(tiny_model)
     with torch.no_grad():

@@ -10,10 +10,10 @@ import torch
 
 from weightscope import WeightscopeError, describe_model, to_joint
 from weightscope.decompose import decompose_head, head_factors
-from weightscope.edit import (Edit, apply_edits, edit_weights, parse_edit, resolve_edits, save_checkpoint,
+from weightscope.analyses.edit import (Edit, apply_edits, edit_weights, parse_edit, resolve_edits, save_checkpoint,
                               sha256_file, sidecar_path)
-from weightscope.forward import encode_image
-from weightscope.select import select_by_concepts, select_by_query, select_by_relevance
+from weightscope.models.forward import encode_image
+from weightscope.analyses.select import select_by_concepts, select_by_query, select_by_relevance
 
 from conftest import make_model, embed_images, max_rel_error, random_images
 
@@ -208,7 +208,7 @@ def test_degenerate_group_is_edited_as_a_whole(tiny_model):
 def test_apply_edits_widens_groups_and_keeps_the_wrapper(tiny_model):
     """apply_edits edits a degenerate group as a whole by default, and returns a LoadedModel for a LoadedModel."""
     from weightscope import load_model
-    from weightscope.adapters import write_attention
+    from weightscope.models.adapters import write_attention
 
     model = copy.deepcopy(tiny_model)
     w = describe_model(model)
@@ -364,8 +364,8 @@ def _plant(weights, layer, head, target, seed=0):
 
 def test_select_by_query_finds_a_planted_direction(tiny_name, tiny_model):
     import open_clip
-    from weightscope.adapters import write_attention
-    from weightscope.select import embed_texts
+    from weightscope.models.adapters import write_attention
+    from weightscope.analyses.select import embed_texts
 
     tok = open_clip.get_tokenizer(tiny_name)
     model = copy.deepcopy(tiny_model)
@@ -464,7 +464,7 @@ def _by_hand_predictions(model, tok, x, classes, templates):
 
 def test_evaluate_edit_reports_before_after_and_change(tiny_name, tiny_model):
     import open_clip
-    from weightscope.edit import evaluate_edit
+    from weightscope.analyses.edit import evaluate_edit
 
     tok = open_clip.get_tokenizer(tiny_name)
     x = _images(tiny_model, 12, seed=5)
@@ -534,7 +534,7 @@ def test_cli_edit_by_concept_from_saved_or_fresh_inspection(tiny_name, tmp_path,
     """--concept edits exactly the directions whose explanation names the concept, from inspection.json or now."""
     from safetensors.torch import save_file
 
-    from weightscope.inspection import Inspection
+    from weightscope.analyses.inspection import Inspection
 
     # a checkpoint file, so that every call sees the same weights (a random-init load draws new ones)
     ckpt = tmp_path / "tiny.safetensors"

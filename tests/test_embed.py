@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from weightscope import embed, vocab
-from weightscope.adapters import openclip_text as oct_
-from weightscope.errors import WeightscopeError
+from weightscope.concepts import embed, vocab
+from weightscope.models.adapters import openclip_text as oct_
+from weightscope.core.errors import WeightscopeError
 
 from conftest import asymmetrize
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from weightscope import fileio
-from weightscope.errors import WeightscopeError
-from weightscope.fileio import SHIPPED, check_writable, outputs, refuse_inputs, write_atomic
+from weightscope.core import fileio
+from weightscope.core.errors import WeightscopeError
+from weightscope.core.fileio import SHIPPED, check_writable, outputs, refuse_inputs, write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,8 +180,8 @@ def test_os_failures_kind3_full_disk_is_one_line(tmp_path):
     code = ("import resource, signal, sys\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, 20 * 1024))\n"
-            "from weightscope.fileio import write_atomic\n"
-            "from weightscope.errors import WeightscopeError\n"
+            "from weightscope.core.fileio import write_atomic\n"
+            "from weightscope.core.errors import WeightscopeError\n"
             "try:\n"
             f"    write_atomic({str(tmp_path / 'big.bin')!r}, bytes(100_000))\n"
             "except WeightscopeError as err:\n"

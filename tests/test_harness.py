@@ -8,10 +8,10 @@ import pytest
 from safetensors.torch import save_file
 
 from weightscope import describe_model
-from weightscope.adapters import write_attention
-from weightscope.compare import compare_models, load_comparisons
-from weightscope.errors import WeightscopeError
-from weightscope.harness import read_manifest, run_harness
+from weightscope.models.adapters import write_attention
+from weightscope.analyses.compare import compare_models, load_comparisons
+from weightscope.core.errors import WeightscopeError
+from weightscope.analyses.harness import read_manifest, run_harness
 
 
 def _save(model, path):
@@ -94,7 +94,7 @@ def test_cluster_run_fails_one_resumes_and_matches_in_process(checkpoints, clust
 
 
 def test_without_the_extra_the_same_run_is_in_process(checkpoints, tmp_path, monkeypatch):
-    import weightscope.harness as harness
+    import weightscope.analyses.harness as harness
 
     paths, _ = checkpoints
     monkeypatch.setattr(harness, "have_distributed", lambda: False)
@@ -129,7 +129,7 @@ def test_manifest_formats_and_bad_arguments(tmp_path):
 
 def test_missing_checkpoint_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
     """A path that does not exist is bad input: one line, exit 2, and the base is never loaded or decomposed."""
-    from weightscope import load
+    from weightscope.models import load
     from weightscope.cli import main
 
     def no_loading(*args, **kwargs):

@@ -1,12 +1,13 @@
-"""weightscope.heads: one linear-head description from arrays, torch modules, state dicts and CLIP zero-shot."""
+"""weightscope.decompose.linear_heads: one linear-head description from arrays, torch modules, state dicts and CLIP zero-shot."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from weightscope.errors import WeightscopeError
-from weightscope.heads import LinearHead, head_from_arrays, linear_head, zero_shot_head
+from weightscope.core.errors import WeightscopeError
+from weightscope.analyses.zeroshot import zero_shot_head
+from weightscope.decompose.linear_heads import LinearHead, head_from_arrays, linear_head
 
 
 def test_arrays_logits_and_defaults():
@@ -83,7 +84,7 @@ def test_state_dict_head_picks_the_last_matrix_and_its_bias():
 
 
 def test_zero_shot_head_rows_are_normalised_prompt_means():
-    from weightscope.load import load_model
+    from weightscope.models.load import load_model
 
     loaded = load_model()
     names, templates = ["circle", "square"], ["a {}", "a photo of a {}"]

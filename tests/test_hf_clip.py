@@ -12,9 +12,9 @@ transformers = pytest.importorskip("transformers", reason="the hf extra (transfo
 
 from weightscope import WeightscopeError, describe_model, load_model  # noqa: E402
 from weightscope.decompose import decompose_head  # noqa: E402
-from weightscope.edit import Edit, apply_edits, edit_weights  # noqa: E402
-from weightscope.embed import embed_concepts  # noqa: E402
-from weightscope.forward import encode_image  # noqa: E402
+from weightscope.analyses.edit import Edit, apply_edits, edit_weights  # noqa: E402
+from weightscope.concepts.embed import embed_concepts  # noqa: E402
+from weightscope.models.forward import encode_image  # noqa: E402
 
 CONCEPTS = ["cat", "a red circle", "small blue square", "dog", "the quick brown fox jumps"]
 
@@ -126,7 +126,7 @@ def test_concept_embeddings_equal_get_text_features(tok, eos):
 
 
 def test_edits_exact_and_saved_folder_loads_in_transformers(hf_model, tmp_path):
-    from weightscope.adapters.hf_clip import save_folder
+    from weightscope.models.adapters.hf_clip import save_folder
 
     before = {k: v.clone() for k, v in hf_model.state_dict().items()}
     edits = [Edit(0, 1, 0, 0.0), Edit(1, 2, 3, 2.5), Edit(-1, 0, 5, 0.3)]
@@ -153,7 +153,7 @@ def test_edits_exact_and_saved_folder_loads_in_transformers(hf_model, tmp_path):
 
 
 def test_singular_value_rescaled_exactly(hf_model):
-    from weightscope.edit import BASIS
+    from weightscope.analyses.edit import BASIS
 
     basis = {"fold_ln": BASIS["fold_ln"], "center_write": BASIS["center_write"]}
     base = decompose_head(describe_model(hf_model), 1, 2, **basis).s
@@ -203,7 +203,7 @@ def test_missing_transformers_names_the_extra(monkeypatch, tmp_path, hf_model):
 
 
 def test_unsupported_transformers_model_is_refused():
-    from weightscope.adapters.hf_clip import describe
+    from weightscope.models.adapters.hf_clip import describe
 
     text_only = transformers.CLIPTextModelWithProjection(_config().text_config)
     with pytest.raises(WeightscopeError, match="CLIPTextModelWithProjection is not supported"):
@@ -264,8 +264,8 @@ def test_image_encoding_and_preprocess_for_the_image_analyses(hf_model, tmp_path
     transformers models; the preprocessing equals transformers' CLIPImageProcessor on a crop-sized image."""
     from PIL import Image
 
-    from weightscope.similarity.sources import clip_layers
-    from weightscope.zeroshot import build_classifier, encode_images
+    from weightscope.analyses.similarity.sources import clip_layers
+    from weightscope.analyses.zeroshot import build_classifier, encode_images
 
     x = _images(seed=9)
     ref = _image_features(hf_model, x)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from weightscope import Inspection, WeightscopeError, decompose_head, describe_model, inspect_model, load_model
-from weightscope.adapters import write_attention
+from weightscope.models.adapters import write_attention
 from weightscope.cli import main
-from weightscope.embed import embed_concepts
+from weightscope.concepts.embed import embed_concepts
 
 VOCAB = ["red", "blue", "green", "circle", "square", "triangle", "top left", "bottom right", "large", "small",
          "dog", "car", "tree", "house", "ocean", "mountain", "violin", "pizza", "bicycle", "chair"]
@@ -122,7 +122,7 @@ def test_cli_writes_json_and_html(tiny_name, tmp_path, capsys, monkeypatch):
 
 def shapes_world_share(result, n_directions=8):
     """Share of leading write directions (both signs) whose top concept is a shapes-world concept, and chance."""
-    from weightscope.vocab import load_vocabulary
+    from weightscope.concepts.vocab import load_vocabulary
 
     shapes = set(load_vocabulary("shapes_world"))
     tops = [rep.direction(i, "write", sign).concepts[:1]

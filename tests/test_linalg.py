@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from weightscope import linalg
+from weightscope.core import linalg
 
 
 def test_factored_svd_matches_dense_on_random_factors():

@@ -1,4 +1,4 @@
-"""MLP neurons and query-key circuits explained data-free (weightscope.neurons), and exact neuron edits."""
+"""MLP neurons and query-key circuits explained data-free (weightscope.analyses.neurons), and exact neuron edits."""
 import copy
 
 import numpy as np
@@ -7,9 +7,9 @@ import torch
 from conftest import embed_images, max_rel_error, random_images
 
 from weightscope import WeightscopeError, describe_model, to_joint
-from weightscope.edit import NeuronEdit, apply_neuron_edits, edit_neuron_weights, save_checkpoint
-from weightscope.forward import encode_image
-from weightscope.neurons import (explain_neurons, explain_qk, joint_preimage, neuron_scores, neuron_vectors,
+from weightscope.analyses.edit import NeuronEdit, apply_neuron_edits, edit_neuron_weights, save_checkpoint
+from weightscope.models.forward import encode_image
+from weightscope.analyses.neurons import (explain_neurons, explain_qk, joint_preimage, neuron_scores, neuron_vectors,
                                  position_ratio)
 
 
@@ -142,7 +142,7 @@ def test_neuron_edit_vit_b16(vit_b16, vit_b16_weights):
 def test_neuron_edit_bundled_model(tmp_path):
     import open_clip
 
-    from weightscope.load import load_model
+    from weightscope.models.load import load_model
     from weightscope.shapes import bundled
 
     loaded = load_model()
@@ -163,7 +163,7 @@ def test_neuron_edit_bundled_model(tmp_path):
 
 def test_cli_inspect_what_qk_mlp_on_bundled_model(tmp_path, capsys, monkeypatch):
     from weightscope.cli import main
-    from weightscope.inspection import Inspection
+    from weightscope.analyses.inspection import Inspection
 
     monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["inspect", "--what", "qk,mlp", "--layers", "4,5", "--out", str(tmp_path / "o")]) == 0
@@ -183,7 +183,7 @@ def test_cli_inspect_what_qk_mlp_on_bundled_model(tmp_path, capsys, monkeypatch)
 
 
 def test_change_by_kind_locates_a_planted_change(tiny_model):
-    from weightscope.neurons import change_by_kind
+    from weightscope.analyses.neurons import change_by_kind
 
     base = describe_model(tiny_model)
     tuned = copy.deepcopy(base)

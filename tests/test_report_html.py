@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from weightscope.inspection import Direction, HeadReport, Inspection
+from weightscope.analyses.inspection import Direction, HeadReport, Inspection
 from weightscope.reports.inspection import write_report
 
 

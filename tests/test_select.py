@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from weightscope import WeightscopeError, describe_model, to_joint
-from weightscope import embed as embed_module
-from weightscope import select
+from weightscope.concepts import embed as embed_module
+from weightscope.analyses import select
 from weightscope.decompose import decompose_head
-from weightscope.select import best_edits, direction_units, score_by_query, select_by_concepts, select_by_query, \
+from weightscope.analyses.select import best_edits, direction_units, score_by_query, select_by_concepts, select_by_query, \
     select_by_relevance
 
 
@@ -205,7 +205,7 @@ def test_units_skip_rounding_level_directions_and_keep_groups(asym_model):
 
 
 def test_best_edits_top_and_threshold_edges():
-    from weightscope.edit import Edit
+    from weightscope.analyses.edit import Edit
 
     edits = [Edit(0, 0, i, 0.0, "", sc) for i, sc in enumerate([0.9, 0.5, 0.3, 0.3, 0.1])]
     assert [e.index for e in best_edits(edits, top=2)] == [0, 1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from weightscope.errors import WeightscopeError
+from weightscope.core.errors import WeightscopeError
 from weightscope.shapes import bundled, world
 from weightscope.shapes import evaluate as sev
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy.stats import ortho_group
 
-from weightscope.activations import collect_activations, pool_spatial
+from weightscope.models.activations import collect_activations, pool_spatial
 from weightscope.cli import main
-from weightscope.errors import WeightscopeError
-from weightscope.similarity import (Concepts, channels_last, cka_matrix, compare_probed, correlation_matrix,
+from weightscope.core.errors import WeightscopeError
+from weightscope.analyses.similarity import (Concepts, channels_last, cka_matrix, compare_probed, correlation_matrix,
                                     cosine_matrix, depth_alignment, linear_cka, probe_layer, probe_model,
                                     split_indices, subspace_matrix, subspace_similarity)
 
@@ -256,15 +256,15 @@ def test_concept_masks_cover_the_rendered_objects():
 
 @pytest.fixture(scope="module")
 def bundled_pair():
-    from weightscope.load import load_model
+    from weightscope.models.load import load_model
 
     return load_model(), load_model("bundled", pretrained="tuned")
 
 
 def test_bundled_shapes_probes_and_side_by_side(bundled_pair, tmp_path):
     from weightscope.reports.similarity import write_report
-    from weightscope.similarity import layer_similarity, shapes_concepts
-    from weightscope.similarity.concepts import downsample_masks
+    from weightscope.analyses.similarity import layer_similarity, shapes_concepts
+    from weightscope.analyses.similarity.concepts import downsample_masks
 
     sim = layer_similarity([bundled_pair[0]], concepts="shapes", data_free=True, n_images=300, layers=[0, 3, 5],
                            vocabulary="shapes_world", n_directions=2, progress=False, cache_dir=tmp_path / "cache")
@@ -287,7 +287,7 @@ def test_bundled_shapes_probes_and_side_by_side(bundled_pair, tmp_path):
 
 
 def test_datafree_bundled_base_vs_tuned(bundled_pair, tmp_path):
-    from weightscope.similarity import datafree_similarity
+    from weightscope.analyses.similarity import datafree_similarity
 
     base, tuned = bundled_pair
     sim = datafree_similarity([base, tuned, base], ["base", "tuned", "base-again"], vocabulary="shapes_world",

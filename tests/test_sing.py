@@ -1,4 +1,4 @@
-"""SING (weightscope.sing): null-space geometry, closed-form steering, visibility, galleries, CLI, real models.
+"""SING (weightscope.analyses.sing): null-space geometry, closed-form steering, visibility, galleries, CLI, real models.
 
 References never share the code under test: null spaces and projectors from scipy.linalg, angles from arccos,
 optimal moves from random search and scipy.optimize, the ResNet heads through torch's own nn.Linear forward.
@@ -15,11 +15,11 @@ import pytest
 import scipy.linalg
 import scipy.optimize
 
-from weightscope import linalg
+from weightscope.core import linalg
 from weightscope.cli import main
-from weightscope.errors import WeightscopeError
-from weightscope.heads import head_from_arrays
-from weightscope.sing import (concept_visibility, head_geometry, scores, steer)
+from weightscope.core.errors import WeightscopeError
+from weightscope.decompose.linear_heads import head_from_arrays
+from weightscope.analyses.sing import (concept_visibility, head_geometry, scores, steer)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -260,20 +260,20 @@ def test_visibility_matches_a_hand_computation_and_planted_concepts():
 
 @pytest.fixture(scope="module")
 def bundled():
-    from weightscope.load import load_model
+    from weightscope.models.load import load_model
 
     return load_model()
 
 
 @pytest.fixture(scope="module")
 def bundled_result(bundled, tmp_path_factory):
-    from weightscope.sing import sing_analysis
+    from weightscope.analyses.sing import sing_analysis
 
     return sing_analysis(bundled, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
 
 
 def test_bundled_zero_shot_head_equivalence(bundled):
-    from weightscope.heads import zero_shot_head
+    from weightscope.analyses.zeroshot import zero_shot_head
     from weightscope.shapes import world
     from weightscope.shapes.evaluate import TASKS
 
@@ -362,7 +362,7 @@ def test_shapes_gallery_is_cached_checked_and_rebuilt(bundled, tmp_path, monkeyp
     import torch
 
     from weightscope.shapes.evaluate import images_to_tensor
-    from weightscope.sing import gallery as gal
+    from weightscope.analyses.sing import gallery as gal
 
     g1 = gal.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
     with torch.no_grad():
@@ -394,7 +394,7 @@ def test_folder_gallery_and_image_errors(bundled, tmp_path):
     from PIL import Image
 
     from weightscope.shapes import world
-    from weightscope.sing import gallery as gal
+    from weightscope.analyses.sing import gallery as gal
 
     images, _ = world.single_objects(3, seed=1)
     for i, im in enumerate(images):
@@ -456,12 +456,12 @@ def _conv_only_checkpoint(path):
     (["--vocab", "no-such-vocabulary"], "neither a built-in name"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch, capsys):
-    import weightscope.load
+    import weightscope.models.load
 
     def no_loading(*a, **k):
         raise AssertionError("bad input must be refused before the model is loaded")
 
-    monkeypatch.setattr(weightscope.load, "load_model", no_loading)
+    monkeypatch.setattr(weightscope.models.load, "load_model", no_loading)
     (tmp_path / "bad.png").write_bytes(b"not an image at all")
     args = [{"IMAGE": str(tmp_path / "bad.png"), "CONV": str(_conv_only_checkpoint(tmp_path / "c.pt"))}.get(a, a)
             for a in args]
@@ -475,7 +475,7 @@ def test_analysis_with_an_image_texts_and_a_folder_gallery(bundled, tmp_path):
     from PIL import Image
 
     from weightscope.shapes import world
-    from weightscope.sing import sing_analysis
+    from weightscope.analyses.sing import sing_analysis
 
     images, scenes = world.single_objects(6, seed=2, spurious_strength=None)
     for i, im in enumerate(images):
@@ -492,7 +492,7 @@ def test_analysis_with_an_image_texts_and_a_folder_gallery(bundled, tmp_path):
 
 
 def test_parse_classes_sources(tmp_path):
-    from weightscope.sing import parse_classes
+    from weightscope.analyses.sing import parse_classes
 
     (tmp_path / "classes.txt").write_text("cat\n\n dog \nbird\n")
     assert parse_classes(str(tmp_path / "classes.txt"))[0] == ["cat", "dog", "bird"]
@@ -518,8 +518,8 @@ def test_resnet_heads_null_dimension_and_equivalence(depth):
     import torch
 
     cr = _cifar()
-    from weightscope.heads import linear_head
-    from weightscope.checkpoints import read_checkpoint
+    from weightscope.decompose.linear_heads import linear_head
+    from weightscope.models.checkpoints import read_checkpoint
 
     head = linear_head(read_checkpoint(cr.weights_path(depth)).state_dict, cr.CLASSES)
     assert head.feature_space == "input of module.linear.weight" and head.weight.shape == (10, 64)  # as saved
@@ -542,7 +542,7 @@ def test_resnet_null_components_swap_on_real_images():
     import torch
 
     cr = _cifar()
-    from weightscope.heads import linear_head
+    from weightscope.decompose.linear_heads import linear_head
 
     x, y = cr.load_cifar_test(per_class=5)
     perm = np.random.default_rng(0).permutation(len(y))

@@ -1,4 +1,4 @@
-"""SING part 2 end to end: a trained classifier through a translator (weightscope.sing.classifier, `sing --classifier`).
+"""SING part 2 end to end: a trained classifier through a translator (weightscope.analyses.sing.classifier, `sing --classifier`).
 
 The runs are made small (fewer fit and analysed images) by patching the module's sizes; the statistics themselves
 are tested in test_sing_statistics.py, the translator and steering in test_sing_translator.py.
@@ -14,14 +14,14 @@ from PIL import Image
 from torch import nn
 
 from weightscope.cli import main
-from weightscope.classifiers import load_classifier
-from weightscope.errors import WeightscopeError
+from weightscope.models.classifiers import load_classifier
+from weightscope.core.errors import WeightscopeError
 from weightscope.shapes import world
-from weightscope.sing import classifier as ca
-from weightscope.sing import head_geometry
-from weightscope.sing.analysis import text_embeddings
-from weightscope.sing.steering import gradient_path, steer_through
-from weightscope.sing.translator import identity_translator, load_translator, save_translator
+from weightscope.analyses.sing import classifier as ca
+from weightscope.analyses.sing import head_geometry
+from weightscope.analyses.sing.analysis import text_embeddings
+from weightscope.analyses.sing.steering import gradient_path, steer_through
+from weightscope.analyses.sing.translator import identity_translator, load_translator, save_translator
 
 
 @pytest.fixture()
@@ -33,7 +33,7 @@ def small(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def bundled_clip():
-    from weightscope.load import load_model
+    from weightscope.models.load import load_model
 
     return load_model()
 
@@ -104,9 +104,9 @@ def test_cli_runs_a_shipped_classifier_and_writes_a_reusable_translator(small, t
     # visibility through T, by construction with scipy: the share of each spliced concept outside row(N M)
     import scipy.linalg
 
-    from weightscope.embed import embed_concepts
-    from weightscope.load import load_model
-    from weightscope.vocab import load_vocabulary
+    from weightscope.concepts.embed import embed_concepts
+    from weightscope.models.load import load_model
+    from weightscope.concepts.vocab import load_vocabulary
 
     loaded = load_model()
     concepts = load_vocabulary("shapes_world")
@@ -189,12 +189,12 @@ def test_an_empty_null_space_and_a_poor_translator_are_said_not_hidden(small, tm
     ("no-classifier", "--translator needs --classifier"),
 ])
 def test_bad_input_is_one_line_exit_2_before_the_clip_model_loads(case, message, tmp_path, monkeypatch, capsys):
-    import weightscope.load
+    import weightscope.models.load
 
     def no_loading(*a, **k):
         raise AssertionError("bad input must be refused before the CLIP model is loaded")
 
-    monkeypatch.setattr(weightscope.load, "load_model", no_loading)
+    monkeypatch.setattr(weightscope.models.load, "load_model", no_loading)
     args = ["--classifier", "bundled-cnn"]
     if case == "softmax":
         torch.save(_Tiny(tail=nn.Softmax(dim=1)), tmp_path / "soft.pt")

@@ -1,4 +1,4 @@
-"""SING part 2: multi-image attribute statistics (weightscope.sing.statistics).
+"""SING part 2: multi-image attribute statistics (weightscope.analyses.sing.statistics).
 
 References never share the code under test: hand-derived angles in a 6-d world, per-pair steering through the
 single-feature functions, aggregates recomputed with plain numpy from the (n, m) arrays.
@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from weightscope.errors import WeightscopeError
-from weightscope.heads import head_from_arrays
-from weightscope.sing import (SING_AS_THRESHOLD_DEG, SING_IS_THRESHOLD_DEG, AttributeStatistics, Translator,
+from weightscope.core.errors import WeightscopeError
+from weightscope.decompose.linear_heads import head_from_arrays
+from weightscope.analyses.sing import (SING_AS_THRESHOLD_DEG, SING_IS_THRESHOLD_DEG, AttributeStatistics, Translator,
                               attribute_statistics, flag_shares, gradient_path, head_geometry, identity_translator,
                               steer_through)
 
@@ -184,7 +184,7 @@ def test_bad_input_one_line():
 
 
 def test_blocks_of_images_give_the_same_result(monkeypatch):
-    import weightscope.sing.statistics as stats
+    import weightscope.analyses.sing.statistics as stats
 
     head, geom, T, X, texts, Tt = _problem(seed=4, n=7, m=3, F=12, E=16, C=4)
     whole = {p: attribute_statistics(geom, head, T, X, texts, Tt, image_score=30.0, path=p) for p in stats.PATHS}
@@ -197,8 +197,8 @@ def test_blocks_of_images_give_the_same_result(monkeypatch):
 
 def test_gradient_flow_progress_counts_the_share_of_the_target_reached():
     """The bar moves while the flows advance together (not only when they finish) and ends at one per flow."""
-    from weightscope.heads import head_from_arrays
-    from weightscope.sing import gradient_flow, head_geometry, identity_translator
+    from weightscope.decompose.linear_heads import head_from_arrays
+    from weightscope.analyses.sing import gradient_flow, head_geometry, identity_translator
 
     rng = np.random.default_rng(0)
     geom = head_geometry(head_from_arrays(rng.normal(size=(4, 16))))

@@ -1,4 +1,4 @@
-"""SING part 2: the translator T (weightscope.sing.translator) and steering through it (weightscope.sing.steering).
+"""SING part 2: the translator T (weightscope.analyses.sing.translator) and steering through it (weightscope.analyses.sing.steering).
 
 References never share the code under test: the ridge against its closed-form normal equations and a brute-force
 leave-one-out in numpy, the MLP forward against scikit-learn's own predict and its products against central finite
@@ -11,9 +11,9 @@ import pytest
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPRegressor
 
-from weightscope.errors import WeightscopeError
-from weightscope.heads import head_from_arrays
-from weightscope.sing import (Translator, check_widths, fit_translator, gradient_path, head_geometry,
+from weightscope.core.errors import WeightscopeError
+from weightscope.decompose.linear_heads import head_from_arrays
+from weightscope.analyses.sing import (Translator, check_widths, fit_translator, gradient_path, head_geometry,
                               identity_translator, load_translator, save_translator, steer, steer_through,
                               translated_geometry, translated_scores)
 
@@ -161,10 +161,10 @@ def test_wrong_width_and_corrupt_files_get_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def clip_head():
-    from weightscope.embed import encode_texts
-    from weightscope.heads import zero_shot_head
-    from weightscope.linalg import normalize_rows
-    from weightscope.load import load_model
+    from weightscope.concepts.embed import encode_texts
+    from weightscope.analyses.zeroshot import zero_shot_head
+    from weightscope.core.linalg import normalize_rows
+    from weightscope.models.load import load_model
     from weightscope.shapes import world
 
     loaded = load_model()

@@ -1,4 +1,4 @@
-"""Tests of weightscope.solvers: agreement with scikit-learn / scipy / the numpy reference, exact NNLS
+"""Tests of weightscope.concepts.solvers: agreement with scikit-learn / scipy / the numpy reference, exact NNLS
 (KKT), planted-support recovery, tie-breaking, layouts, and bad input."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 from scipy.optimize import nnls as scipy_nnls
 from sklearn.linear_model import orthogonal_mp
 
-from weightscope.errors import WeightscopeError
-from weightscope.solvers import METHODS, Explanation, _fast, explain
-from weightscope.solvers import _kernels as kern
-from weightscope.solvers._common import KKT_TOL
-from weightscope.solvers.reference import explain_reference, nnls_reference
+from weightscope.core.errors import WeightscopeError
+from weightscope.concepts.solvers import METHODS, Explanation, _fast, explain
+from weightscope.concepts.solvers import _kernels as kern
+from weightscope.concepts.solvers._common import KKT_TOL
+from weightscope.concepts.solvers.reference import explain_reference, nnls_reference
 
 VARIANTS = [("topk", True), ("topk", False), ("mp", True), ("mp", False), ("omp", False), ("omp", True),
             ("nnomp", True), ("comp", True)]
@@ -153,7 +153,7 @@ def test_gram_trick_and_fallback_paths_agree(monkeypatch, method, positive, chun
 
 def _independent_pursuit(x, D, method, k, lam):
     """One raw signal x (E,) against raw atoms D (M, E), from METHODS.md section 5 with its own normalisation,
-    scipy's NNLS and numpy's least squares: shares nothing with weightscope.solvers (not even ``prepare``)."""
+    scipy's NNLS and numpy's least squares: shares nothing with weightscope.concepts.solvers (not even ``prepare``)."""
     x = x / np.linalg.norm(x)
     D = D / np.linalg.norm(D, axis=1, keepdims=True)
     if method == "topk":

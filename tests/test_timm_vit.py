@@ -9,8 +9,8 @@ import torch
 
 from weightscope import WeightscopeError, describe_model
 from weightscope.decompose import decompose_head
-from weightscope.edit import Edit, apply_edits, edit_weights, save_checkpoint
-from weightscope.forward import encode_image
+from weightscope.analyses.edit import Edit, apply_edits, edit_weights, save_checkpoint
+from weightscope.models.forward import encode_image
 
 from conftest import make_model, register_config
 
@@ -130,7 +130,7 @@ def test_other_timm_towers_are_refused_in_one_line(tmp_path):
 
 
 def test_block_hooks_give_the_patch_grid(names):
-    from weightscope.similarity.sources import clip_layers
+    from weightscope.analyses.similarity.sources import clip_layers
 
     model = make_model(names[""])
     chosen, reduce, forward, size = clip_layers(model, layers=[-1])

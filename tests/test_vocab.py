@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from weightscope import vocab
-from weightscope.errors import WeightscopeError
+from weightscope.concepts import vocab
+from weightscope.core.errors import WeightscopeError
 
 BUILTINS = ["general", "imagenet", "cifar10", "cifar100", "colors", "shapes_positions", "textures_materials"]
 
@@ -119,7 +119,7 @@ def test_installed_vocab_folder_wins(tmp_path, monkeypatch):
     (pkg / "_vocab" / "installed.txt").write_text("a\n")
     (tmp_path / "concepts").mkdir()
     (tmp_path / "concepts" / "checkout.txt").write_text("b\n")
-    monkeypatch.setattr(vocab, "__file__", str(pkg / "vocab.py"))
+    monkeypatch.setattr(vocab, "__file__", str(pkg / "concepts" / "vocab.py"))
     assert vocab.list_vocabularies() == ["installed"]
     (pkg / "_vocab" / "installed.txt").unlink()
     assert vocab.list_vocabularies() == ["checkout"]          # source checkout fallback

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from weightscope.errors import WeightscopeError
-from weightscope.vocab import load_vocabulary
-from weightscope.wordnet import WordNet, imagenet_wnids, is_wnid, load_wordnet, read_overrides, wnid
+from weightscope.core.errors import WeightscopeError
+from weightscope.concepts.vocab import load_vocabulary
+from weightscope.concepts.wordnet import WordNet, imagenet_wnids, is_wnid, load_wordnet, read_overrides, wnid
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,12 +1,12 @@
-"""weightscope.zeroshot: prompt-ensemble classifiers and grouped accuracy, checked by construction."""
+"""weightscope.analyses.zeroshot: prompt-ensemble classifiers and grouped accuracy, checked by construction."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from weightscope import zeroshot
-from weightscope.errors import WeightscopeError
+from weightscope.analyses import zeroshot
+from weightscope.core.errors import WeightscopeError
 
 
 class TableModel(torch.nn.Module):

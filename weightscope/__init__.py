@@ -8,27 +8,27 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .core.version import __version__
 
 _WHERE = {
-    "Comparison": "compare",
-    "Edit": "edit",
+    "Comparison": "analyses.compare",
+    "Edit": "analyses.edit",
     "HeadSVD": "decompose",
-    "Inspection": "inspection",
-    "LoadedModel": "load",
-    "WeightscopeError": "errors",
-    "apply_edits": "edit",
-    "compare_models": "compare",
+    "Inspection": "analyses.inspection",
+    "LoadedModel": "models.load",
+    "WeightscopeError": "core.errors",
+    "apply_edits": "analyses.edit",
+    "compare_models": "analyses.compare",
     "decompose_head": "decompose",
     "decompose_model": "decompose",
-    "describe_model": "adapters",
-    "embed_concepts": "embed",
-    "explain": "solvers",
-    "inspect_model": "inspection",
-    "load_model": "load",
-    "load_vocabulary": "vocab",
-    "save_checkpoint": "edit",
-    "to_joint": "joint",
+    "describe_model": "models.adapters",
+    "embed_concepts": "concepts.embed",
+    "explain": "concepts.solvers",
+    "inspect_model": "analyses.inspection",
+    "load_model": "models.load",
+    "load_vocabulary": "concepts.vocab",
+    "save_checkpoint": "analyses.edit",
+    "to_joint": "decompose.joint",
 }
 
 __all__ = sorted(_WHERE)

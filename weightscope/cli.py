@@ -11,8 +11,8 @@ import importlib
 import sys
 
 from .commands import EXIT_CODES, Parser, run_inputs
-from .errors import WeightscopeError
-from .fileio import reading
+from .core.errors import WeightscopeError
+from .core.fileio import reading
 
 COMMANDS = ("inspect", "edit", "compare", "sing", "depth", "similarity")
 

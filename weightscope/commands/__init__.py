@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import WeightscopeError
+from ..core.errors import WeightscopeError
 
 EXIT_CODES = "exit status: 0 done; 2 bad input or environment (one line on stderr says what); 1 a bug (please report)"
 SOLVER_METHODS = ("comp", "nnomp", "omp", "mp", "topk")
@@ -178,7 +178,7 @@ def run_inputs(args: argparse.Namespace) -> list[Path]:
             found.append(p)
     vocab = getattr(args, "vocab", None)
     if isinstance(vocab, str):
-        from ..vocab import vocabulary_files
+        from ..concepts.vocab import vocabulary_files
 
         found.extend(vocabulary_files(vocab))
     return found
@@ -187,7 +187,7 @@ def run_inputs(args: argparse.Namespace) -> list[Path]:
 def check_outputs(args: argparse.Namespace, outputs: list[str | Path], kind: str = "file") -> list[Path]:
     """Before any expensive work: each output can be written (see fileio.check_writable) and none of them is, or
     lies inside, anything the run reads (realpath or same inode; --overwrite never lifts this)."""
-    from ..fileio import check_writable, refuse_inputs
+    from ..core.fileio import check_writable, refuse_inputs
 
     outs = [Path(o) for o in outputs]
     out_opt = getattr(args, "out", None)

@@ -15,11 +15,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..defaults import CHECKPOINT_SUFFIXES, SPEC_HELP
-from ..defaults import COMPARE_DEFAULTS as DEFAULTS
-from ..errors import WeightscopeError
-from . import (add_directions_argument, add_layer_head_arguments, add_output_argument, add_quiet_argument,
-               add_trust_argument, add_vocab_argument, check_outputs, parse_indices)
+from ..core.defaults import CHECKPOINT_SUFFIXES, SPEC_HELP
+from ..core.defaults import COMPARE_DEFAULTS as DEFAULTS
+from ..core.errors import WeightscopeError
+from . import add_directions_argument, add_layer_head_arguments, add_output_argument, add_quiet_argument, add_trust_argument, add_vocab_argument, check_outputs, parse_indices
 
 
 def register(subparsers) -> None:
@@ -86,7 +85,7 @@ def register(subparsers) -> None:
 
 def split_specs(specs: list[str]) -> tuple[list[str], str | None]:
     """Strip the NAME of NAME:PATH specs; returns (specs, the one architecture NAME or None)."""
-    from ..compare.checkpoints import name_and_path
+    from ..analyses.compare.checkpoints import name_and_path
 
     names, out = set(), []
     for spec in specs:
@@ -112,14 +111,14 @@ def run(args) -> int:
         raise WeightscopeError(f"--directions must be at least 1, got {args.directions}")
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     if args.label and args.vocab is not None:
-        from ..vocab import check_vocabulary_spec
+        from ..concepts.vocab import check_vocabulary_spec
 
         check_vocabulary_spec(args.vocab)
     out = Path(args.out) if args.out else None
     check_outputs(args, [out / n for n in ("report.html", "compare.json", "summary.csv")] if out else [], kind="dir")
     specs, model = split_specs([args.base, *args.tuned])
 
-    from ..harness import read_manifest, run_harness
+    from ..analyses.harness import read_manifest, run_harness
 
     tuned = [(t, s) for t, s in zip(args.tuned, specs[1:])]
     if args.manifest:

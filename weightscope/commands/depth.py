@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from ..defaults import CLASS_LISTS as BUILTIN_CLASSES
-from ..defaults import CLUSTERING_METHODS as METHODS
-from ..errors import WeightscopeError
+from ..core.defaults import CLASS_LISTS as BUILTIN_CLASSES
+from ..core.defaults import CLUSTERING_METHODS as METHODS
+from ..core.errors import WeightscopeError
 from . import add_model_arguments, add_output_argument, add_quiet_argument
 
 
@@ -54,10 +54,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..depth import (classifier_head, cosine_similarity, read_classes, read_matrix, shapes_confusion,
-                         similarity_depth)
+    from ..analyses.depth import classifier_head, cosine_similarity, read_classes, read_matrix, shapes_confusion, similarity_depth
     from ..reports.depth import write_report
-    from ..wordnet import load_wordnet, read_overrides
+    from ..concepts.wordnet import load_wordnet, read_overrides
 
     model_given = args.model is not None or args.pretrained is not None or args.checkpoint is not None
     if model_given and (args.classifier or args.similarity):
@@ -75,7 +74,7 @@ def run(args) -> int:
     wordnet.resolve_all(specs, overrides)
     confusion = read_matrix(args.confusion, "confusion matrix") if args.confusion else None
     if confusion is not None:
-        from ..depth import confusion_affinity
+        from ..analyses.depth import confusion_affinity
 
         confusion_affinity(confusion, len(names))
     similarity = read_matrix(args.similarity, "similarity matrix") if args.similarity else None
@@ -89,8 +88,8 @@ def run(args) -> int:
         head = classifier_head(args.classifier, names, args.head_key)
         similarity, source = cosine_similarity(head), f"classifier {args.classifier}"
     else:
-        from ..heads import zero_shot_head
-        from ..load import load_model
+        from ..analyses.zeroshot import zero_shot_head
+        from ..models.load import load_model
 
         loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
         shapes = bundled and spec == "shapes"

@@ -13,9 +13,8 @@ import difflib
 import math
 from pathlib import Path
 
-from ..errors import WeightscopeError
-from . import (add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument,
-               add_vocab_argument, check_outputs, parse_indices, run_inputs)
+from ..core.errors import WeightscopeError
+from . import add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_vocab_argument, check_outputs, parse_indices, run_inputs
 
 AUTO = "auto"
 
@@ -63,8 +62,8 @@ def register(subparsers) -> None:
 
 def _select_by_concepts(loaded, args, alpha):
     """Edits for --concept: directions whose explanation (from --inspection, or computed now) names a concept."""
-    from ..inspection import Inspection, inspect_model
-    from ..select import best_edits, select_by_concepts
+    from ..analyses.inspection import Inspection, inspect_model
+    from ..analyses.select import best_edits, select_by_concepts
 
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     if args.inspection:
@@ -98,17 +97,17 @@ def _select_by_concepts(loaded, args, alpha):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import load_model
-    from ..adapters import describe_model
-    from ..decompose import decompose_head
-    from ..edit import apply_edits, parse_edit, resolve_edits, save_checkpoint
-    from ..select import select_by_query
+    from ..models.load import load_model
+    from ..models.adapters import describe_model
+    from ..decompose.head_svd import decompose_head
+    from ..analyses.edit import apply_edits, parse_edit, resolve_edits, save_checkpoint
+    from ..analyses.select import select_by_query
 
     if args.out is None and not args.dry_run:
         raise WeightscopeError("--out PATH is required (where to save the edited .safetensors), or pass --dry-run")
     if args.out is not None:
         out = Path(args.out)
-        from ..adapters.hf_clip import is_hf_spec
+        from ..models.adapters.hf_clip import is_hf_spec
 
         if out.suffix != ".safetensors" and not is_hf_spec(args.model):
             raise WeightscopeError(f"--out {out} must end in .safetensors (open_clip reads that format)")
@@ -133,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     for option in ("layers", "heads"):  # read the lists now, before the model is loaded
         parse_indices(getattr(args, option), f"--{option}")
     if args.vocab not in (AUTO, None) and str(args.vocab).lower() != "none":
-        from ..vocab import check_vocabulary_spec
+        from ..concepts.vocab import check_vocabulary_spec
 
         check_vocabulary_spec(args.vocab)
 
@@ -204,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _save_transformers(edited, args, selection) -> int:
     """Save an edited transformers CLIP as a from_pretrained folder (--out is a folder, not a .safetensors file)."""
-    from ..adapters.hf_clip import is_hf_folder, save_folder
+    from ..models.adapters.hf_clip import is_hf_folder, save_folder
 
     out = Path(args.out)
     if out.suffix == ".safetensors":

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import WeightscopeError
-from . import (add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument,
-               add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, parse_indices)
+from ..core.errors import WeightscopeError
+from . import add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, parse_indices
 
 OUTPUTS = ("inspection.json", "report.html")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # those image_mean_from_folder reads
@@ -78,9 +77,9 @@ def check_image_folder(folder: Path) -> None:
 
 
 def run(args) -> int:
-    from ..vocab import check_vocabulary_spec
+    from ..concepts.vocab import check_vocabulary_spec
 
-    from ..inspection import parse_what
+    from ..analyses.inspection import parse_what
 
     what = parse_what(args.what)
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
@@ -99,8 +98,8 @@ def run(args) -> int:
         else:
             raise WeightscopeError(f"--image-mean {path}: give a .npy file or a folder of images")
 
-    from ..inspection import image_mean_from_folder, inspect_model
-    from ..load import load_model
+    from ..analyses.inspection import image_mean_from_folder, inspect_model
+    from ..models.load import load_model
     from ..reports.inspection import write_report
 
     loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
@@ -121,7 +120,7 @@ def run(args) -> int:
                            lam=args.lam, n_directions=args.directions, image_mean=image_mean,
                            what=what, progress=not args.quiet)
     print(result.summary(n_directions=args.show))
-    from ..fileio import outputs
+    from ..core.fileio import outputs
 
     with outputs():  # both files or neither; a failed report leaves an earlier run's files as they were
         result.to_json(out / OUTPUTS[0])

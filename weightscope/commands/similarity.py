@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from . import (add_directions_argument, add_model_arguments, add_output_argument,
-               add_quiet_argument, add_vocab_argument, parse_indices)
+from . import add_directions_argument, add_model_arguments, add_output_argument, add_quiet_argument, add_vocab_argument, parse_indices
 
 
 def register(subparsers) -> None:
-    from ..defaults import SPEC_HELP
+    from ..core.defaults import SPEC_HELP
 
     p = subparsers.add_parser(
         "similarity", allow_abbrev=False,
@@ -53,9 +52,9 @@ def register(subparsers) -> None:
 
 def _model_specs(args) -> list:
     """MODEL (with --pretrained/--checkpoint) and MODEL_B as LoadedModels or checkpoint specs."""
-    from ..compare import load_checkpoint
-    from ..errors import WeightscopeError
-    from ..load import load_model
+    from ..analyses.compare import load_checkpoint
+    from ..core.errors import WeightscopeError
+    from ..models.load import load_model
 
     if args.model is None:
         if args.model_b is not None or args.pretrained or args.checkpoint:
@@ -72,9 +71,9 @@ def _model_specs(args) -> list:
 
 
 def run(args) -> int:
-    from ..errors import WeightscopeError
+    from ..core.errors import WeightscopeError
     from ..reports.similarity import write_report
-    from ..similarity import layer_similarity
+    from ..analyses.similarity import layer_similarity
 
     if args.directions < 1:
         raise WeightscopeError(f"--directions must be at least 1, got {args.directions}")

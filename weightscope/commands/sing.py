@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import WeightscopeError
-from . import (add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments,
-               add_vocab_argument, check_solver_arguments)
+from ..core.errors import WeightscopeError
+from . import add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_solver_arguments
 
 
 def register(sub) -> None:
@@ -61,7 +60,7 @@ def register(sub) -> None:
 
 
 def _write_outputs(out: Path, json_text: str, html: str) -> tuple[Path, Path]:
-    from ..fileio import outputs, write_atomic
+    from ..core.fileio import outputs, write_atomic
 
     # both texts exist before either file is written, and the two files appear together or not at all
     with outputs():
@@ -71,7 +70,7 @@ def _write_outputs(out: Path, json_text: str, html: str) -> tuple[Path, Path]:
 
 def _load_classifier(spec: str, trust: bool):
     """The Classifier --classifier names, or None for a plain state dict (FILE[:KEY]: the geometry-only path)."""
-    from ..classifiers import StateDictOnly, load_classifier
+    from ..models.classifiers import StateDictOnly, load_classifier
 
     path, _, key = spec.rpartition(":")
     if not Path(spec).exists() and path and key and Path(path).is_file():
@@ -83,10 +82,10 @@ def _load_classifier(spec: str, trust: bool):
 
 
 def _run_classifier(args, clf, rtol: float) -> int:
-    from ..fileio import check_writable, outputs, write_atomic
+    from ..core.fileio import check_writable, outputs, write_atomic
     from ..reports.sing import render_classifier_report
-    from ..sing.classifier import TRANSLATOR_KINDS, classifier_analysis, read_texts
-    from ..sing.translator import save_translator
+    from ..analyses.sing.classifier import TRANSLATOR_KINDS, classifier_analysis, read_texts
+    from ..analyses.sing.translator import save_translator
 
     if args.classes is not None:
         raise WeightscopeError("--classes does not apply with --classifier: the classes are the classifier's own "
@@ -119,11 +118,11 @@ def _run_classifier(args, clf, rtol: float) -> int:
 
 
 def _run_head(args, rtol: float) -> int:
-    from ..fileio import dump_json
-    from ..heads import linear_head
-    from ..checkpoints import read_checkpoint
+    from ..core.fileio import dump_json
+    from ..decompose.linear_heads import linear_head
+    from ..models.checkpoints import read_checkpoint
     from ..reports.sing import render_head_page
-    from ..sing import head_geometry
+    from ..analyses.sing import head_geometry
 
     if args.model or args.pretrained or args.checkpoint or args.image or args.text or args.gallery:
         raise WeightscopeError("--classifier analyses a plain classifier head: do not combine it with a CLIP model, "
@@ -134,7 +133,7 @@ def _run_head(args, rtol: float) -> int:
     state = read_checkpoint(text, trust=args.trust_checkpoint).state_dict
     names = None
     if args.classes:
-        from ..sing import parse_classes
+        from ..analyses.sing import parse_classes
 
         names = parse_classes(args.classes)[0]
     head = linear_head(state, names, key=key)
@@ -151,7 +150,7 @@ def _run_head(args, rtol: float) -> int:
 
 
 def run(args) -> int:
-    from ..linalg import RANK_RTOL
+    from ..core.linalg import RANK_RTOL
 
     rtol = RANK_RTOL if args.rtol is None else args.rtol
     if not 0.0 <= rtol < 1.0:
@@ -172,7 +171,7 @@ def run(args) -> int:
             raise WeightscopeError(f"--{opt} needs --classifier (the classifier whose null space is read through a "
                                    "translator)")
     from ..reports.sing import render_report
-    from ..sing import parse_classes, sing_analysis
+    from ..analyses.sing import parse_classes, sing_analysis
 
     classes = args.classes
     if classes is None:

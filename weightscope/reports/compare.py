@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compare import EPSILONS, KINDS, Comparison, comparisons_to_json
-from ..compare.results import MATRICES
-from ..errors import WeightscopeError
-from ..fileio import write_atomic
+from ..analyses.compare import EPSILONS, KINDS, Comparison, comparisons_to_json
+from ..analyses.compare.results import MATRICES
+from ..core.errors import WeightscopeError
+from ..core.fileio import write_atomic
 
 KIND_COLOURS = {"stable": "#9e9e9e", "reweighted": "#1f77b4", "rotated": "#d62728"}
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..depth.core import DepthResult, MethodResult
-from ..errors import WeightscopeError
-from ..fileio import dump_json, write_atomic
+from ..analyses.depth.core import DepthResult, MethodResult
+from ..core.errors import WeightscopeError
+from ..core.fileio import dump_json, write_atomic
 from .page import esc, figure_to_img, page, table
 
 
@@ -182,7 +182,7 @@ def write_report(result: DepthResult, out_dir: str | Path, wordnet=None) -> dict
     Everything is rendered in memory first, so a failure leaves no partial set of files.
     Returns {name: path}.
     """
-    from ..wordnet import load_wordnet
+    from ..concepts.wordnet import load_wordnet
 
     if not result.methods:
         raise WeightscopeError("nothing to report: no clustering method was run")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import write_atomic
+from ..core.fileio import write_atomic
 from .page import esc, figure_to_img, page, table
-from ..inspection import Inspection
+from ..analyses.inspection import Inspection
 from .neurons import sections as neuron_sections
 
 DEAD = "dead (writes nothing)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..inspection import Inspection
+from ..analyses.inspection import Inspection
 from .page import esc, figure_to_img, table
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WeightscopeError
-from ..fileio import write_atomic
-from ..similarity.measures import best_match_depths
-from ..similarity.result import Similarity, describe_measure
+from ..core.errors import WeightscopeError
+from ..core.fileio import write_atomic
+from ..analyses.similarity.measures import best_match_depths
+from ..analyses.similarity.result import Similarity, describe_measure
 from .page import esc, figure_to_img, page, table
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import write_atomic
-from ..sing.analysis import SingResult
+from ..core.fileio import write_atomic
+from ..analyses.sing.analysis import SingResult
 from .page import esc, figure_to_img, page, table
 
 
@@ -191,7 +191,7 @@ def _leakage_figure(result):
     """Left: mean |AS| at the IS per family, SING's gradient path vs the optimum. Right: its distribution."""
     import matplotlib
 
-    from ..sing.statistics import SING_AS_THRESHOLD_DEG
+    from ..analyses.sing.statistics import SING_AS_THRESHOLD_DEG
 
     plt = _plt()
     st, opt = result.statistics, result.optimal
@@ -266,7 +266,7 @@ def write_classifier_report(result, path: str | Path) -> Path:
 
 def render_classifier_report(result) -> str:
     """The HTML page of ``sing.classifier_analysis``: null space, translator fit, statistics, equivalent images."""
-    from ..sing.statistics import SING_AS_THRESHOLD_DEG, SING_IS_THRESHOLD_DEG
+    from ..analyses.sing.statistics import SING_AS_THRESHOLD_DEG, SING_IS_THRESHOLD_DEG
 
     r, st = result, result.statistics
     fit = r.translator.get("report")

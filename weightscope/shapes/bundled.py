@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from weightscope.errors import WeightscopeError
+from weightscope.core.errors import WeightscopeError
 
 MODEL_NAME = "shapes-vit"
 ASSETS = Path(__file__).resolve().parent / "assets"

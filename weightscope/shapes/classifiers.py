@@ -8,7 +8,7 @@
   LayerNorm, the class token's output as the feature.
 
 Both end in ``fc = nn.Linear(64, n_classes)``, registered last, so the penultimate feature width is 64 (the
-bundled CLIP's embedding width) and ``weightscope.heads.linear_head`` finds ``fc``; nothing follows it.
+bundled CLIP's embedding width) and ``weightscope.decompose.linear_heads.linear_head`` finds ``fc``; nothing follows it.
 
 A classifier is described by a JSON-able config dict (:func:`default_config`): ``format``, ``arch`` with its
 hyper-parameters, ``class_names``, ``image_size``, ``mean`` / ``std`` (input normalisation of RGB in [0, 1]),
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from weightscope.errors import WeightscopeError
+from weightscope.core.errors import WeightscopeError
 from weightscope.shapes import world
 from weightscope.shapes.evaluate import MEAN, STD
 
@@ -155,10 +155,10 @@ def config_path(path: str | Path) -> Path:
 
 def save_classifier(module: nn.Module, config: dict, path: str | Path) -> Path:
     """Write ``module``'s float32 state dict to ``path`` (safetensors) and ``config`` to ``config_path(path)``,
-    together and atomically (``weightscope.fileio``). Returns ``path``."""
+    together and atomically (``weightscope.core.fileio``). Returns ``path``."""
     from safetensors.torch import save
 
-    from weightscope.fileio import outputs, write_atomic
+    from weightscope.core.fileio import outputs, write_atomic
 
     validate_config(config)
     path = Path(path)
@@ -203,7 +203,7 @@ def load_classifier_file(path: str | Path) -> tuple[nn.Module, dict]:
 
     Raises WeightscopeError if the file is missing or unreadable, has no config, or its weights do not fit it.
     """
-    from weightscope.checkpoints import read_checkpoint
+    from weightscope.models.checkpoints import read_checkpoint
 
     path = Path(path)
     raw = read_checkpoint(path)  # missing, empty, cut or foreign files: its one-line errors

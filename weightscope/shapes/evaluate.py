@@ -1,13 +1,13 @@
 """Zero-shot tasks of the shapes world and the conversion of its uint8 images into model input.
 
 Prompts follow the captions' phrasings (see ``world.caption_scene``) and are averaged per class (prompt
-ensemble) by ``weightscope.zeroshot.build_classifier``. Every task is evaluated on one-object images.
+ensemble) by ``weightscope.analyses.zeroshot.build_classifier``. Every task is evaluated on one-object images.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from weightscope.errors import WeightscopeError
+from weightscope.core.errors import WeightscopeError
 from weightscope.shapes import world
 
 # open_clip's default normalisation (the shapes-vit config does not override it), so that
@@ -66,7 +66,7 @@ def attribute_accuracies(model, tokenizer, n: int = 2000, seed: int = 20_000, ta
     The images follow the pre-training distribution (background correlated with shape family) unless
     spurious_strength=None. The default seed is far from the training stream's seeds.
     """
-    from weightscope import zeroshot
+    from weightscope.analyses import zeroshot
 
     images, scenes = world.single_objects(n, seed, spurious_strength=spurious_strength)
     x = images_to_tensor(images)
@@ -86,7 +86,7 @@ def spurious_accuracies(model, tokenizer, n_per_group: int = 500, seed: int = 30
     Returns the ``zero_shot_accuracy`` dict with group names ("round on blue", ...) as group keys:
     accuracy (average over all images = mean of the 4 equal groups), groups, worst_group, worst_accuracy.
     """
-    from weightscope import zeroshot
+    from weightscope.analyses import zeroshot
 
     images, labels, groups, _ = world.group_split(n_per_group, seed)
     names, templates = TASKS["family"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from weightscope.errors import WeightscopeError
+from weightscope.core.errors import WeightscopeError
 from weightscope.shapes import bundled, world
 from weightscope.shapes.evaluate import images_to_tensor
 
@@ -97,8 +97,8 @@ def save_fp16(model, path: Path, metadata: dict) -> None:
     checkpoint weightscope writes has (so that it loads by path alone), the run's metadata under "training"."""
     from safetensors.torch import save_file
 
-    from weightscope.checkpoints import sha256_file, sidecar_path, sidecar_record
-    from weightscope.fileio import write_atomic
+    from weightscope.models.checkpoints import sha256_file, sidecar_path, sidecar_record
+    from weightscope.core.fileio import write_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from weightscope.checkpoints import record_provenance
+    from weightscope.models.checkpoints import record_provenance
 
     contrast = dict(contrast or {})
     if steps <= 0 or batch_size < 2:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from weightscope.errors import WeightscopeError
+from weightscope.core.errors import WeightscopeError
 from weightscope.shapes import world
 from weightscope.shapes.classifiers import ARCHS, build_classifier, bundled_path, default_config, save_classifier
 from weightscope.shapes.evaluate import images_to_tensor
@@ -62,7 +62,7 @@ def train(arch: str, out, *, seed: int = 0, steps: int = 400, batch_size: int = 
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from weightscope.fileio import check_writable, refuse_inputs
+    from weightscope.core.fileio import check_writable, refuse_inputs
 
     if arch not in ARCHS:
         raise WeightscopeError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")

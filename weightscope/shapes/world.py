@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weightscope.errors import WeightscopeError
+from weightscope.core.errors import WeightscopeError
 
 IMAGE_SIZE = 48
 

@@ -1,0 +1,318 @@
+"""Step 1 of the pipeline: get an open_clip model from a name + pretrained tag, a local checkpoint, or an object.
+
+Every failure a user can cause (unknown name, unknown tag, missing, truncated or unsafe file, a checkpoint of
+another architecture, a model hub that cannot be reached) becomes a one-line :class:`WeightscopeError`.
+File layouts are handled by :mod:`weightscope.models.checkpoints`; a checkpoint weightscope wrote loads by path alone
+(its sidecar names the architecture).
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import SUFFIXES, architecture, fit_state_dict, load_strict, read_checkpoint, read_sidecar, record_provenance, unwrap_module
+from ..core.errors import WeightscopeError
+
+BUNDLED = "bundled"
+
+
+@dataclass
+class LoadedModel:
+    """An open_clip model in eval mode with what is needed to use it.
+
+    model: the open_clip CLIP module; tokenizer: callable list[str] -> LongTensor (N, context);
+    preprocess: PIL image -> tensor transform (None when unknown); name: architecture name (open_clip config);
+    source: where the weights came from (pretrained tag, checkpoint path, "random-init", or "object").
+    """
+
+    model: torch.nn.Module
+    tokenizer: Any
+    preprocess: Any
+    name: str
+    source: str
+
+    @property
+    def identity(self) -> str:
+        """A human-readable id: architecture plus weight source."""
+        return f"{self.name}:{self.source}"
+
+
+def _open_clip():
+    import open_clip  # imported lazily: it is slow to import and not every function needs it
+
+    return open_clip
+
+
+def _check_model_name(name: str) -> None:
+    from ..shapes import bundled
+
+    open_clip = _open_clip()
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return
+    if name == bundled.MODEL_NAME:
+        bundled.register()
+    known = open_clip.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, [*known, BUNDLED, bundled.MODEL_NAME], n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see open_clip.list_models() for the names"
+        if Path(name).is_dir():
+            hint = f"{name} is a folder: write local-dir:{name} for a folder holding an open_clip_config.json"
+        raise WeightscopeError(f"unknown model name {name!r}: {hint}")
+
+
+def _is_path(name: str) -> bool:
+    return not name.startswith(("hf-hub:", "local-dir:")) and (
+        Path(name).is_file() or name.lower().endswith(SUFFIXES))
+
+
+def load_model(
+    model: str | torch.nn.Module | None = None,
+    pretrained: str | None = None,
+    checkpoint: str | Path | None = None,
+    tokenizer: Any = None,
+    trust_checkpoint: bool = False,
+) -> LoadedModel:
+    """Load a CLIP model for inspection.
+
+    - ``load_model()`` or ``load_model("bundled")``: the shapes-world model shipped with weightscope (offline).
+      ``load_model("bundled", pretrained="tuned")`` gives its fine-tuned sibling; ``shapes-vit`` is its
+      architecture name, usable like any open_clip name.
+    - ``load_model("ViT-B-16", pretrained="openai")``: open_clip's own download path (needs the model hub). Tags
+      trained with QuickGELU build the model with QuickGELU (a warning says so).
+    - ``load_model("ViT-B-16")``: the architecture with random weights (``source == "random-init"``).
+    - ``load_model("ViT-B-16", checkpoint="ft.safetensors")``: weights from a local file, in any layout open_clip
+      loads (nested ``state_dict``/``model``/``ema`` dicts, ``module.``/``_orig_mod.``/shared prefixes,
+      OpenAI's TorchScript archives). A file saved for another image size or context length builds the model at
+      the saved size (a warning says so).
+    - ``load_model("edited.safetensors")``: a checkpoint weightscope wrote, architecture from its sidecar;
+      ``load_model(checkpoint=...)`` (no name) does the same and falls back to the bundled architecture.
+    - ``load_model(clip_module)``: an already-constructed open_clip model (used as is, not copied; a
+      DataParallel or torch.compile wrapper is looked through).
+    - Hugging Face transformers CLIP (``pip install -e ".[hf]"``): a ``CLIPModel`` /
+      ``CLIPVisionModelWithProjection`` object, a local ``save_pretrained`` folder (config.json + model.safetensors
+      or pytorch_model.bin), a hub id such as ``openai/clip-vit-base-patch32`` (transformers' own loader), or a
+      pair ``(CLIPVisionModelWithProjection, CLIPTextModelWithProjection)`` (combined into one CLIPModel).
+
+    trust_checkpoint: unpickle torch files in full (``weights_only=False``), for checkpoints that hold other
+    objects than tensors (e.g. training arguments). Off by default: unpickling runs code the file names.
+    Raises WeightscopeError for every bad input (one line).
+    """
+    hf = _load_transformers(model, pretrained, checkpoint, tokenizer)
+    if hf is not None:
+        return hf
+    open_clip = _open_clip()
+    if isinstance(model, torch.nn.Module):
+        if pretrained is not None or checkpoint is not None:
+            raise WeightscopeError("pass either a model object or a name with pretrained/checkpoint, not both")
+        module = unwrap_module(model)
+        name = getattr(module, "_weightscope_name", type(module).__name__)
+        tok = tokenizer or open_clip.get_tokenizer("ViT-B-32")
+        return LoadedModel(module.eval(), tok, None, name, "object")
+    if model is not None and not isinstance(model, str):
+        raise WeightscopeError(f"model must be an open_clip model name or module, got {type(model).__name__}")
+    if pretrained is not None and checkpoint is not None:
+        raise WeightscopeError("pass either pretrained (a tag) or checkpoint (a file), not both")
+    if model is not None and _is_path(model):
+        if pretrained is not None or checkpoint is not None:
+            raise WeightscopeError(f"model {model} is a checkpoint file; give no pretrained/checkpoint with it")
+        return _load_file(None, model, tokenizer, trust_checkpoint, by_path=True)
+    from ..shapes import bundled
+
+    tag = pretrained if pretrained is not None and not Path(str(pretrained)).is_file() else None
+    if pretrained is not None and tag is None:
+        checkpoint = pretrained  # open_clip takes a file as pretrained too
+    if model in (None, BUNDLED, bundled.MODEL_NAME) and tag is not None:
+        return _load_bundled(tag, tokenizer)
+    if model is None and checkpoint is not None:
+        return _load_file(None, checkpoint, tokenizer, trust_checkpoint, by_path=False)
+    if model in (None, BUNDLED):
+        if checkpoint is None:
+            return _load_bundled("base", tokenizer)
+        model = bundled.MODEL_NAME
+    _check_model_name(model)
+    if tag is not None:
+        return _load_pretrained(model, tag, tokenizer)
+    if checkpoint is not None:
+        return _load_file(model, checkpoint, tokenizer, trust_checkpoint, by_path=False)
+    net, preprocess, tok = _build(model, {}, tokenizer, quiet=False)
+    source = _schema_source(model) if model.startswith(("hf-hub:", "local-dir:")) else "random-init"
+    return _loaded(net, tok, preprocess, model, {}, {"model": model, "source": source})
+
+
+def _load_transformers(model, pretrained, checkpoint, tokenizer) -> LoadedModel | None:
+    """A Hugging Face transformers CLIP (object, local folder with config.json, or ORG/NAME hub id), else None."""
+    from .adapters import hf_clip
+
+    unwrapped = unwrap_module(model) if isinstance(model, torch.nn.Module) else model
+    pair = isinstance(model, (tuple, list)) and any(hf_clip.is_hf_model(m) for m in model)
+    if not (hf_clip.is_hf_model(unwrapped) or hf_clip.is_hf_spec(model) or pair):
+        return None
+    if pretrained is not None or checkpoint is not None:
+        raise WeightscopeError(f"{model if isinstance(model, str) else type(unwrapped).__name__} is a transformers "
+                               "model that brings its own weights; give no pretrained/checkpoint with it")
+    if isinstance(model, torch.nn.Module) or pair:
+        return hf_clip.loaded_from_object(unwrapped, tokenizer)
+    return hf_clip.load_folder(model, tokenizer) if Path(model).is_dir() else hf_clip.load_hub(model, tokenizer)
+
+
+def _loaded(net, tok, preprocess, name: str, options: dict, source: dict) -> LoadedModel:
+    """The LoadedModel, with the provenance a saved copy records (weightscope.models.checkpoints.sidecar_record)."""
+    record_provenance(net, name, options, source)
+    return LoadedModel(net.eval(), tok, preprocess, name, source["source"])
+
+
+def _build(name: str, options: dict, tokenizer, quiet: bool):
+    """(model, preprocess, tokenizer) of architecture ``name`` with random weights and open_clip ``options``."""
+    open_clip = _open_clip()
+    # open_clip warns that the model is randomly initialised; untrue when a checkpoint is loaded next
+    drop = _drop_log_records("No pretrained weights loaded") if quiet else contextlib.nullcontext()
+    try:
+        with drop:
+            net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **options)
+        tok = tokenizer or open_clip.get_tokenizer(name, context_length=options.get("force_context_length"))
+    except Exception as err:
+        if not name.startswith(("hf-hub:", "local-dir:")):
+            raise
+        raise WeightscopeError(f"cannot load {name}: {_hub_problem(name, err)}") from None
+    return net, preprocess, tok
+
+
+def _schema_source(name: str) -> str:
+    """Source of a hf-hub:/local-dir: model: the name, or random-init for a folder without weights."""
+    if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:"):])
+        if not any(p.suffix in (".safetensors", ".bin", ".pth") for p in folder.iterdir()):
+            warnings.warn(f"weightscope: {folder} holds no weights file (.safetensors, .bin, .pth); "
+                          "the model has random weights", stacklevel=3)
+            return "random-init"
+    return name
+
+
+def _hub_problem(name: str, err: Exception) -> str:
+    """One line saying why open_clip could not build a hf-hub:/local-dir: model (checked cheaply where possible)."""
+    if name.startswith("local-dir:"):
+        folder = Path(name[len("local-dir:"):])
+        config = folder / "open_clip_config.json"
+        if not folder.is_dir():
+            return f"folder {folder} not found"
+        if not config.is_file():
+            return f"folder {folder} has no open_clip_config.json (the model config open_clip needs)"
+        try:
+            if "model_cfg" not in json.loads(config.read_text(encoding="utf-8")):
+                return f"{config} has no 'model_cfg' entry"
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return f"{config} is not valid JSON ({type(exc).__name__})"
+    else:
+        from huggingface_hub import constants
+
+        if constants.is_offline_mode():
+            return "no cached copy and the model hub is off (HF_HUB_OFFLINE is set); download it once online"
+    cause = err
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    detail = (str(cause).splitlines() or [""])[0][:160]
+    return f"{type(cause).__name__}: {detail} (no cached copy and no access to the model hub?)"
+
+
+def _load_file(name: str | None, path, tokenizer, trust: bool, by_path: bool) -> LoadedModel:
+    """A checkpoint file, with architecture ``name`` (None: from its sidecar, else the bundled one)."""
+    from ..shapes import bundled
+
+    raw = read_checkpoint(path, trust=trust)
+    try:
+        recorded = architecture(read_sidecar(path))
+    except WeightscopeError as err:
+        if name is None:
+            raise
+        warnings.warn(f"weightscope: {err}; loading as {name}", stacklevel=3)  # the name given is enough
+        recorded = None
+    if name is None:
+        shipped = Path(path).resolve() in {p.resolve() for p in bundled.CHECKPOINTS.values()}
+        if recorded is None and by_path and not shipped:
+            raise WeightscopeError(
+                f"checkpoint {path} has no weightscope sidecar ({Path(path).name}.json) that names its "
+                f"architecture; give the open_clip model name: load_model(NAME, checkpoint=PATH), on the command line "
+                f"NAME --checkpoint {path}")
+        name = recorded["name"] if recorded else bundled.MODEL_NAME
+    _check_model_name(name)
+    options = dict(recorded["options"]) if recorded and recorded["name"] == name else {}
+    if raw.quick_gelu and not options.get("force_quick_gelu"):
+        warnings.warn(f"weightscope: {path} is a TorchScript archive of a QuickGELU model (OpenAI's original "
+                      f"format); building {name} with QuickGELU", stacklevel=3)
+        options["force_quick_gelu"] = True
+    net, preprocess, tok = _build(name, options, tokenizer, quiet=True)
+    sd = fit_state_dict(net, raw.state_dict)
+    from .adapters.openclip_checkpoint import saved_geometry
+
+    geometry = saved_geometry(net, sd)
+    if geometry:
+        said = ", ".join(f"{k.removeprefix('force_')} {v}" for k, v in geometry.items())
+        warnings.warn(f"weightscope: {path} was saved for other input sizes ({said}); building {name} at the saved "
+                      "size instead of resizing its position embeddings", stacklevel=3)
+        options.update(geometry)
+        net, preprocess, tok = _build(name, options, tokenizer, quiet=True)
+        sd = fit_state_dict(net, raw.state_dict)
+    hint = (f"its sidecar names {recorded['name']!r}; pass that name" if recorded and recorded["name"] != name
+            else "")
+    load_strict(net, sd, f"checkpoint {path}", name, hint)
+    return _loaded(net, tok, preprocess, name, options,
+                   {"model": name, "source": str(path), "checkpoint": str(path)})
+
+
+@contextlib.contextmanager
+def _drop_log_records(prefix: str):
+    """Silence root-logger records (open_clip logs through ``logging.warning``) that start with prefix."""
+    def keep(record):
+        return not str(record.msg).startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
+    open_clip = _open_clip()
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if name.startswith(("hf-hub:", "local-dir:")):
+        raise WeightscopeError(f"{name} brings its own weights; give no pretrained tag with it")
+    if tag not in tags:
+        hint = (f"known tags: {', '.join(tags)}" if tags
+                else "open_clip has no pretrained weights for it; use checkpoint=")
+        raise WeightscopeError(f"unknown pretrained tag {tag!r} for {name}: {hint}")
+    options = {}
+    if open_clip.get_pretrained_cfg(name, tag).get("quick_gelu") and not open_clip.get_model_config(name).get(
+            "quick_gelu"):
+        # open_clip only warns and builds nn.GELU; the weights were trained with x * sigmoid(1.702 x)
+        warnings.warn(f"weightscope: {name} '{tag}' weights were trained with QuickGELU; building the model with "
+                      "QuickGELU (open_clip's force_quick_gelu) instead of GELU", stacklevel=3)
+        options["force_quick_gelu"] = True
+    try:
+        net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag, **options)
+    except Exception as err:  # network errors come from several libraries
+        raise WeightscopeError(f"could not fetch {name}/{tag}: {_hub_problem(name, err)}; or download the weights "
+                               "elsewhere and pass checkpoint=PATH") from None
+    tok = tokenizer or open_clip.get_tokenizer(name)
+    return _loaded(net, tok, preprocess, name, options, {"model": name, "source": tag, "pretrained": tag})
+
+
+def _load_bundled(which: str, tokenizer) -> LoadedModel:
+    from ..shapes import bundled
+
+    if which not in ("base", "tuned"):
+        raise WeightscopeError(f"the bundled model has checkpoints 'base' and 'tuned', not {which!r} "
+                               "(a file goes in checkpoint=)")
+    bundled.register()
+    loaded = _load_file(bundled.MODEL_NAME, bundled.checkpoint_path(which), tokenizer, False, by_path=False)
+    loaded.source = loaded.model._weightscope_provenance["source"]["source"] = f"bundled:{which}"
+    return loaded
