@@ -72,7 +72,9 @@ def reference_options() -> dict[str, argparse.Action]:
 
     p = Parser(prog="reference")
     commands.add_model_arguments(p)
-    commands.add_output_argument(p, overwrite=True)
+    commands.add_output_argument(p, "reference", overwrite=True)
+    commands.add_image_argument(p, "images")
+    commands.add_text_argument(p, "texts")
     commands.add_vocab_argument(p)
     commands.add_layer_head_arguments(p)
     commands.add_solver_arguments(p)
@@ -101,8 +103,9 @@ def test_one_dialect_kind5_same_option_names_in_every_subcommand():
     assert set(parsers) == set(cli.COMMANDS)          # every registered command is checked, new ones too
     ref = reference_options()
     ref_stems = {canonical(s): s for s in ref}
-    # distinct on purpose: edit's --direction L:H:I names one direction to edit, --directions N counts them
-    different_meaning = {"--direction"}
+    # distinct on purpose: edit's --direction L:H:I names one direction to edit, --directions N counts them;
+    # similarity's --n-images counts images, --image names them
+    different_meaning = {"--direction", "--n-images"}
     for name, p in parsers.items():
         assert p.allow_abbrev is False, name
         assert isinstance(p, Parser), name
@@ -118,6 +121,121 @@ def test_one_dialect_kind5_same_option_names_in_every_subcommand():
             assert {"--layers", "--heads"} <= set(options), name
         assert "--model" not in options, name         # the model is the positional MODEL (or a spec) everywhere
     assert cli.build_parser().allow_abbrev is False
+
+
+# ---------------------------------------------------- issue 31: one output convention, --quiet, --image, --text
+
+# the cheapest run of each subcommand on the bundled model (each still loads it and does its real work)
+CHEAP = {
+    "inspect": ["--layers", "5", "--heads", "0", "--directions", "1", "--vocab", "shapes_world"],
+    "edit": ["--direction", "5:0:0"],
+    "compare": ["--in-process", "--layers", "5", "--heads", "0"],
+    "sing": ["--directions", "1", "--vocab", "shapes_world", "--k", "2"],
+    "depth": ["--clustering", "affinity"],
+    "similarity": ["--layers", "4,5", "--directions", "1", "--vocab", "shapes_world"],
+}
+# what each writes into weightscope-out/<command>/ by default, and a line of its printed result
+WRITES = {
+    "inspect": ({"inspection.json", "report.html"}, "L5  H0"),
+    "edit": ({"edited.safetensors", "edited.safetensors.json"}, "saved edited checkpoint"),
+    "compare": ({"compare.json", "report.html", "summary.csv"}, "in-basis"),
+    "sing": ({"sing.json", "report.html"}, "null space"),
+    "depth": ({"depth.json", "report.html", "summary.csv", "edges.csv", "clusters.csv"}, "Similarity Depth"),
+    "similarity": ({"similarity.json", "report.html"}, "layer"),
+}
+
+
+def test_one_dialect_issue31_output_quiet_image_text_declared_alike():
+    """By introspection: --out defaults to weightscope-out/<command> (edit: a checkpoint under weightscope-out/edit),
+    --quiet says the same everywhere, and images and texts are read by one --image and one --text option."""
+    assert set(CHEAP) == set(cli.COMMANDS)
+    for name, p in command_parsers().items():
+        options = {s: a for a in p._actions for s in a.option_strings}
+        out = options["--out"]
+        if name == "edit":
+            assert out.default is None and "weightscope-out/edit/edited.safetensors" in out.help
+        else:
+            assert out.default == f"weightscope-out/{name}", (name, out.default)
+        assert options["--quiet"].help == "no progress bars (results are still printed)", name
+        for plural in ("--images", "--texts"):
+            assert plural not in options, (name, plural)
+        for single, metavar in (("--image", "FILE|DIR"), ("--text", "TEXT|FILE")):
+            if single in options:
+                assert type(options[single]).__name__ == "_AppendAction" and options[single].metavar == metavar
+    sing = {s for a in command_parsers()["sing"]._actions for s in a.option_strings}
+    assert {"--image", "--text"} <= sing
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One embedding cache for the runs below (the bundled model's gallery is embedded once, not per command)."""
+    return tmp_path_factory.mktemp("shared-cache")
+
+
+@pytest.mark.parametrize("name", sorted(CHEAP))
+def test_one_dialect_issue31_default_output_folder_and_quiet(name, tmp_path, capsys, monkeypatch, shared_cache):
+    """Every subcommand, run with --quiet and no --out from a fresh folder, writes its outputs (and nothing else)
+    into weightscope-out/<command>/, draws no progress bar and still prints its result."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(shared_cache))
+    rc, out, err = run_main([name, *CHEAP[name], "--quiet"], capsys)
+    assert rc == 0, err
+    files, needle = WRITES[name]
+    folder = tmp_path / "weightscope-out" / name
+    written = {p.name for p in folder.iterdir() if p.is_file()}
+    assert files <= written, (name, written)
+    assert {p.name for p in tmp_path.iterdir()} <= {"weightscope-out", "cache"}
+    assert [p.name for p in (tmp_path / "weightscope-out").iterdir()] == [name]
+    assert needle in out, out[-2000:]
+    assert "it/s" not in err and "%|" not in err, err[-500:]   # no tqdm bar
+
+
+def test_one_dialect_issue31_image_and_text_values(tmp_path):
+    """--image: a file, a folder (its images, sorted, recursively) or repeated; --text: a text, a .txt file of
+    texts (one a line) or repeated; in the order given."""
+    from PIL import Image
+
+    from weightscope.commands import image_paths, text_list
+
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for rel in ("d/b.png", "d/sub/a.png", "one.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / rel)
+    (tmp_path / "d" / "notes.md").write_text("not an image")
+    assert image_paths([tmp_path / "one.png", tmp_path / "d"]) == [
+        tmp_path / "one.png", tmp_path / "d" / "b.png", tmp_path / "d" / "sub" / "a.png"]
+    with pytest.raises(WeightscopeError, match="no such file"):
+        image_paths([tmp_path / "missing.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightscopeError, match="no images"):
+        image_paths([tmp_path / "empty"])
+    (tmp_path / "t.txt").write_text("a red object\n# a comment\n\na blue  object\n")
+    assert text_list(["a circle", str(tmp_path / "t.txt"), "a  square"]) == [
+        "a circle", "a red object", "a blue object", "a square"]
+    with pytest.raises(WeightscopeError, match="not found"):
+        text_list([str(tmp_path / "missing.txt")])
+
+
+def test_one_dialect_issue31_sing_reads_text_file_and_several_images(tmp_path, capsys, monkeypatch, shared_cache):
+    """sing: --text FILE plus --text TEXT are all scored; several --image values are refused for a CLIP head
+    (it steers one image) with one line, before the model loads."""
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(shared_cache))
+    (tmp_path / "t.txt").write_text("a red object\n")
+    rc, out, err = run_main(["sing", "--directions", "1", "--vocab", "shapes_world", "--k", "2", "--text",
+                             tmp_path / "t.txt", "--text", "an object in the top left", "--quiet",
+                             "--out", tmp_path / "o"], capsys)
+    assert rc == 0, err
+    import json
+
+    record = json.loads((tmp_path / "o" / "sing.json").read_text())
+    texts = json.dumps(record)
+    assert "a red object" in texts and "an object in the top left" in texts
+    from PIL import Image
+
+    for n in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / n)
+    rc, _, err = run_main(["sing", "--image", tmp_path / "a.png", "--image", tmp_path / "b.png",
+                           "--out", tmp_path / "o2"], capsys)
+    assert one_error_line(rc, err, "steers one image")
 
 
 def test_one_dialect_kind5_same_list_syntax_and_no_prefix_matching(capsys):
@@ -230,7 +348,7 @@ def test_inputs_get_overwritten_kind5_future_command(victim, tmp_path, capsys, m
         p = sub.add_parser("careless")
         commands.add_model_arguments(p)
         commands.add_vocab_argument(p)
-        commands.add_output_argument(p, kind="file")
+        commands.add_output_argument(p, "careless", kind="file")
         p.set_defaults(func=lambda args: write_atomic(args.out, b"clobbered") and 0)
 
     monkeypatch.setitem(sys.modules, "weightscope.commands.careless", types.SimpleNamespace(register=register))

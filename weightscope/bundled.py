@@ -287,13 +287,14 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, translator=None
     its gallery, vocabulary and attribute families. images: a folder (read up to ``MAX_FOLDER_IMAGES``, evenly
     spaced). Every argument is checked before the CLIP model is loaded."""
     from .analyses.sing.analysis import SingOptions
-    from .analyses.sing.classifier import check_classifier_inputs, classifier_analysis as run, folder_image_set
+    from .analyses.sing.classifier import (ImageSet, check_classifier_inputs, classifier_analysis as run,
+                                           folder_image_set)
     from .models.classifiers import Classifier
 
     options = options or SingOptions()
     analysed = fit = None
-    if images is not None:
-        analysed = folder_image_set(images)
+    if images is not None:  # a folder, or an ImageSet already read (e.g. several files)
+        analysed = images if isinstance(images, ImageSet) else folder_image_set(images)
     clf = classifier if isinstance(classifier, Classifier) else load_classifier(str(classifier), trust=trust)
     if clf.source == "bundled":
         scenes, fit = shipped_image_sets(n_images, n_fit_images)

@@ -4,11 +4,14 @@ Every option that more than one subcommand takes is defined here, once, so that 
 the same everywhere (tests/test_cli.py checks this by introspection of every registered subcommand):
 
     MODEL [--pretrained TAG | --checkpoint PATH]   add_model_arguments
-    --out DIR (or PATH for a file) [--overwrite]   add_output_argument
+    --out DIR [--overwrite]                        add_output_argument (default weightscope-out/<command>;
+                                                   edit: the checkpoint PATH, default weightscope-out/edit/...)
+    --image FILE|DIR (repeatable)                  add_image_argument (read by image_paths)
+    --text TEXT|FILE (repeatable)                  add_text_argument (read by text_list)
     --vocab SPEC                                   add_vocab_argument
     --layers LIST --heads LIST                     add_layer_head_arguments (parsed by parse_indices)
     --method M --k K --lambda L --directions N     add_solver_arguments (--directions alone: add_directions_argument)
-    --quiet                                        add_quiet_argument
+    --quiet                                        add_quiet_argument (no progress bars; results always print)
 
 Nothing here imports torch, numpy or open_clip: ``weightscope --help`` must stay fast.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from ..core.errors import WeightscopeError
 
+OUT_ROOT = "weightscope-out"
 EXIT_CODES = "exit status: 0 done; 2 bad input or environment (one line on stderr says what); 1 a bug (please report)"
 SOLVER_METHODS = ("comp", "nnomp", "omp", "mp", "topk")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
@@ -92,14 +96,70 @@ def add_trust_argument(p: argparse.ArgumentParser) -> None:
                         "only for files you trust: unpickling can run code")
 
 
-def add_output_argument(p: argparse.ArgumentParser, *, kind: str = "dir", default: str | None = None,
+def default_out(command: str) -> str:
+    """Where a command writes when --out is not given: weightscope-out/<command>."""
+    return f"{OUT_ROOT}/{command}"
+
+
+def add_output_argument(p: argparse.ArgumentParser, command: str, *, kind: str = "dir", default: str | None = None,
                         help: str | None = None, overwrite: bool = False) -> None:
-    """--out DIR (kind "dir": a folder the outputs go into) or --out PATH (kind "file"); [--overwrite]."""
+    """--out DIR: the folder the command's outputs go into, default ``weightscope-out/<command>`` (kind "dir"), or
+    --out PATH for a command that writes one file (kind "file", e.g. edit's checkpoint, default ``default``);
+    [--overwrite]."""
+    if default is None and kind == "dir":
+        default = default_out(command)
     p.add_argument("--out", metavar="DIR" if kind == "dir" else "PATH", default=default,
-                   help=help or ("output folder" + (f" (default {default})" if default else "")))
+                   help=(help or "output folder") + (f" (default {default})" if default else ""))
     if overwrite:
         p.add_argument("--overwrite", action="store_true",
                        help="replace existing outputs (never an input of the run)")
+
+
+def add_image_argument(p: argparse.ArgumentParser, help: str) -> None:
+    """--image FILE|DIR, repeatable: image files, or folders of images (read by :func:`image_paths`)."""
+    p.add_argument("--image", metavar="FILE|DIR", action="append", default=None,
+                   help=f"{help} (an image file or a folder of images; repeatable)")
+
+
+def add_text_argument(p: argparse.ArgumentParser, help: str) -> None:
+    """--text TEXT|FILE, repeatable: a text, or a file of texts one per line (read by :func:`text_list`)."""
+    p.add_argument("--text", metavar="TEXT|FILE", action="append", default=None,
+                   help=f"{help} (a text, or a .txt file with one text per line; repeatable)")
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def image_paths(values: list[str] | None) -> list[Path]:
+    """The image files --image names, in order: each value a file, or a folder whose images (recursively, sorted)
+    are taken. Raises WeightscopeError for a path that does not exist or a folder without images."""
+    out: list[Path] = []
+    for v in values or ():
+        p = Path(v)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            if not found:
+                raise WeightscopeError(f"--image {p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise WeightscopeError(f"--image {p}: no such file or folder; give an image file or a folder of images")
+    return out
+
+
+def text_list(values: list[str] | None) -> list[str]:
+    """The texts --text gives, in order: a value naming an existing .txt file stands for its lines (see
+    analyses.sing.inputs.read_texts), any other value is a text itself."""
+    out: list[str] = []
+    for v in values or ():
+        if str(v).lower().endswith(".txt") or os.path.isfile(v):
+            from ..analyses.sing.inputs import read_texts
+
+            out.extend(read_texts(v))
+        else:
+            out.append(" ".join(str(v).split()))
+    return out
 
 
 def add_vocab_argument(p: argparse.ArgumentParser, default: str | None = None, help: str | None = None) -> None:
@@ -131,8 +191,8 @@ def add_directions_argument(p: argparse.ArgumentParser) -> None:
 
 
 def add_quiet_argument(p: argparse.ArgumentParser) -> None:
-    """--quiet: no progress bars."""
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    """--quiet: no progress bars (the results are printed all the same)."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars (results are still printed)")
 
 
 def check_solver_arguments(args: argparse.Namespace) -> None:
@@ -174,15 +234,19 @@ def _spec_path(text) -> Path | None:
 def run_inputs(args: argparse.Namespace) -> list[Path]:
     """Every file or folder a command reads, from the shared options: checkpoints by any route (MODEL, --pretrained,
     --checkpoint, compare's specs), vocabulary files, --inspection, --image-mean, the analyses' input files
-    (MODEL_B, --classifier, --similarity, --confusion, --synsets, --classes, --image, --images, --gallery,
-    --manifest, --translator, --texts), and the shipped checkpoints."""
+    (MODEL_B, --classifier, --similarity, --confusion, --synsets, --classes, --image, --text files, --gallery,
+    --manifest, --translator), and the shipped checkpoints."""
     found: list[Path] = []  # fileio.refuse_inputs adds the shipped checkpoints itself
     for name in ("model", "pretrained", "checkpoint", "base", "inspection", "image_mean", "model_b", "classifier",
-                 "similarity", "confusion", "synsets", "classes", "image", "images", "gallery", "manifest",
-                 "translator", "texts"):
+                 "similarity", "confusion", "synsets", "classes", "gallery", "manifest", "translator"):
         p = _spec_path(getattr(args, name, None))
         if p is not None:
             found.append(p)
+    for name in ("image", "text"):  # repeatable options
+        for value in getattr(args, name, None) or ():
+            p = _spec_path(value)
+            if p is not None:
+                found.append(p)
     for spec in getattr(args, "tuned", None) or ():
         p = _spec_path(spec)
         if p is not None:

@@ -46,9 +46,9 @@ def register(subparsers) -> None:
                    help="which matrices to compare: vo (each head's value-output, default), qk (each head's "
                         "query-key; refused on layers with QK-norm or cosine attention) or mlp (each layer's MLP "
                         "write matrix as one unit, reported as head 0)")
-    add_output_argument(p, help="write results/, summary.csv/.parquet, report.html and compare.json here "
-                                "(reruns resume)")
-    p.add_argument("--png", action="store_true", help="with --out: also write each figure as a PNG")
+    add_output_argument(p, "compare", help="write results/, summary.csv/.parquet, report.html and compare.json "
+                                           "here (reruns resume)")
+    p.add_argument("--png", action="store_true", help="also write each figure as a PNG")
     p.add_argument("--label", action="store_true",
                    help="explain the directions of both models with concepts (runs inspect on every checkpoint)")
     add_vocab_argument(p, help="concept vocabulary for --label (default: inspect's)")
@@ -100,8 +100,6 @@ def split_specs(specs: list[str]) -> tuple[list[str], str | None]:
 
 
 def run(args) -> int:
-    if args.png and args.out is None:
-        raise WeightscopeError("--png needs --out DIR (where the figures go)")
     if args.label and args.what != "vo":
         raise WeightscopeError(f"--label explains value-output directions; it does not apply to --what {args.what}: "
                                "drop --label or use --what vo")

@@ -47,8 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--clustering", choices=METHODS, action="append", default=None,
                    help="clustering method (repeatable; default: all four, affinity first)")
     p.add_argument("--seed", type=int, default=42, help="seed of Affinity Propagation and Louvain (default 42)")
-    add_output_argument(p, default="weightscope-out/depth",
-                        help="output folder for report.html, depth.json and the CSV files (default weightscope-out/depth)")
+    add_output_argument(p, "depth", help="output folder for report.html, depth.json and the CSV files")
     add_quiet_argument(p)
     p.set_defaults(func=run)
 
@@ -107,7 +106,6 @@ def run(args) -> int:
     result = similarity_depth(similarity, specs, names=names, confusion=confusion, methods=methods,
                               overrides=overrides, seed=args.seed, source=source, accuracy=accuracy, wordnet=wordnet)
     written = write_report(result, args.out, wordnet)
-    if not args.quiet:
-        print(result.summary())
-        print(f"wrote {written['report.html']} (+ depth.json, summary.csv, edges.csv, clusters.csv)")
+    print(result.summary())
+    print(f"wrote {written['report.html']} (+ depth.json, summary.csv, edges.csv, clusters.csv)")
     return 0

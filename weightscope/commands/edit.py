@@ -14,9 +14,11 @@ import math
 from pathlib import Path
 
 from ..core.errors import WeightscopeError
-from . import add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_vocab_argument, check_outputs, parse_indices, run_inputs
+from . import default_out, add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_vocab_argument, check_outputs, parse_indices, run_inputs
 
 AUTO = "auto"
+EDIT_OUT = f"{default_out('edit')}/edited.safetensors"
+EDIT_OUT_HF = f"{default_out('edit')}/edited"
 
 
 def register(subparsers) -> None:
@@ -53,8 +55,9 @@ def register(subparsers) -> None:
     p.add_argument("--inspection", metavar="JSON",
                    help="with --concept: take the explanations from this inspection.json (written by `weightscope "
                         "inspect` on the same model) instead of explaining the searched heads now")
-    add_output_argument(p, kind="file", overwrite=True,
-                        help="where to save the edited checkpoint (.safetensors; its record goes to PATH.json)")
+    add_output_argument(p, "edit", kind="file", overwrite=True,
+                        help=f"where to save the edited checkpoint (.safetensors; its record goes to PATH.json; "
+                             f"default {EDIT_OUT}, for a transformers model the folder {EDIT_OUT_HF})")
     p.add_argument("--dry-run", action="store_true", help="show the chosen directions, save nothing")
     add_quiet_argument(p)
     p.set_defaults(func=run)
@@ -104,11 +107,12 @@ def run(args: argparse.Namespace) -> int:
     from ..bundled import load_model
     from ..concepts.explainer import ConceptExplainer
 
+    from ..models.adapters.hf_clip import is_hf_spec
+
     if args.out is None and not args.dry_run:
-        raise WeightscopeError("--out PATH is required (where to save the edited .safetensors), or pass --dry-run")
+        args.out = EDIT_OUT_HF if is_hf_spec(args.model) else EDIT_OUT
     if args.out is not None:
         out = Path(args.out)
-        from ..models.adapters.hf_clip import is_hf_spec
 
         if out.suffix != ".safetensors" and not is_hf_spec(args.model):
             raise WeightscopeError(f"--out {out} must end in .safetensors (open_clip reads that format)")

@@ -32,8 +32,7 @@ def register(sub) -> None:
                    help="modality-gap correction: a .npy vector or a folder of images")
     p.add_argument("--show", type=int, default=2, metavar="N",
                    help="directions per head in the printed summary (default 2)")
-    add_output_argument(p, default="weightscope-out",
-                        help="output folder for inspection.json and report.html (default weightscope-out)")
+    add_output_argument(p, "inspect", help="output folder for inspection.json and report.html")
     add_quiet_argument(p)
     p.set_defaults(func=run)
 

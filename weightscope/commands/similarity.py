@@ -4,14 +4,15 @@ Examples::
 
     weightscope similarity                                   # data-free, bundled base vs tuned
     weightscope similarity bundled --concepts shapes --data-free --out sim/   # both, side by side
-    weightscope similarity ViT-B-32:openai --concepts cifar10 --images cifar10-test/ --n-images 2000
+    weightscope similarity ViT-B-32:openai --concepts cifar10 --image cifar10-test/ --n-images 2000
 """
 from __future__ import annotations
 
 import argparse
+import os
 import textwrap
 
-from . import add_directions_argument, add_model_arguments, add_output_argument, add_quiet_argument, add_vocab_argument, explainer_from_args, parse_indices
+from . import add_directions_argument, add_image_argument, add_model_arguments, add_output_argument, add_quiet_argument, add_vocab_argument, explainer_from_args, parse_indices
 
 
 def register(subparsers) -> None:
@@ -33,10 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("model_b", nargs="?", default=None, metavar="MODEL_B",
                    help="a second model to compare with (spec; default: none, or bundled:tuned when MODEL is omitted)")
     p.add_argument("--concepts", choices=("shapes", "cifar10"), default=None,
-                   help="data-based concepts: shapes-world masks, or CIFAR-10 classes from --images")
-    p.add_argument("--images", metavar="DIR", default=None, help="with --concepts cifar10: folder of class subfolders")
+                   help="data-based concepts: shapes-world masks, or CIFAR-10 classes from --image")
+    add_image_argument(p, "with --concepts cifar10: the folder of class subfolders")
     p.add_argument("--n-images", type=int, default=None, metavar="N",
-                   help="images for the probes (default: 2000 shapes-world images, or every image in --images)")
+                   help="images for the probes (default: 2000 shapes-world images, or every image in --image)")
     p.add_argument("--data-free", action="store_true", help="also (or only) the data-free measures")
     p.add_argument("--layers", metavar="LIST", help="layers (blocks) to compare, e.g. 0-5 or -2,-1 (default: all)")
     add_vocab_argument(p, help="vocabulary for the data-free profiles (inspect's default if omitted)")
@@ -45,7 +46,7 @@ def register(subparsers) -> None:
     add_directions_argument(p)
     p.set_defaults(directions=4)
     p.add_argument("--per-concept", action="store_true", help="with --out: a heatmap per concept as well")
-    add_output_argument(p, help="write report.html, similarity.json and the CSV matrices here")
+    add_output_argument(p, "similarity", help="write report.html, similarity.json and the CSV matrices here")
     add_quiet_argument(p)
     p.set_defaults(func=run)
 
@@ -76,10 +77,13 @@ def _probes(args):
     """The data-based probes --concepts names (None: none), checked before any model is loaded."""
     from ..core.errors import WeightscopeError
 
-    if args.concepts == "cifar10" and args.images is None:
-        raise WeightscopeError("--concepts cifar10 needs the test images: pass --images DIR (one subfolder per class)")
-    if args.images is not None and args.concepts != "cifar10":
-        raise WeightscopeError("--images is read only with --concepts cifar10")
+    if args.concepts == "cifar10" and args.image is None:
+        raise WeightscopeError("--concepts cifar10 needs the test images: pass --image DIR (one subfolder per class)")
+    if args.image is not None and args.concepts != "cifar10":
+        raise WeightscopeError("--image is read only with --concepts cifar10")
+    if args.image is not None and (len(args.image) != 1 or not os.path.isdir(args.image[0])):
+        raise WeightscopeError(f"--image {' '.join(args.image)}: --concepts cifar10 reads one folder of class "
+                               "subfolders")
     if args.n_images is not None and args.n_images < 20:
         raise WeightscopeError(f"n_images must be an integer of at least 20, got {args.n_images!r}")
     if args.concepts is None and not args.data_free:
@@ -91,7 +95,7 @@ def _probes(args):
     if args.concepts == "cifar10":
         from ..analyses.similarity import folder_probes
 
-        return folder_probes(args.images, args.n_images, 0)
+        return folder_probes(args.image[0], args.n_images, 0)
     return None
 
 
@@ -113,7 +117,6 @@ def run(args) -> int:
                            data_free=True if args.data_free else None, layers=layers, n_directions=args.directions,
                            progress=not args.quiet)
     print(sim.summary_text())
-    if args.out:
-        written = write_report(sim, args.out, per_concept=args.per_concept)
-        print("wrote " + ", ".join(str(p) for p in written.values()))
+    written = write_report(sim, args.out, per_concept=args.per_concept)
+    print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0

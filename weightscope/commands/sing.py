@@ -3,10 +3,10 @@
     weightscope sing                                   # bundled model, its 8 shape classes
     weightscope sing ViT-B-32 --pretrained openai --classes cifar10 --image cat.jpg --text "a snowy background"
     weightscope sing --classifier bundled-cnn                # a trained classifier through a translator (SING part 2)
-    weightscope sing --classifier model.pt --trust-checkpoint --images DIR [--translator T.safetensors] [--texts FILE]
+    weightscope sing --classifier model.pt --trust-checkpoint --image DIR [--translator T.safetensors] [--text FILE]
     weightscope sing --classifier resnet20.th                # a state dict's last linear layer: geometry only
 
-Writes ``sing.json`` and ``sing.html`` into ``--out`` (and, with --classifier, the translator used,
+Writes ``sing.json`` and ``report.html`` into ``--out`` (and, with --classifier, the translator used,
 ``translator.safetensors``), all or none.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import WeightscopeError
-from . import add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_solver_arguments, explainer_from_args
+from . import add_image_argument, add_model_arguments, add_text_argument, image_paths, text_list, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_solver_arguments, explainer_from_args
 
 
 def register(sub) -> None:
@@ -28,9 +28,13 @@ def register(sub) -> None:
                         "(default: shapes for the bundled model)")
     add_vocab_argument(p, help="concept vocabulary spec, e.g. 'general' or 'shapes_world,general:5000' "
                                "(default: shapes_world for the bundled model, general otherwise)")
-    p.add_argument("--image", help="image file whose embedding is f (default: a gallery image, else a class prompt)")
-    p.add_argument("--text", action="append", help="text to steer towards / away from (repeatable; default: the "
-                                                    "concept the head is most blind to)")
+    add_image_argument(p, "the images: for a CLIP head, the one image whose embedding is f (default: a gallery "
+                          "image, else a class prompt); with --classifier, the images to analyse and, for a "
+                          "classifier of yours, to fit the translator on (bundled-cnn / bundled-vit: generated "
+                          "shapes-world scenes by default, and their translator is always fitted on such scenes)")
+    add_text_argument(p, "texts to steer towards / away from (default: the concept the head is most blind to; with "
+                         "--classifier, the shapes world's attribute texts for the bundled classifiers, 'an image of "
+                         "a <class>' otherwise)")
     p.add_argument("--gallery", help="folder of images for equivalent images by retrieval "
                                      "(default: the shapes world for the bundled model)")
     p.add_argument("--image-score", type=float, default=40.0, help="IS in degrees at which |AS| is reported (40)")
@@ -46,15 +50,8 @@ def register(sub) -> None:
     p.add_argument("--translator", metavar="PATH|KIND",
                    help="with --classifier: a saved translator file, or the kind to fit: linear (ridge, penalty by "
                         "cross-validation; default) or mlp")
-    p.add_argument("--images", metavar="DIR",
-                   help="with --classifier: folder of images to analyse and, for a classifier of yours, to fit the "
-                        "translator on (bundled-cnn / bundled-vit: their translator is always fitted on generated "
-                        "shapes-world scenes, which they also analyse by default)")
-    p.add_argument("--texts", metavar="FILE",
-                   help="with --classifier: texts to score, one per line (default: the shapes world's attribute texts "
-                        "for the bundled classifiers, 'an image of a <class>' otherwise); --text adds more")
-    add_output_argument(p, default="weightscope-out", help="output folder for sing.json and sing.html, and with "
-                                                          "--classifier translator.safetensors (default weightscope-out)")
+    add_output_argument(p, "sing", help="output folder for sing.json and report.html, and with --classifier "
+                                        "translator.safetensors")
     add_quiet_argument(p)
     p.set_defaults(func=run)
 
@@ -64,7 +61,7 @@ def _write_outputs(out: Path, json_text: str, html: str) -> tuple[Path, Path]:
 
     # both texts exist before either file is written, and the two files appear together or not at all
     with outputs():
-        written = write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)
+        written = write_atomic(out / "sing.json", json_text), write_atomic(out / "report.html", html)
     return written
 
 
@@ -86,20 +83,27 @@ def _run_classifier(args, clf, rtol: float) -> int:
     from ..core.fileio import check_writable, outputs, write_atomic
     from ..reports.sing import render_classifier_report
     from ..analyses.sing import SingOptions
-    from ..analyses.sing.classifier import TRANSLATOR_KINDS, read_texts
+    from ..analyses.sing.classifier import TRANSLATOR_KINDS
     from ..analyses.sing.translator import save_translator
     from ..bundled import ModelSpec, classifier_analysis
 
     if args.classes is not None:
         raise WeightscopeError("--classes does not apply with --classifier: the classes are the classifier's own "
                                "(class_names in its JSON config or sidecar)")
-    if args.image is not None:
-        raise WeightscopeError("--image does not apply with --classifier: give a folder of images with --images")
-    texts = (read_texts(args.texts) if args.texts else []) + list(args.text or [])
+    images = None
+    if args.image and len(args.image) == 1 and Path(args.image[0]).is_dir():
+        images = args.image[0]  # one folder: read as a folder (evenly sampled when big)
+    elif args.image:
+        from ..analyses.sing.classifier import ImageSet
+        from ..analyses.sing.gallery import _open_image
+
+        files = image_paths(args.image)
+        images = ImageSet([_open_image(f) for f in files], f"{len(files)} images given with --image", None, len(files))
+    texts = text_list(args.text)
     check_writable(args.out, kind="dir")
     options = SingOptions(image_score=args.image_score, rtol=rtol, n_directions=args.directions)
     model = ModelSpec(args.model, args.pretrained, args.checkpoint, args.trust_checkpoint)
-    result = classifier_analysis(clf, model, translator=args.translator, images=args.images, texts=texts or None,
+    result = classifier_analysis(clf, model, translator=args.translator, images=images, texts=texts or None,
                                  gallery=args.gallery, explainer=explainer_from_args(args), options=options,
                                  trust=args.trust_checkpoint, progress=not args.quiet)
     out = Path(args.out)
@@ -110,7 +114,7 @@ def _run_classifier(args, clf, rtol: float) -> int:
     reused = (args.translator not in (None, *TRANSLATOR_KINDS) and dest.exists()
               and os.path.samefile(args.translator, dest))
     with outputs():
-        paths = [write_atomic(out / "sing.json", json_text), write_atomic(out / "sing.html", html)]
+        paths = [write_atomic(out / "sing.json", json_text), write_atomic(out / "report.html", html)]
         if not reused:
             paths.append(save_translator(result.translator_object, dest))
     # written before anything is printed: a closed stdout (e.g. piped into head) cannot cost the results
@@ -161,14 +165,14 @@ def run(args) -> int:
     if args.classifier:
         clf = _load_classifier(args.classifier, args.trust_checkpoint)
         if clf is None:
-            for opt in ("translator", "images", "texts"):
+            for opt in ("translator", "image", "text"):
                 if getattr(args, opt) is not None:
                     raise WeightscopeError(f"--classifier {args.classifier} is a state dict (weights, no architecture), "
                                            f"so --{opt} cannot be used: give a whole module saved with torch.save "
                                            "(with --trust-checkpoint) or a weightscope classifier")
             return _run_head(args, rtol)
         return _run_classifier(args, clf, rtol)
-    for opt in ("translator", "images", "texts"):
+    for opt in ("translator",):
         if getattr(args, opt) is not None:
             raise WeightscopeError(f"--{opt} needs --classifier (the classifier whose null space is read through a "
                                    "translator)")
@@ -186,7 +190,14 @@ def run(args) -> int:
     parse_classes(classes)           # bad class lists fail before the model loads
     options = SingOptions(image_score=args.image_score, rtol=rtol, n_directions=args.directions)
     model = ModelSpec(args.model, args.pretrained, args.checkpoint, args.trust_checkpoint)
-    result = sing_analysis(model, classes, explainer_from_args(args), image=args.image, texts=args.text,
+    image = None
+    if args.image:
+        files = image_paths(args.image)
+        if len(files) != 1:
+            raise WeightscopeError(f"--image: a CLIP head's analysis steers one image, {len(files)} were given; "
+                                   "give one image file (a folder of images goes with --classifier)")
+        image = str(files[0])
+    result = sing_analysis(model, classes, explainer_from_args(args), image=image, texts=text_list(args.text) or None,
                            gallery=args.gallery, options=options, progress=not args.quiet)
     print(result.summary())
     paths = _write_outputs(Path(args.out), result.to_json(), render_report(result))
