@@ -71,6 +71,60 @@ def asymmetrize(model, seed: int = 0, gain=(0.5, 1.5), shift: float = 0.3, bias:
     return model
 
 
+def pytest_configure(config):
+    """Caches that libraries put in HOME or the temp folder (matplotlib's fonts and config, torch inductor's) go to
+    one temporary folder removed at the end (tests/test_isolation.py checks that nothing is left behind)."""
+    import os
+    import tempfile
+
+    config._weightscope_tmp = tempfile.mkdtemp(prefix="weightscope-tests-")
+    for var, sub in (("MPLCONFIGDIR", "matplotlib"), ("TORCHINDUCTOR_CACHE_DIR", "torchinductor")):
+        if var not in os.environ:
+            os.environ[var] = os.path.join(config._weightscope_tmp, sub)
+
+
+def pytest_unconfigure(config):
+    import os
+    import shutil
+
+    folder = getattr(config, "_weightscope_tmp", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None and config.option.basetemp is None:
+        try:  # pytest's per-user root, once the retention policy has emptied it (never another run's folders)
+            root = factory.getbasetemp().parent
+            if root.name.startswith("pytest-of-"):
+                root.rmdir()
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory):
+    """No test writes outside pytest's temporary folders: the embedding cache goes to a session folder (a test that
+    wants its own sets WEIGHTSCOPE_CACHE_DIR again), and Dask's scratch space (dask-scratch-space, otherwise left
+    in the system temp folder) too. tests/test_isolation.py checks that nothing is left behind."""
+    import os
+
+    saved = os.environ.get("WEIGHTSCOPE_CACHE_DIR")
+    os.environ["WEIGHTSCOPE_CACHE_DIR"] = str(tmp_path_factory.mktemp("embedding-cache"))
+    scratch = str(tmp_path_factory.mktemp("dask-scratch"))
+    try:
+        import dask
+
+        dask_config = dask.config.set({"temporary-directory": scratch})
+    except ImportError:
+        dask_config = None
+    yield
+    if dask_config is not None:
+        dask_config.__exit__(None, None, None)
+    if saved is None:
+        os.environ.pop("WEIGHTSCOPE_CACHE_DIR", None)
+    else:
+        os.environ["WEIGHTSCOPE_CACHE_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def tiny_name(tmp_path_factory):
     """Name of a tiny ViT CLIP config registered with open_clip (2 layers, 4 heads, width 64)."""

@@ -321,7 +321,7 @@ def test_cli_writes_report_and_rejects_bad_input(tmp_path, monkeypatch, capsys):
     one = tmp_path / "one_class" / "cat"
     one.mkdir(parents=True)
     bad = [["similarity", "--layers", "99", "--quiet"],
-           ["similarity", "bundled", "--concepts", "cifar10", "--images", str(tmp_path / "one_class"), "--quiet"],
+           ["similarity", "bundled", "--concepts", "cifar10", "--image", str(tmp_path / "one_class"), "--quiet"],
            ["similarity", "bundled", "--concepts", "cifar10", "--quiet"],
            ["similarity", "--vocab", "shapes_world", "--k", "0", "--quiet"]]
     for argv in bad:

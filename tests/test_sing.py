@@ -432,10 +432,10 @@ def test_cli_no_arguments_writes_json_and_report(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["sing"]) == 0
-    out = tmp_path / "weightscope-out"
+    out = tmp_path / "weightscope-out" / "sing"
     data = json.loads((out / "sing.json").read_text())
     assert data["rank"] == 8 and data["null_dim"] == 56 and data["classes"][0] == "circle"
-    html = (out / "sing.html").read_text()
+    html = (out / "report.html").read_text()
     assert "Equivalent images" in html and html.count("data:image/png;base64") >= 3
     assert "null space 56-d" in capsys.readouterr().out
 
@@ -575,4 +575,4 @@ def test_cli_head_on_a_resnet_checkpoint(tmp_path, capsys):
     assert main(["sing", "--classifier", str(cr.weights_path(20)), "--classes", "cifar10", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "sing.json").read_text())
     assert (data["n_classes"], data["n_features"], data["rank"], data["null_dim"]) == (10, 64, 10, 54)
-    assert "null space 54-d" in capsys.readouterr().out and (tmp_path / "sing.html").stat().st_size > 5000
+    assert "null space 54-d" in capsys.readouterr().out and (tmp_path / "report.html").stat().st_size > 5000

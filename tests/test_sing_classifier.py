@@ -81,7 +81,7 @@ def test_cli_runs_a_shipped_classifier_and_writes_a_reusable_translator(small, t
     assert set(data["statistics"]["per_family"]) == {"shape", "colour", "size", "position", "background"}
     assert data["translator"]["report"]["n_train"] + data["translator"]["report"]["n_test"] == 600
     assert data["example"]["logit_change"] <= 1e-6 and data["example"]["prediction_kept"]
-    html = (out / "sing.html").read_text()
+    html = (out / "report.html").read_text()
     assert "Translator" in html and "SING" in html and html.count("data:image/png;base64") >= 3
     printed = capsys.readouterr().out
     assert "held-out mean cosine" in printed and "class leakage" in printed
@@ -154,7 +154,7 @@ def test_a_users_pickled_classifier_on_a_folder_with_a_texts_file(small, tmp_pat
     texts.write_text("# attributes\na red object\n\na blue background\n")
     before = {p.name: p.read_bytes() for p in images.iterdir()}
     out = tmp_path / "out"
-    assert main(["sing", "--classifier", str(path), "--trust-checkpoint", "--images", str(images), "--texts",
+    assert main(["sing", "--classifier", str(path), "--trust-checkpoint", "--image", str(images), "--text",
                  str(texts), "--text", "a circle", "--out", str(out), "--quiet"]) == 0
     data = json.loads((out / "sing.json").read_text())
     assert data["null_dim"] == 13 and data["n_images"] == 24 and data["classes"] == ["a", "b", "c"]
@@ -166,7 +166,7 @@ def test_a_users_pickled_classifier_on_a_folder_with_a_texts_file(small, tmp_pat
 def test_an_empty_null_space_and_a_poor_translator_are_said_not_hidden(small, tmp_path, capsys):
     torch.save(_Tiny(n_classes=16), tmp_path / "full.pt")
     images = _write_images(tmp_path / "imgs", n=12)
-    args = ["sing", "--classifier", str(tmp_path / "full.pt"), "--trust-checkpoint", "--images", str(images),
+    args = ["sing", "--classifier", str(tmp_path / "full.pt"), "--trust-checkpoint", "--image", str(images),
             "--out", str(tmp_path / "out"), "--quiet"]
     assert main(args) == 2                       # no class names and no texts: nothing to score, said at once
     assert "has no class names" in capsys.readouterr().err
@@ -186,7 +186,7 @@ def test_an_empty_null_space_and_a_poor_translator_are_said_not_hidden(small, tm
     ("nofolder", "give a folder of images"),
     ("texts", "holds no texts"),
     ("kind", "neither a file nor a kind to fit"),
-    ("state-dict", "--images cannot be used"),
+    ("state-dict", "--image cannot be used"),
     ("no-classifier", "--translator needs --classifier"),
 ])
 def test_bad_input_is_one_line_exit_2_before_the_clip_model_loads(case, message, tmp_path, monkeypatch, capsys):
@@ -199,24 +199,24 @@ def test_bad_input_is_one_line_exit_2_before_the_clip_model_loads(case, message,
     args = ["--classifier", "bundled-cnn"]
     if case == "softmax":
         torch.save(_Tiny(tail=nn.Softmax(dim=1)), tmp_path / "soft.pt")
-        args = ["--classifier", str(tmp_path / "soft.pt"), "--trust-checkpoint", "--images",
+        args = ["--classifier", str(tmp_path / "soft.pt"), "--trust-checkpoint", "--image",
                 str(_write_images(tmp_path / "imgs", n=2))]
     elif case == "width":
         save_translator(identity_translator(32), tmp_path / "t32.safetensors")
         args += ["--translator", str(tmp_path / "t32.safetensors")]
     elif case == "empty":
         (tmp_path / "empty").mkdir()
-        args += ["--images", str(tmp_path / "empty")]
+        args += ["--image", str(tmp_path / "empty")]
     elif case == "nofolder":
-        args += ["--images", str(tmp_path / "missing")]
+        args += ["--image", str(tmp_path / "missing")]
     elif case == "texts":
         (tmp_path / "t.txt").write_text("\n# nothing\n")
-        args += ["--texts", str(tmp_path / "t.txt")]
+        args += ["--text", str(tmp_path / "t.txt")]
     elif case == "kind":
         args += ["--translator", "ridge"]
     elif case == "state-dict":
         torch.save(_Tiny().state_dict(), tmp_path / "sd.pt")
-        args = ["--classifier", str(tmp_path / "sd.pt"), "--images", str(_write_images(tmp_path / "imgs", n=2))]
+        args = ["--classifier", str(tmp_path / "sd.pt"), "--image", str(_write_images(tmp_path / "imgs", n=2))]
     elif case == "no-classifier":
         args = ["--translator", "linear"]
     assert main(["sing", *args, "--out", str(tmp_path / "out")]) == 2
@@ -231,7 +231,7 @@ def test_a_translator_is_refused_when_the_classifiers_preprocessing_changed(smal
     sidecar = tmp_path / "tiny.pt.json"
     sidecar.write_text(json.dumps({"image_size": 48, "class_names": ["a", "b", "c"]}))
     images = _write_images(tmp_path / "imgs")
-    args = ["sing", "--classifier", str(path), "--trust-checkpoint", "--images", str(images), "--quiet"]
+    args = ["sing", "--classifier", str(path), "--trust-checkpoint", "--image", str(images), "--quiet"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     sidecar.write_text(json.dumps({"image_size": 64, "class_names": ["a", "b", "c"]}))
     assert main([*args, "--translator", str(tmp_path / "one" / "translator.safetensors"),
@@ -249,7 +249,7 @@ def test_unimportable_pickles_say_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ws_tmp_net", mod)
     torch.save(mod.Net(), tmp_path / "net.pt")
     monkeypatch.delitem(sys.modules, "ws_tmp_net")
-    assert main(["sing", "--classifier", str(tmp_path / "net.pt"), "--trust-checkpoint", "--images",
+    assert main(["sing", "--classifier", str(tmp_path / "net.pt"), "--trust-checkpoint", "--image",
                  str(_write_images(tmp_path / "imgs", n=2)), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "module 'ws_tmp_net'" in err and "PYTHONPATH" in err

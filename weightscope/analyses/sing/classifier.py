@@ -311,11 +311,11 @@ def check_classifier_inputs(classifier, images, texts, *, translator=None, galle
         raise WeightscopeError(f"gallery folder not found: {gallery}")
     if images is None:
         raise WeightscopeError(f"{classifier.name} is not a shipped shapes classifier: give a folder of images "
-                               "(--images DIR) to fit the translator on and to analyse")
+                               "(--image DIR) to fit the translator on and to analyse")
     named = classifier.class_names != placeholder_class_names(len(classifier.class_names))
     if text_list is None and not named:
         raise WeightscopeError(f"{classifier.name} has no class names, so there are no class texts to score: give "
-                               "texts (--texts FILE) or class_names in its JSON sidecar")
+                               "texts (--text FILE) or class_names in its JSON sidecar")
     load_checked_translator(translator, classifier)
     return text_list
 
