@@ -342,3 +342,13 @@ def shapes_probes(n_images: int = 2000, seed: int = 7):
     concepts = mask_concepts(_world.concept_names(), n_images,
                              lambda sl: _world.concept_masks(subset_scenes(scenes, sl)))
     return ProbeData(images, concepts, spatial=True, name="shapes")
+
+
+EDIT_EVAL_IMAGES = 500
+
+
+def shapes_accuracies(loaded, n: int = EDIT_EVAL_IMAGES, seed: int = 20_000) -> dict[str, float]:
+    """Zero-shot accuracy of a shapes-world model on the world's tasks (shape, colour, position ...) over ``n``
+    generated one-object scenes (every attribute uniform, a seed far from training's): {task: accuracy in [0, 1]}.
+    What ``weightscope edit`` reports before and after an edit of the bundled model."""
+    return _evaluate.attribute_accuracies(loaded.model, loaded.tokenizer, n=n, seed=seed, spurious_strength=None)

@@ -59,6 +59,11 @@ def register(subparsers) -> None:
                         help=f"where to save the edited checkpoint (.safetensors; its record goes to PATH.json; "
                              f"default {EDIT_OUT}, for a transformers model the folder {EDIT_OUT_HF})")
     p.add_argument("--dry-run", action="store_true", help="show the chosen directions, save nothing")
+    p.add_argument("--eval-classes", metavar="LIST|FILE",
+                   help="with --eval-images: class names (a,b,c or a file, one a line) of a zero-shot task whose "
+                        "accuracy is reported before and after the edit (the bundled model: its shapes tasks)")
+    p.add_argument("--eval-images", metavar="DIR",
+                   help="with --eval-classes: a folder with one subfolder of images per class, named as the class")
     add_quiet_argument(p)
     p.set_defaults(func=run)
 
@@ -130,6 +135,12 @@ def run(args: argparse.Namespace) -> int:
         raise WeightscopeError("--top/--threshold/--layers/--heads choose among query matches; "
                                "with --direction list the directions themselves")
 
+    if (args.eval_classes is None) != (args.eval_images is None):
+        raise WeightscopeError("--eval-classes and --eval-images go together (class names, and a folder with one "
+                               "subfolder of images per class)")
+    if args.eval_images is not None and not Path(args.eval_images).is_dir():
+        raise WeightscopeError(f"--eval-images {args.eval_images}: not a folder; give a folder with one subfolder "
+                               "of images per class")
     if args.inspection and not args.concept:
         raise WeightscopeError("--inspection only serves --concept (it holds the concept explanations)")
     if args.inspection and not Path(args.inspection).is_file():
@@ -193,10 +204,20 @@ def run(args: argparse.Namespace) -> int:
     for e, s in zip(resolved, plan.sigmas):
         score = f"score {e.score:.3f}  " if e.score is not None else ""
         print(f"  {e.label():<14} sigma {' '.join(f'{x:.3g}' for x in s):<6} alpha {e.alpha:<4g} {score}{e.reason}")
+    weak = weak_selection(mode, resolved)
+    if weak:
+        print(f"warning: {weak}")
     if args.dry_run:
         print("dry run: nothing saved")
         return 0
     edited = apply_edits(loaded, resolved, weights=weights)
+    effect = edit_effect(loaded, edited, args)
+    if effect is not None:
+        selection["effect"] = effect
+        print(f"zero-shot accuracy before -> after ({effect['what']}): " + ", ".join(
+            f"{task} {effect['before'][task]:.3f} -> {effect['after'][task]:.3f}" for task in effect["before"]))
+    if weak:
+        selection["warning"] = weak
     if weights.family == "transformers.CLIP":
         return _save_transformers(edited, args, selection)
     path, side = save_checkpoint(edited, args.out, selection=selection, overwrite=args.overwrite,
@@ -225,3 +246,65 @@ def _save_transformers(edited, args, selection) -> int:
     print(f"saved edited model folder: {path} (config.json, model.safetensors, weightscope.json edit record)")
     print(f"load it with: weightscope inspect {path}, or transformers.CLIPModel.from_pretrained({str(path)!r})")
     return 0
+
+
+WEAK_SCORE = 0.2  # a chosen direction below this score carries little of the query or concept
+
+
+def weak_selection(mode: str, edits) -> str | None:
+    """The warning for a choice that carries little of what was asked, or None. The rule: for --suppress/--amplify
+    (score: cosine between a direction's joint-space image and the query) and --concept (score: the concept's COMP
+    coefficient in the direction's explanation), warn when the best chosen direction scores below WEAK_SCORE."""
+    scores = [e.score for e in edits if e.score is not None]
+    if mode in ("direction",) or not scores or max(scores) >= WEAK_SCORE:
+        return None
+    what = "cosine with the query" if mode != "concept" else "coefficient in the explanation"
+    return (f"the chosen directions carry little of what was asked (best score {max(scores):.2f} < {WEAK_SCORE}, "
+            f"{what}); the edit may change little: check the accuracy below, or choose with --by explanation, "
+            "another query or --direction")
+
+
+def edit_effect(loaded, edited, args) -> dict | None:
+    """Zero-shot accuracy before and after the edit (``edited``: the LoadedModel apply_edits returned): the
+    shapes-world tasks for the bundled model, the --eval-classes task on --eval-images otherwise (None when
+    neither applies)."""
+    if args.eval_classes is not None:
+        return _folder_effect(loaded, edited, args)
+    from ..bundled import EDIT_EVAL_IMAGES, is_bundled, shapes_accuracies
+
+    if not is_bundled(loaded):
+        return None
+    return {"what": f"shapes-world tasks, {EDIT_EVAL_IMAGES} generated scenes", "before": shapes_accuracies(loaded),
+            "after": shapes_accuracies(edited)}
+
+
+def _folder_effect(loaded, edited, args) -> dict:
+    import numpy as np
+
+    from ..analyses.sing.inputs import folder_images
+    from ..analyses.zeroshot import zero_shot_accuracy, zero_shot_head
+
+    spec = args.eval_classes
+    names = ([ln.strip() for ln in Path(spec).read_text().splitlines() if ln.strip()] if Path(spec).is_file()
+             else [c.strip() for c in spec.split(",") if c.strip()])
+    images, labels = [], []
+    for i, name in enumerate(names):
+        folder = Path(args.eval_images) / name
+        if not folder.is_dir():
+            raise WeightscopeError(f"--eval-images {args.eval_images} has no subfolder {name!r} for that class")
+        pil = folder_images(folder, 200)[1]
+        images += pil
+        labels += [i] * len(pil)
+    def accuracy(model_loaded):
+        head = zero_shot_head(model_loaded, names)
+        x = _preprocess(model_loaded, images)
+        return zero_shot_accuracy(model_loaded.model, x, np.array(labels), head.weight)["accuracy"]
+
+    return {"what": f"{len(names)}-class zero-shot task on {len(images)} images from {args.eval_images}",
+            "before": {"accuracy": accuracy(loaded)}, "after": {"accuracy": accuracy(edited)}}
+
+
+def _preprocess(loaded, images):
+    import torch
+
+    return torch.stack([loaded.preprocess(im) for im in images])
