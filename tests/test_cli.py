@@ -133,6 +133,7 @@ CHEAP = {
     "sing": ["--directions", "1", "--vocab", "shapes_world", "--k", "2"],
     "depth": ["--clustering", "affinity"],
     "similarity": ["--layers", "4,5", "--directions", "1", "--vocab", "shapes_world"],
+    "vocab": ["embed", "colors"],
 }
 # what each writes into weightscope-out/<command>/ by default, and a line of its printed result
 WRITES = {
@@ -142,6 +143,7 @@ WRITES = {
     "sing": ({"sing.json", "report.html"}, "null space"),
     "depth": ({"depth.json", "report.html", "summary.csv", "edges.csv", "clusters.csv"}, "Similarity Depth"),
     "similarity": ({"similarity.json", "report.html"}, "layer"),
+    "vocab": ({"embeddings.npy", "concepts.txt"}, "133 concepts embedded"),
 }
 
 
@@ -188,6 +190,57 @@ def test_one_dialect_issue31_default_output_folder_and_quiet(name, tmp_path, cap
     assert [p.name for p in (tmp_path / "weightscope-out").iterdir()] == [name]
     assert needle in out, out[-2000:]
     assert "it/s" not in err and "%|" not in err, err[-500:]   # no tqdm bar
+
+
+def test_vocab_command_builds_embeds_and_exports(tmp_path, capsys, monkeypatch, shared_cache):
+    """vocab build cleans a file as every vocabulary is cleaned (whitespace, CLIP-tokenizer duplicates); the
+    WordNet build keeps only clean noun lemmas; embed's .npy is exactly the dictionary inspect reads."""
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(shared_cache))
+    (tmp_path / "w.txt").write_text("red  circle\nRed Circle\nblue square\n\n")
+    rc, out, err = run_main(["vocab", "build", tmp_path / "w.txt", "--out", tmp_path / "b"], capsys)
+    assert rc == 0 and (tmp_path / "b" / "vocab.txt").read_text() == "red circle\nblue square\n"
+    from weightscope.commands.vocab import wordnet_nouns
+
+    nouns = wordnet_nouns()
+    assert len(nouns) > 100_000 and "dog" in nouns and "ice bear" in nouns
+    assert all(re.fullmatch(r"[a-z][a-z' -]*[a-z]", w) for w in nouns)
+    assert nouns.index("dog") < nouns.index("ice bear")          # more senses first
+    rc, out, err = run_main(["vocab", "embed", "shapes_world", "--quiet", "--out", tmp_path / "e"], capsys)
+    assert rc == 0, err
+    from weightscope import ConceptExplainer
+    from weightscope.bundled import explainer_for, load_model
+
+    loaded = load_model()
+    ex = explainer_for(loaded, ConceptExplainer("shapes_world"), "inspect")
+    assert np.array_equal(np.load(tmp_path / "e" / "embeddings.npy"), ex.dictionary(loaded, progress=False))
+    assert (tmp_path / "e" / "concepts.txt").read_text().splitlines() == ex.concepts
+    rc, _, err = run_main(["vocab", "build", tmp_path / "missing.txt", "--out", tmp_path / "m"], capsys)
+    assert one_error_line(rc, err, "no such file")
+
+
+def test_edit_reports_accuracy_and_warns_on_weak_choice(tmp_path, capsys, monkeypatch, shared_cache):
+    """edit prints and records zero-shot accuracy before and after on the shapes tasks (bundled model), and warns
+    when the best chosen direction scores below WEAK_SCORE (here: a direction chosen for a query it barely matches)."""
+    import json
+
+    from weightscope.commands.edit import WEAK_SCORE
+
+    monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(shared_cache))
+    out = tmp_path / "e.safetensors"
+    rc, text, err = run_main(["edit", "--suppress", "blue background", "--top", "1", "--quiet", "--out", out], capsys)
+    assert rc == 0, err
+    record = json.loads(out.with_name(out.name + ".json").read_text())
+    effect = record["selection"]["effect"]
+    assert set(effect["before"]) >= {"shape", "colour", "position", "background"}
+    assert all(0 <= v <= 1 for v in [*effect["before"].values(), *effect["after"].values()])
+    assert f"background {effect['before']['background']:.3f} -> {effect['after']['background']:.3f}" in text
+    assert "warning" not in text                                  # 0.52 cosine: not weak
+    from weightscope.commands.edit import weak_selection
+    from weightscope.analyses.edit import Edit
+
+    assert weak_selection("suppress", [Edit(0, 0, 0, 0.0, score=WEAK_SCORE - 0.01)]).startswith("the chosen")
+    assert weak_selection("suppress", [Edit(0, 0, 0, 0.0, score=WEAK_SCORE)]) is None
+    assert weak_selection("direction", [Edit(0, 0, 0, 0.0)]) is None
 
 
 def test_one_dialect_issue31_image_and_text_values(tmp_path):

@@ -14,7 +14,7 @@ from .commands import EXIT_CODES, Parser, run_inputs
 from .core.errors import WeightscopeError
 from .core.fileio import reading
 
-COMMANDS = ("inspect", "edit", "compare", "sing", "depth", "similarity")
+COMMANDS = ("inspect", "edit", "compare", "sing", "depth", "similarity", "vocab")
 
 
 def build_parser() -> Parser:
