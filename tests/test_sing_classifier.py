@@ -183,7 +183,7 @@ def test_an_empty_null_space_and_a_poor_translator_are_said_not_hidden(small, tm
     ("softmax", "is not the output of its last nn.Linear"),
     ("width", "translator maps width 32 -> 32 but the classifier's features have width 64"),
     ("empty", "no images"),
-    ("nofolder", "give a folder of images"),
+    ("nofolder", "give an image file or a folder of images"),
     ("texts", "holds no texts"),
     ("kind", "neither a file nor a kind to fit"),
     ("state-dict", "--image cannot be used"),
