@@ -40,7 +40,7 @@ TREE = {"A": ("base", "no-red", 21), "A1": ("A", "mirrored", 22), "A2": ("A", "d
 def train_tree(out: Path, steps: int, batch_size: int, lr: float) -> dict[str, Path]:
     from weightscope.shapes.train import train
 
-    paths = {"base": bundled.checkpoint_path("base")}
+    paths = {"base": bundled.checkpoint_path("base")}   # trained from this file; compared as spec "bundled"
     for child, (parent, shift, seed) in TREE.items():   # parents come first in TREE
         path = out / f"{child}.safetensors"
         paths[child] = path
@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     from weightscope.analyses.zoo.lineage import lineage_of_checkpoints
 
     t0 = time.time()
-    tree = lineage_of_checkpoints([(name, str(path)) for name, path in paths.items()], progress=False)
+    members = [("base", "bundled")] + [(name, str(path)) for name, path in paths.items() if name != "base"]
+    tree = lineage_of_checkpoints(members, progress=False)
     found = tree.parent
     right = sorted(c for c in truth if found.get(c) == truth[c])
     undirected = sorted(c for c in truth if found.get(c) == truth[c] or found.get(truth[c]) == c)
