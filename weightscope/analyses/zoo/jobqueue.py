@@ -22,7 +22,7 @@ from ...core.errors import WeightscopeError
 
 KINDS = ("slurm", "pbs", "sge", "local")
 EXTRA = 'pip install -e ".[jobqueue]"'
-_CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "local": "LocalCluster"}
+_CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster"}
 
 
 def read_cluster_config(path: str | Path | None) -> dict:
@@ -76,7 +76,12 @@ def start_cluster(kind: str, config: dict, n_tasks: int):
     if kind == "local":
         kwargs.setdefault("processes", 1)
     jobs = int(config.get("jobs", min(max(n_tasks, 1), 8)))
-    cluster = getattr(dask_jobqueue, _CLASSES[kind])(**kwargs)
+    if kind == "local":
+        from dask_jobqueue.local import LocalCluster as cls
+    else:
+        cls = getattr(dask_jobqueue, _CLASSES[kind])
+    kwargs.setdefault("scheduler_options", {"dashboard_address": None})
+    cluster = cls(**kwargs)
     try:
         cluster.scale(jobs=jobs)
         client = Client(cluster)
