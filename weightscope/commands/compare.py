@@ -196,9 +196,13 @@ def run(args) -> int:
         tuned += read_manifest(args.manifest)
     if not tuned:
         tuned = [("bundled:tuned", "bundled:tuned")]
+    from ..analyses.compare.checkpoints import name_and_path
+
     for spec in (specs[0], *(s for _, s in tuned)):  # a missing file is bad input: say so before any loading
-        if spec.lower().endswith(CHECKPOINT_SUFFIXES) and not Path(spec).exists():
-            raise WeightscopeError(f"checkpoint {spec} does not exist; check the path")
+        named = name_and_path(spec)   # NAME:PATH (a manifest's rows may name the architecture)
+        path = named[1] if named is not None else spec
+        if path.lower().endswith(CHECKPOINT_SUFFIXES) and not Path(path).exists():
+            raise WeightscopeError(f"checkpoint {path} does not exist; check the path")
     result = run_harness(
         specs[0], tuned, args.out, model=model, scheduler=args.scheduler, workers=args.workers,
         in_process=args.in_process, label=args.label, vocabulary=args.vocab, n_directions=args.directions,
