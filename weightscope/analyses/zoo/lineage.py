@@ -121,10 +121,10 @@ def family_tree(names: list[str], blocks: list[list[np.ndarray]], *, direction: 
     g.add_nodes_from(range(n))
     g.add_weighted_edges_from((i, j, float(cost[i, j])) for i in range(n) for j in range(n) if i != j)
     tree = nx.minimum_spanning_arborescence(g, attr="weight", preserve_attrs=True)
-    parent = {names[j]: None for j in range(n)}
+    parent = {str(names[j]): None for j in range(n)}
     for i, j in tree.edges():
-        parent[names[j]] = names[i]
-    return FamilyTree(list(names), distance, stat, parent, cost,
+        parent[str(names[j])] = str(names[i])
+    return FamilyTree([str(x) for x in names], distance, stat, parent, cost,
                       {"direction": direction, "direction_weight": direction_weight, "statistic": "kurtosis",
                        "distance": "euclidean"})
 

@@ -98,9 +98,8 @@ def fit_power_law(eigenvalues: np.ndarray) -> dict:
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         # powerlaw 2 bounds alpha to [0, 3] unless told otherwise; a random layer's tail is far steeper
-        fit = powerlaw.Fit(lam, xmin=xmin, verbose=False, parameter_ranges={"alpha": [1.0, 100.0]})
-    return {"alpha": float(fit.power_law.alpha), "xmin": float(fit.xmin), "ks": float(fit.power_law.D),
-            "n_tail": int(np.sum(lam >= fit.xmin))}
+        fit = powerlaw.Power_Law(xmin=xmin, data=lam, parameter_ranges={"alpha": [1.0, 100.0]})
+    return {"alpha": float(fit.alpha), "xmin": float(xmin), "ks": float(fit.D), "n_tail": int(np.sum(lam >= xmin))}
 
 
 def marchenko_pastur_cdf(x: np.ndarray, q: float, sigma2: float = 1.0) -> np.ndarray:
