@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 
 from ...core.errors import WeightscopeError
-from ...core.linalg import empirical_spectral_density, factored_singular_values, singular_values
+from ...core.linalg import factored_singular_values, singular_values
 
 EXTRA = 'pip install -e ".[zoo]"'
 MATRICES = ("q", "k", "v", "o", "mlp_in", "mlp_out")
@@ -145,7 +145,7 @@ def matrix_spectrum(W: np.ndarray) -> dict:
     effective_rank, mp_ks, mp_edge, spikes, lambda_max (largest ESD eigenvalue), shape."""
     W = np.asarray(W, dtype=np.float64)
     s = singular_values(W)
-    lam = empirical_spectral_density(W)
+    lam = np.sort(s ** 2 / max(W.shape))   # = core.linalg.empirical_spectral_density(W), from the same SVD
     return {"shape": list(W.shape), **fit_power_law(lam), "stable_rank": stable_rank(s),
             "effective_rank": effective_rank(s), **marchenko_pastur_fit(lam, W.shape),
             "lambda_max": float(lam[-1]) if lam.size else 0.0}
