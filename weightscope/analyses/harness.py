@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compare import Comparison, architecture_of, check_settings, compare_with_base, comparisons_to_json, inspect_for_labels, label_comparison, load_checkpoint, load_comparisons, parse_checkpoint_spec, prepare_base
+from .compare import Comparison, SpecLoading, architecture_of, check_settings, split_options, compare_with_base, comparisons_to_json, inspect_for_labels, label_comparison, load_checkpoint, parse_checkpoint_spec, prepare_base
 from .zoo.store import DamagedResult, read_saved, write_saved
 from ..core.errors import WeightscopeError
 from ..core.fileio import write_atomic
@@ -92,8 +92,9 @@ def _as_pairs(tuned) -> list[tuple[str, str]]:
     return [(str(a), str(b)) for a, b in pairs]
 
 
-def content_key(spec: str, model: str | None, extra: dict) -> str:
-    """sha256 over the checkpoint's content (a file's bytes, else its spec) and ``extra`` (options, base key)."""
+def content_key(spec: str, model: str | None, extra: dict, loading: SpecLoading | None = None) -> str:
+    """sha256 over the checkpoint's content (a file's bytes, else its spec) and ``extra`` (options, base key).
+    loading: names the files of "bundled:TAG" specs (``SpecLoading.named_files``)."""
     from ..models.load import BUNDLED
 
     h = hashlib.sha256()
@@ -101,9 +102,10 @@ def content_key(spec: str, model: str | None, extra: dict) -> str:
     target = args["checkpoint"] or (args["pretrained"] if args["pretrained"] and Path(args["pretrained"]).is_file()
                                     else None)
     if args["model"] == BUNDLED:
-        from ..shapes import bundled
-
-        target = str(bundled.checkpoint_path(args["pretrained"]))
+        target = (loading.named_files if loading else {}).get(args["pretrained"])
+        if target is None:
+            raise WeightscopeError(f"{spec}: the bundled checkpoints are compared through weightscope.bundled "
+                                   "(the command line or the top-level API)")
     if target is not None:
         if not Path(target).is_file():
             raise WeightscopeError(f"checkpoint file not found: {target}")
@@ -137,7 +139,7 @@ def read_result(out_dir: str | Path, key: str) -> tuple[Comparison, dict]:
 
 def compare_task(prepared, label: str, spec: str, arch: str, options: dict, out_dir: str | None,
                  key_extra: dict, base_inspection=None, label_opts: dict | None = None,
-                 trust_checkpoint: bool = False) -> dict:
+                 loading: SpecLoading | None = None) -> dict:
     """Load one checkpoint, compare it with the prepared base, write OUT/results/KEY.json; never raises.
 
     A saved result that does not parse or verify is recomputed and replaced (the row's "note" says so).
@@ -152,7 +154,7 @@ def compare_task(prepared, label: str, spec: str, arch: str, options: dict, out_
     t0 = time.time()
     row = {"label": label, "spec": spec, "status": "failed", "key": "", "error": "", "note": ""}
     try:
-        key = content_key(spec, arch, key_extra)
+        key = content_key(spec, arch, key_extra, loading)
         row["key"] = key
         path = result_path(out_dir, key) if out_dir else None
         comparison = None
@@ -163,7 +165,7 @@ def compare_task(prepared, label: str, spec: str, arch: str, options: dict, out_
             except DamagedResult as err:
                 row["note"] = f"recomputed: {err}"
         if comparison is None:
-            loaded = load_checkpoint(spec, arch, trust_checkpoint)
+            loaded = load_checkpoint(spec, arch, loading)
             weights = describe_model(loaded)
             comparison = compare_with_base(prepared, weights, label, progress=False, **options)
             comparison.settings["spec"] = spec
@@ -237,7 +239,7 @@ class HarnessResult:
         return [r for r in self.rows if str(r.get("note", "")).startswith("recomputed")]
 
     def table(self) -> str:
-        from ..reports.compare import text_table
+        from .compare.results import text_table
 
         cols = ("label", "status", "rel_change", "in_basis_share", "changed_heads", "reweighted", "rotated",
                 "intruders", "seconds", "error")
@@ -288,23 +290,33 @@ def parse_shard(text) -> tuple[int, int]:
     return i, n
 
 
-def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: str | None = None,
-                scheduler: str | None = None, workers: int | None = None, in_process: bool = False,
-                label: bool = False, vocabulary=None, n_directions: int | None = None, layers=None, heads=None,
-                kind: str = "vo", fold_ln: bool = False, center_write: bool = False, rtol: float = 1e-3, progress: bool = True,
-                report: bool = True, trust_checkpoint: bool = False, shard=None, cluster=None, zoo: bool = False,
-                **options) -> HarnessResult:
+def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, scheduler=None,
+                workers: int | None = None, in_process=False, explainer=None, n_directions: int | None = None,
+                progress: bool = True, report=None, loading: SpecLoading | None = None, **options) -> HarnessResult:
     """Compare ``base`` (a spec) with every tuned checkpoint and write the summary (see the module doc).
 
     tuned: specs or (label, spec) pairs (labels unique); out_dir: where results and reports go (None: nothing is
-    written, nothing resumes); model: architecture of bare checkpoint paths (default: the base's); scheduler /
-    workers / in_process / cluster ((kind, config dict), see ``zoo.jobqueue``): where to run; shard: (I, N) or
-    "I/N": only the I-th of N slices, in this process (needs out_dir; no summary: see :func:`merge_harness`);
-    label, vocabulary, n_directions: concept labels (``inspect_model``); layers, heads, kind ("vo" / "qk" /
-    "mlp"), fold_ln, center_write, rtol: decomposition options; zoo: also spectra per checkpoint, the family tree
-    and zoo.html (``zoo.analyse_zoo``); options: thresholds (``compare.DEFAULTS``); trust_checkpoint: as
-    :func:`weightscope.models.load.load_model`. Bad arguments raise WeightscopeError before anything is loaded.
+    written, nothing resumes). Where to run: scheduler: a Dask scheduler's address, or (kind, config) to start
+    one through dask-jobqueue (kind "slurm" / "pbs" / "sge" / "local", config as ``zoo.jobqueue``); workers: the
+    local cluster's size; in_process: True, or a shard (I, N) / "I/N": only the I-th of N slices, here (needs
+    out_dir; writes no summary: see :func:`merge_harness`). explainer, n_directions: concept labels of the
+    leading directions (a ``ConceptExplainer``; None: no labels); options: the decomposition (layers, heads, kind
+    "vo" / "qk" / "mlp", fold_ln, center_write, rtol), the thresholds (``compare.DEFAULTS``) and ``zoo``: a zoo
+    page writer ``(zoo, path, comparisons=...) -> path`` such as ``weightscope.reports.zoo.write_zoo_report``, or
+    True for zoo.json alone: spectra per checkpoint, the family tree (``zoo.analysis.analyse_zoo``); loading: how
+    specs are loaded and the architecture of bare checkpoint paths (``compare.SpecLoading``; default: the base's);
+    report: a page writer ``(comparisons, out, rows=...) -> {name: path}`` such as
+    ``weightscope.reports.compare.write_report`` (None: only compare.json). Bad arguments raise WeightscopeError
+    before anything is loaded.
     """
+    loading = loading or SpecLoading()
+    model = loading.model
+    zoo = options.pop("zoo", None)
+    decompose, options = split_options(options)
+    cluster = scheduler if isinstance(scheduler, (tuple, list)) else None
+    scheduler = None if cluster else scheduler
+    shard = None if isinstance(in_process, bool) else in_process
+    in_process = in_process is True
     pairs = _as_pairs(tuned)
     if not pairs:
         raise WeightscopeError("give at least one tuned checkpoint (or a --manifest) to compare with the base")
@@ -329,22 +341,24 @@ def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: s
             raise WeightscopeError("--shard needs --out DIR (the shards' results meet there for --merge)")
     for _, spec in pairs:
         parse_checkpoint_spec(spec, model or "architecture")   # syntax only; the architecture comes later
+    if explainer is not None:
+        explainer.check()
     out = Path(out_dir) if out_dir is not None else None
     todo = pairs[shard[0] - 1::shard[1]] if shard else pairs
 
     from ..models.adapters import describe_model
 
-    base_loaded = load_checkpoint(base, model, trust_checkpoint)
+    base_loaded = load_checkpoint(base, model, loading)
     arch = model or architecture_of(base_loaded)
-    label_opts = {"vocabulary": vocabulary, "n_directions": n_directions, "layers": layers, "heads": heads}
-    key_extra = {"base": content_key(base, model, {}), "options": settings,
-                 "label": [label, str(vocabulary), n_directions]}
+    label_opts = {"explainer": explainer, "n_directions": n_directions, "layers": decompose.get("layers"),
+                  "heads": decompose.get("heads")}
+    labels = None if explainer is None else {**explainer.settings(), "vocabulary": explainer.description}
+    key_extra = {"base": content_key(base, model, {}, loading), "options": settings, "label": [labels, n_directions]}
     prepared = base_insp = None
     if todo:
         base_w = describe_model(base_loaded)
-        prepared = prepare_base(base_w, base_loaded.identity, layers=layers, heads=heads, kind=kind, fold_ln=fold_ln,
-                                center_write=center_write, rtol=rtol, progress=progress)
-        base_insp = inspect_for_labels(base_loaded, progress=progress, **label_opts) if label else None
+        prepared = prepare_base(base_w, base_loaded.identity, progress=progress, **decompose)
+        base_insp = inspect_for_labels(base_loaded, progress=progress, **label_opts) if explainer is not None else None
         key_extra["decompose"] = prepared.options
         del base_w
     del base_loaded
@@ -352,7 +366,7 @@ def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: s
         key_extra["zoo"] = True
     if shard:
         plan = {"base": base, "model": arch, "pairs": [list(p) for p in pairs], "shards": shard[1],
-                "report": report, "zoo": bool(zoo), "trust_checkpoint": trust_checkpoint,
+                "zoo": bool(zoo), "trust_checkpoint": loading.trust_checkpoint,
                 "key_extra": {k: v for k, v in key_extra.items() if k != "decompose"}}
         _write_plan(out, plan)
     args = (arch, options, str(out) if out else None, key_extra)
@@ -364,9 +378,9 @@ def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: s
         notes.append(f"dask.distributed not installed: compared in-process ({EXTRA} for a cluster)")
     if use_dask:
         rows, where = _run_dask(todo, prepared, args, base_insp, label_opts, (scheduler, cluster, workers), model,
-                                progress, trust_checkpoint)
+                                progress, loading)
     else:
-        rows = _run_local(todo, prepared, args, base_insp, label_opts, progress, trust_checkpoint)
+        rows = _run_local(todo, prepared, args, base_insp, label_opts, progress, loading)
         where = f"in-process (shard {shard[0]}/{shard[1]})" if shard else "in-process"
     if shard:
         write_saved(_shard_path(out, *shard), "shard", f"{shard[0]}-of-{shard[1]}",
@@ -374,8 +388,7 @@ def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: s
         return HarnessResult([{c: r.get(c) for c in COLUMNS} for r in rows], [], where=where, notes=notes)
     result = HarnessResult(rows, _collect(rows, out), where=where, notes=notes)
     if out is not None:
-        _write_outputs(result, out, report, progress, zoo_of(base, arch, rows, out, trust_checkpoint, progress)
-                       if zoo else None)
+        _write_outputs(result, out, report, zoo_of(base, arch, rows, out, loading, progress) if zoo else None, zoo)
     return result
 
 
@@ -394,7 +407,7 @@ def _collect(rows: list[dict], out: Path | None) -> list[Comparison]:
     return comparisons
 
 
-def zoo_of(base: str, arch: str, rows: list[dict], out: Path, trust_checkpoint: bool, progress: bool):
+def zoo_of(base: str, arch: str, rows: list[dict], out: Path, loading: SpecLoading | None, progress: bool):
     """The zoo analysis (``zoo.analyse_zoo``) of the finished rows, their spectra read from their saved results."""
     from .zoo.analysis import analyse_zoo
 
@@ -403,8 +416,7 @@ def zoo_of(base: str, arch: str, rows: list[dict], out: Path, trust_checkpoint: 
         if row["status"] in ("done", "skipped"):
             members.append((row["label"], row["spec"]))
             spectra[row["label"]] = read_result(out, row["key"])[1].get("spectra")
-    return analyse_zoo(base, members, model=arch, spectra=spectra, trust_checkpoint=trust_checkpoint,
-                       progress=progress)
+    return analyse_zoo(base, members, model=arch, spectra=spectra, loading=loading, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------- shards
@@ -430,13 +442,16 @@ def _write_plan(out: Path, plan: dict) -> None:
     write_saved(path, "plan", "plan", json.loads(json.dumps(plan, default=str)))
 
 
-def merge_harness(out_dir: str | Path, *, report: bool | None = None, progress: bool = True) -> HarnessResult:
+def merge_harness(out_dir: str | Path, *, report=None, zoo=None, loading: SpecLoading | None = None,
+                  progress: bool = True) -> HarnessResult:
     """Build the summary, tables and report of a sharded run from what its shards saved in ``out_dir``.
 
     Reads ``plan.json`` and every ``shards/I-of-N.json``; a checkpoint whose shard record is missing or damaged,
     or whose saved result no longer verifies, gets status "missing" and a note naming the shard to rerun
     (``HarnessResult.missing``): nothing is skipped silently and nothing damaged is read as done. The outputs are
-    those of one :func:`run_harness` over all checkpoints. Raises WeightscopeError when there is no plan.
+    those of one :func:`run_harness` over all checkpoints. report, zoo: page writers as :func:`run_harness` takes
+    them (the zoo part runs when the shards computed it); loading: as there (its model and trust_checkpoint are
+    the plan's). Raises WeightscopeError when there is no plan.
     """
     out = Path(out_dir)
     if not (out / "plan.json").exists():
@@ -477,21 +492,25 @@ def merge_harness(out_dir: str | Path, *, report: bool | None = None, progress: 
         notes.append(f"{len(missing)} of {len(rows)} checkpoint(s) missing: " +
                      ", ".join(f"{r['label']} ({r['note']})" for r in missing))
     result = HarnessResult(rows, comparisons, where=f"merged from {n} shard(s)", notes=notes)
-    zoo = None
+    found_zoo = None
     if plan.get("zoo") and comparisons:
-        zoo = zoo_of(plan["base"], plan["model"], rows, out, plan.get("trust_checkpoint", False), progress)
-    _write_outputs(result, out, plan.get("report", True) if report is None else report, progress, zoo)
+        from dataclasses import replace
+
+        loading = replace(loading or SpecLoading(), model=plan["model"],
+                          trust_checkpoint=plan.get("trust_checkpoint", False))
+        found_zoo = zoo_of(plan["base"], plan["model"], rows, out, loading, progress)
+    _write_outputs(result, out, report, found_zoo, zoo or True)
     return result
 
 
 # --------------------------------------------------------------------------------------------------- running
 
 
-def _run_local(pairs, prepared, args, base_insp, label_opts, progress, trust_checkpoint) -> list[dict]:
+def _run_local(pairs, prepared, args, base_insp, label_opts, progress, loading) -> list[dict]:
     from tqdm.auto import tqdm
 
     return [compare_task(prepared, lab, spec, *args, base_inspection=base_insp, label_opts=label_opts,
-                         trust_checkpoint=trust_checkpoint)
+                         loading=loading)
             for lab, spec in tqdm(pairs, desc="checkpoints", unit="ckpt", disable=not progress)]
 
 
@@ -522,7 +541,7 @@ def _start_client(where, n_tasks, specs, model):
     return Client(c), c, f"local cluster ({n} workers)"
 
 
-def _run_dask(pairs, prepared, args, base_insp, label_opts, where, model, progress, trust_checkpoint):
+def _run_dask(pairs, prepared, args, base_insp, label_opts, where, model, progress, loading):
     from dask.distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -532,7 +551,7 @@ def _run_dask(pairs, prepared, args, base_insp, label_opts, where, model, progre
         shared = client.scatter(prepared, broadcast=True)
         insp = client.scatter(base_insp, broadcast=True) if base_insp is not None else None
         futures = {client.submit(compare_task, shared, lab, spec, *args, base_inspection=insp, label_opts=label_opts,
-                                 trust_checkpoint=trust_checkpoint, pure=False, key=f"compare-{i}"): i for i, (lab, spec) in enumerate(pairs)}
+                                 loading=loading, pure=False, key=f"compare-{i}"): i for i, (lab, spec) in enumerate(pairs)}
         rows: list[dict | None] = [None] * len(pairs)
         for fut in tqdm(as_completed(futures), total=len(futures), desc="checkpoints", unit="ckpt",
                         disable=not progress):
@@ -549,7 +568,7 @@ def _run_dask(pairs, prepared, args, base_insp, label_opts, where, model, progre
             cluster.close()
 
 
-def _write_outputs(result: HarnessResult, out: Path, report: bool, progress: bool, zoo=None) -> None:
+def _write_outputs(result: HarnessResult, out: Path, report, zoo=None, zoo_writer=None) -> None:
     rows = [{c: r.get(c) for c in COLUMNS} for r in result.rows]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -566,17 +585,13 @@ def _write_outputs(result: HarnessResult, out: Path, report: bool, progress: boo
         pq.write_table(pa.Table.from_pylist(rows), sink)
         result.written["parquet"] = write_atomic(out / "summary.parquet", sink.getvalue())
     if result.comparisons:
-        if report:
-            from ..reports.compare import write_report
-
-            result.written.update(write_report(result.comparisons, out, rows=result.rows))
+        if report is not None:
+            result.written.update(report(result.comparisons, out, rows=result.rows))
         else:
             result.written["json"] = out / "compare.json"
             comparisons_to_json(result.comparisons, result.written["json"])
     if zoo is not None:
         result.zoo = zoo
         result.written["zoo_json"] = zoo.to_json(out / "zoo.json")
-        if report:
-            from ..reports.zoo import write_zoo_report
-
-            result.written["zoo_html"] = write_zoo_report(zoo, out / "zoo.html", comparisons=result.comparisons)
+        if callable(zoo_writer):
+            result.written["zoo_html"] = zoo_writer(zoo, out / "zoo.html", comparisons=result.comparisons)

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..core.defaults import CHECKPOINT_SUFFIXES, SPEC_HELP
 from ..core.defaults import COMPARE_DEFAULTS as DEFAULTS
 from ..core.errors import WeightscopeError
-from . import add_directions_argument, add_layer_head_arguments, add_output_argument, add_quiet_argument, add_trust_argument, add_vocab_argument, check_outputs, parse_indices
+from . import add_directions_argument, add_layer_head_arguments, add_output_argument, add_quiet_argument, add_trust_argument, add_vocab_argument, check_outputs, explainer_from_args, parse_indices
 
 
 def register(subparsers) -> None:
@@ -123,8 +123,12 @@ def run_merge(args) -> int:
         raise WeightscopeError(f"--merge DIR reads the run's checkpoints and options from DIR/plan.json; drop "
                                f"{', '.join(given)}")
     from ..analyses.harness import merge_harness
+    from ..bundled import spec_loading
+    from ..reports.compare import write_report
+    from ..reports.zoo import write_zoo_report
 
-    result = merge_harness(args.merge, progress=not args.quiet)
+    result = merge_harness(args.merge, report=write_report, zoo=write_zoo_report, loading=spec_loading(),
+                           progress=not args.quiet)
     return _print_result(result, args)
 
 
@@ -174,6 +178,10 @@ def run(args) -> int:
         check_vocabulary_spec(args.vocab)
     from ..analyses.harness import parse_shard
 
+    placed = [n for n, v in (("--scheduler", args.scheduler), ("--in-process", args.in_process),
+                             ("--cluster", args.cluster), ("--shard", args.shard)) if v]
+    if len(placed) > 1:
+        raise WeightscopeError(f"{' and '.join(placed)} exclude each other: choose one")
     shard = parse_shard(args.shard) if args.shard is not None else None
     if shard and args.out is None:
         raise WeightscopeError("--shard needs --out DIR (the shards' results meet there for --merge)")
@@ -190,6 +198,9 @@ def run(args) -> int:
     specs, model = split_specs([args.base, *args.tuned])
 
     from ..analyses.harness import read_manifest, run_harness
+    from ..bundled import explainer_for_spec, spec_loading
+    from ..reports.compare import write_report
+    from ..reports.zoo import write_zoo_report
 
     tuned = [(t, s) for t, s in zip(args.tuned, specs[1:])]
     if args.manifest:
@@ -203,13 +214,15 @@ def run(args) -> int:
         path = named[1] if named is not None else spec
         if path.lower().endswith(CHECKPOINT_SUFFIXES) and not Path(path).exists():
             raise WeightscopeError(f"checkpoint {path} does not exist; check the path")
+    explainer = explainer_for_spec(specs[0], explainer_from_args(args)) if args.label else None
+    loading = spec_loading(args.trust_checkpoint, model)
     result = run_harness(
-        specs[0], tuned, args.out, model=model, scheduler=args.scheduler, workers=args.workers,
-        in_process=args.in_process, label=args.label, vocabulary=args.vocab, n_directions=args.directions,
-        layers=layers, heads=heads, kind=args.what, progress=not args.quiet, cos_threshold=args.cos_threshold,
+        specs[0], tuned, args.out, scheduler=cluster or args.scheduler, workers=args.workers,
+        in_process=shard or args.in_process,
+        explainer=explainer, n_directions=args.directions, progress=not args.quiet, report=write_report,
+        loading=loading, layers=layers, heads=heads, kind=args.what, cos_threshold=args.cos_threshold,
         ratio_tol=args.ratio_tol, change_tol=args.change_tol, noise_factor=args.noise_factor,
-        tie_factor=args.tie_factor, epsilon=args.epsilon, trust_checkpoint=args.trust_checkpoint,
-        shard=shard, cluster=cluster, zoo=args.zoo,
+        tie_factor=args.tie_factor, epsilon=args.epsilon, zoo=write_zoo_report if args.zoo else None,
     )
     if shard:
         print(f"shard {shard[0]}/{shard[1]}: {len(result.rows)} checkpoint(s), {len(result.failed)} failed, "

@@ -75,11 +75,12 @@ def matrix_changes(base_weights, tuned_weights) -> list[dict]:
 
 
 def analyse_zoo(base: str, members, *, model: str | None = None, spectra: dict | None = None,
-                trust_checkpoint: bool = False, progress: bool = True, **tree_options) -> Zoo:
+                loading=None, progress: bool = True, **tree_options) -> Zoo:
     """The zoo of ``base`` (a spec) and ``members`` ((name, spec) pairs): see the module doc.
 
     spectra: {member name: model_spectra rows} already computed (None or a missing name: computed here);
-    tree_options: ``lineage.family_tree``'s direction, direction_weight. Raises WeightscopeError for a member
+    loading: how specs are loaded (``compare.SpecLoading``; ``weightscope.bundled.spec_loading()`` knows the
+    bundled model); tree_options: ``lineage.family_tree``'s direction, direction_weight. Raises WeightscopeError for a member
     that cannot be loaded or has another architecture."""
     from tqdm.auto import tqdm
 
@@ -91,7 +92,7 @@ def analyse_zoo(base: str, members, *, model: str | None = None, spectra: dict |
     members = [(str(a), str(b)) for a, b in members]
     names = [n for n, _ in members]
     base_name = "base" if "base" not in names else f"base ({base})"
-    loaded = load_checkpoint(base, model, trust_checkpoint)
+    loaded = load_checkpoint(base, model, loading)
     model = model or architecture_of(loaded)
     base_w = describe_model(loaded)
     del loaded
@@ -99,7 +100,7 @@ def analyse_zoo(base: str, members, *, model: str | None = None, spectra: dict |
     out_spectra = {base_name: model_spectra(base_w)}
     change, drift = {}, {}
     for name, spec in tqdm(members, desc="zoo", unit="model", disable=not progress):
-        w = describe_model(load_checkpoint(spec, model, trust_checkpoint))
+        w = describe_model(load_checkpoint(spec, model, loading))
         blocks.append(weight_blocks(w))
         change[name] = matrix_changes(base_w, w)
         given = (spectra or {}).get(name)

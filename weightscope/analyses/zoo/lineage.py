@@ -140,10 +140,10 @@ def _pairwise_sq(X: np.ndarray) -> np.ndarray:
     return out
 
 
-def lineage_of_checkpoints(members, *, model: str | None = None, trust_checkpoint: bool = False,
-                           progress: bool = True, **kwargs) -> FamilyTree:
+def lineage_of_checkpoints(members, *, model: str | None = None, loading=None, progress: bool = True,
+                           **kwargs) -> FamilyTree:
     """:func:`family_tree` of checkpoints given as (name, spec) pairs (``compare`` specs), loaded one at a time
-    (model: the architecture of bare paths; default: the first checkpoint's).
+    (model: the architecture of bare paths; default: the first checkpoint's; loading: ``compare.SpecLoading``).
 
     Memory: every model's block matrices in float32 (about 4 bytes per weight per model). kwargs: direction,
     direction_weight."""
@@ -154,7 +154,7 @@ def lineage_of_checkpoints(members, *, model: str | None = None, trust_checkpoin
 
     names, blocks = [], []
     for name, spec in tqdm(list(members), desc="lineage", unit="model", disable=not progress):
-        loaded = load_checkpoint(spec, model, trust_checkpoint)
+        loaded = load_checkpoint(spec, model, loading)
         model = model or architecture_of(loaded)   # bare paths after the first take its architecture
         names.append(name)
         blocks.append(weight_blocks(describe_model(loaded)))
