@@ -78,7 +78,9 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     members = [("base", "bundled")] + [(name, str(path)) for name, path in paths.items() if name != "base"]
-    tree = lineage_of_checkpoints(members, progress=False)
+    from weightscope.bundled import spec_loading
+
+    tree = lineage_of_checkpoints(members, loading=spec_loading(), progress=False)
     found = tree.parent
     right = sorted(c for c in truth if found.get(c) == truth[c])
     undirected = sorted(c for c in truth if found.get(c) == truth[c] or found.get(truth[c]) == c)
