@@ -15,15 +15,15 @@ wrong architecture, corrupt data) is reported with its one-line error and does n
 Saved results are verified when read (``zoo.store``: a checksummed envelope naming its key): one that does not
 parse or verify (truncated, partly copied, edited) is recomputed, and the row's ``note`` names the file replaced.
 
-Where it runs: ``scheduler`` (an address such as tcp://host:8786) uses an existing Dask cluster; ``cluster``
-("slurm", "pbs", "sge", or "local" for dask-jobqueue's local test cluster, with a config dict, see
+Where it runs: ``scheduler`` (an address such as tcp://host:8786) uses an existing Dask cluster; ``scheduler=(kind,
+config)`` (kind "slurm", "pbs", "sge", or "local" for dask-jobqueue's local test cluster; config as in
 ``zoo.jobqueue``) starts batch jobs through dask-jobqueue; otherwise, with ``dask.distributed`` installed and
 more than one checkpoint to compare, a ``LocalCluster`` of single-threaded worker processes sized to the machine
 (CPU cores, and available memory over an estimate of one task's memory); without it (or with
 ``in_process=True``) the same tasks run one after another here. Extra: ``pip install -e ".[distributed]"``
 (dask[distributed], pyarrow).
 
-Any scheduler, one process per slice: ``shard=(i, n)`` compares only the i-th of n slices of the checkpoints
+Any scheduler, one process per slice: ``in_process=(i, n)`` compares only the i-th of n slices of the checkpoints
 (every n-th, starting at the i-th, 1-based) in this process, and writes ``plan.json`` (the whole run) and
 ``shards/I-of-N.json`` (its rows) instead of the summary; :func:`merge_harness` then builds the summary, tables and
 report from what the shards saved and lists the checkpoints of shards that are missing or damaged.
