@@ -259,3 +259,28 @@ def symmetric_eigh(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     and signs they need, since a symmetric problem has no canonical sign convention of its own.
     """
     return np.linalg.eigh(np.asarray(S, dtype=np.float64))
+
+
+# ------------------------------------------------------------------------------------------------
+# Spectra of weight matrices (METHODS.md section 13)
+# ------------------------------------------------------------------------------------------------
+
+
+def singular_values(W: np.ndarray) -> np.ndarray:
+    """Singular values (min(N, M),) of W (N, M), descending, in float64 (no singular vectors are formed)."""
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(f"singular_values needs a 2-D matrix, got shape {W.shape}")
+    return np.linalg.svd(W, compute_uv=False)
+
+
+def empirical_spectral_density(W: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """Eigenvalues (M,) of the correlation matrix X = W^T W / N of W (N, M) with N >= M (W is transposed when
+    N < M), ascending: lambda_i = s_i^2 / N (``normalize=False``: s_i^2). The ESD of heavy-tailed
+    self-regularisation (Martin & Mahoney, JMLR 2021, sec. 3)."""
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(f"empirical_spectral_density needs a 2-D matrix, got shape {W.shape}")
+    n = max(W.shape)
+    lam = singular_values(W) ** 2
+    return np.sort(lam / n if normalize else lam)
