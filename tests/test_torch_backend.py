@@ -186,3 +186,33 @@ def test_cuda_clip_attribute_embeddings():
     X, D = coherent_problem()
     kw = dict(method="comp", k=5, both_signs=True, progress=False)
     assert_same(explain(X, D, **kw), explain(X, D, backend=Compute(device="cuda"), **kw), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ embedding on a device
+
+def _embed(model, compute, tmp_path):
+    import open_clip
+
+    from weightscope.concepts.embed import embed_concepts
+
+    return embed_concepts(model, open_clip.get_tokenizer("ViT-B-32"), ["red", "a striped cat", "two dogs", "sky"],
+                          normalize="l2", cache_dir=tmp_path, progress=False, compute=compute)
+
+
+def test_bf16_embedding_is_close_to_fp32_and_cached_apart(tiny_model, tmp_path):
+    fp32 = _embed(tiny_model, None, tmp_path)
+    bf16 = _embed(tiny_model, Compute(precision="bf16"), tmp_path)
+    err = np.abs(fp32 - bf16).max()
+    assert 0 < err < 0.05  # bf16 has 8 bits of mantissa: close, and really computed in bf16
+    np.testing.assert_array_equal(_embed(tiny_model, Compute(precision="bf16"), tmp_path), bf16)  # its own cache
+    np.testing.assert_array_equal(_embed(tiny_model, Compute(), tmp_path), fp32)
+    assert next(tiny_model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_embedding_equals_cpu(tiny_model, tmp_path):
+    cpu = _embed(tiny_model, None, tmp_path / "a")
+    gpu = _embed(tiny_model, Compute(device="cuda"), tmp_path / "b")
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4)
+    assert next(tiny_model.parameters()).device.type == "cpu"  # moved back
