@@ -216,3 +216,33 @@ def test_cuda_embedding_equals_cpu(tiny_model, tmp_path):
     gpu = _embed(tiny_model, Compute(device="cuda"), tmp_path / "b")
     np.testing.assert_allclose(gpu, cpu, atol=1e-4)
     assert next(tiny_model.parameters()).device.type == "cpu"  # moved back
+
+
+# ------------------------------------------------------------------------------------------ batched factored SVD
+
+def test_batched_factored_svd_equals_the_per_head_path():
+    from weightscope.core.linalg import factored_svd, factored_svd_batched
+
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((6, 40, 8)), rng.standard_normal((6, 8, 40))
+    U, s, Vh = factored_svd_batched(A, B)
+    for i in range(6):
+        u, si, vh = factored_svd(A[i], B[i])
+        np.testing.assert_allclose(s[i], si, rtol=1e-12)
+        np.testing.assert_allclose(U[i], u, atol=1e-10)
+        np.testing.assert_allclose(Vh[i], vh, atol=1e-10)
+    # float32 factors (the stored weights): QR in float32, float64 core; singular values to float32 rounding
+    U32, s32, _ = factored_svd_batched(A.astype(np.float32), B.astype(np.float32))
+    np.testing.assert_allclose(s32, s, rtol=1e-5)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_batched_factored_svd():
+    from weightscope.core.linalg import factored_svd_batched
+
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((32, 768, 64)), rng.standard_normal((32, 64, 768))
+    _, s_cpu, _ = factored_svd_batched(A, B)
+    _, s_gpu, _ = factored_svd_batched(A, B, device="cuda")
+    np.testing.assert_allclose(s_gpu, s_cpu, rtol=1e-10)

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.adapters import describe_model, encode_image
-from ..decompose.head_svd import decompose_model
-from ..concepts.embed import embed_concepts
+from tqdm.auto import tqdm
+
+from ..models.adapters import describe_model, encode_image, text_adapter
+from ..decompose.head_svd import _select, decompose_model
+from ..concepts.embed import default_cache_dir, embed_concepts, vocabulary_hash
+from ..core.compute import as_compute
+from ..core.version import __version__
+from .resume import LayerStore, array_digest, run_key
 from ..core.errors import WeightscopeError
 from ..core.fileio import dump_json, parse_json
 from ..decompose.joint import to_joint
@@ -238,6 +243,9 @@ def inspect_model(
     progress: bool = True,
     what=("vo",),
     n_neurons: int | None = None,
+    compute=None,
+    resume: bool = True,
+    free_model: bool = False,
 ) -> Inspection:
     """Explain the singular directions of chosen heads with concepts from a vocabulary.
 
@@ -254,6 +262,11 @@ def inspect_model(
     Each direction is explained with both signs. what: any of "vo" (value-output, the heads), "qk" (query-key
     directions, ``Inspection.qk``), "mlp" (MLP neurons, ``Inspection.neurons``; the leading ``n_neurons`` per
     layer by score, default all); see :mod:`weightscope.analyses.neurons`.
+    compute: a ``weightscope.core.compute.Compute`` (device, precision, solver backend; default CPU, fp32, Numba).
+    resume: a run over several layers saves each finished layer's heads under the cache dir and, rerun after an
+    interruption with the same inputs, starts from there (it says so on stderr); False starts over.
+    free_model: release the model's tensors once read (the caller hands it over; always so for a model loaded
+    here): the text tower after the concepts are embedded, the rest once the vision weights are described.
     """
     what = parse_what(what)
     if n_neurons is not None and (isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1):
@@ -273,31 +286,44 @@ def inspect_model(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(concepts):
         raise WeightscopeError(f"k = {k} must be between 1 and the vocabulary size ({len(concepts)})")
 
+    compute = as_compute(compute)
+    free_model = free_model or not isinstance(model, LoadedModel)  # a model loaded here is ours to release
+    identity = loaded.identity
     weights = describe_model(loaded)
-    svds = decompose_model(weights, layers=layers, heads=heads, progress=progress) if "vo" in what else {}
+    layer_list = _select(layers, weights.n_layers, "layer")  # bad indices: refused before the long work
+    head_list = _select(heads, weights.n_heads, "head")
+    if free_model:
+        _release_vision_tower(loaded)   # every vision weight is in ``weights`` now
     dictionary = embed_concepts(loaded.model, loaded.tokenizer, concepts, model_name=loaded.name,
-                                normalize=normalize, cache_dir=cache_dir, progress=progress)
-
-    # one explain call for every direction of every head and side: the solver batches the dictionary products
-    keys, signals = [], []
-    for (l, h), svd in svds.items():
-        # only directions above rounding level are explained: a dead head (rank 0) gets none, and no theme
-        r = svd.rank if n_directions is None else min(n_directions, svd.rank)
-        for side in sides:
-            vectors = svd.write if side == "write" else svd.read
-            signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
-            keys.extend((l, h, side, i) for i in range(r))
-    if keys:  # every chosen head may be dead: then there is nothing to explain
-        result = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True,
-                         progress=progress)
-        plus, minus = result.split_signs()
-
-    reports = {key: HeadReport(key[0], key[1], svd.s.tolist(), svd.groups, [], svd.rank) for key, svd in svds.items()}
-    group_of = {(key, i): g for key, svd in svds.items() for g in svd.groups for i in g}
-    for row, (l, h, side, i) in enumerate(keys):
-        for sign, ex in ((1, plus), (-1, minus)):
-            reports[l, h].directions.append(explained_direction(ex, row, concepts, i, side, sign,
-                                                                group_of.get(((l, h), i))))
+                                normalize=normalize, cache_dir=cache_dir, progress=progress,
+                                compute=None if compute.torch_device().type == "cpu" and compute.precision == "fp32"
+                                else compute)
+    if free_model:
+        _release(loaded)   # the concepts are embedded: the text tower is no longer needed
+    del loaded
+    reports: dict = {}
+    if "vo" in what:
+        key = run_key(model=identity, weights=[array_digest(weights.layers[l].attn.read_v, weights.layers[l].attn.write_o)
+                                                 for l in layer_list],
+                      joint=array_digest(weights.ln_post.scale, weights.ln_post.shift, weights.proj, image_mean),
+                      eps=weights.eps, concepts=vocabulary_hash(concepts), dictionary=array_digest(dictionary),
+                      layers=layer_list, heads=head_list, method=method, k=int(k), lam=float(lam),
+                      n_directions=n_directions, sides=list(sides), joint_mode=joint_mode,
+                      compute=[compute.device, compute.precision, compute.solver_backend()], version=__version__)
+        store = LayerStore(Path(cache_dir) if cache_dir is not None else default_cache_dir(), key,
+                           enabled=bool(resume) and len(layer_list) > 1)
+        saved = {l: store.load(l) for l in layer_list}
+        store.announce([l for l, v in saved.items() if v is not None], len(layer_list))
+        for l in tqdm(layer_list, desc="explaining heads", unit="layer", disable=not progress):
+            if saved[l] is None:
+                layer_reports = _explain_layer(weights, l, head_list, dictionary, concepts, method, k, lam,
+                                               n_directions, sides, joint_mode, image_mean, compute, progress)
+                store.save(l, [asdict(rep) for rep in layer_reports])
+            else:
+                layer_reports = [HeadReport(r["layer"], r["head"], r["s"], r["groups"],
+                                            [Direction(**d) for d in r["directions"]], r["rank"]) for r in saved[l]]
+            reports.update({(rep.layer, rep.head): rep for rep in layer_reports})
+        store.finish()
     settings = {"method": method, "k": int(k), "lam": float(lam), "joint_mode": joint_mode, "normalize": normalize,
                 "image_mean": image_mean is not None, "sides": list(sides), "n_directions": n_directions,
                 "what": list(what), "n_neurons": n_neurons}
@@ -308,7 +334,53 @@ def inspect_model(
                     **common) if "qk" in what else {}
     neurons = explain_neurons(weights, dictionary, concepts, layers=layers, n_neurons=n_neurons,
                               **common) if "mlp" in what else {}
-    return Inspection(loaded.identity, vocab_desc, len(concepts), settings, reports, qk, neurons)
+    return Inspection(identity, vocab_desc, len(concepts), settings, reports, qk, neurons)
+
+
+def _explain_layer(weights, l, head_list, dictionary, concepts, method, k, lam, n_directions, sides, joint_mode,
+                   image_mean, compute, progress) -> list[HeadReport]:
+    """HeadReports of the chosen heads of layer l: one explain call for every direction, side and sign."""
+    svds = decompose_model(weights, layers=[l], heads=head_list, progress=False)
+    keys, signals = [], []
+    for (_, h), svd in svds.items():
+        # only directions above rounding level are explained: a dead head (rank 0) gets none, and no theme
+        r = svd.rank if n_directions is None else min(n_directions, svd.rank)
+        for side in sides:
+            vectors = svd.write if side == "write" else svd.read
+            signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
+            keys.extend((h, side, i) for i in range(r))
+    reports = {h: HeadReport(l, h, svd.s.tolist(), svd.groups, [], svd.rank) for (_, h), svd in svds.items()}
+    if not keys:  # every chosen head may be dead: then there is nothing to explain
+        return list(reports.values())
+    result = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True,
+                     progress=False, backend=compute)
+    plus, minus = result.split_signs()
+    group_of = {(h, i): g for (_, h), svd in svds.items() for g in svd.groups for i in g}
+    for row, (h, side, i) in enumerate(keys):
+        for sign, ex in ((1, plus), (-1, minus)):
+            reports[h].directions.append(explained_direction(ex, row, concepts, i, side, sign, group_of.get((h, i))))
+    return list(reports.values())
+
+
+def _release_vision_tower(loaded) -> None:
+    """Empty every tensor the text tower does not need (the caller handed the model over): memory returned at once."""
+    import torch
+
+    oct_ = text_adapter(loaded.model)
+    root = oct_._unwrap(loaded.model)
+    keep = {id(t) for _, t in oct_.text_tower_tensors(root)}
+    for t in list(root.parameters()) + list(root.buffers()):
+        if id(t) not in keep:
+            t.data = torch.empty(0, dtype=t.dtype)
+
+
+def _release(loaded) -> None:
+    """Empty every tensor of the model (the caller handed it over, and everything needed was read from it)."""
+    import torch
+
+    module = getattr(loaded, "model", loaded)
+    for t in list(module.parameters()) + list(module.buffers()):
+        t.data = torch.empty(0, dtype=t.dtype)
 
 
 def image_mean_from_folder(loaded: LoadedModel, folder: str | Path, batch_size: int = 64,
