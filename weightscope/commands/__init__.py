@@ -9,6 +9,8 @@ the same everywhere (tests/test_cli.py checks this by introspection of every reg
     --layers LIST --heads LIST                     add_layer_head_arguments (parsed by parse_indices)
     --method M --k K --lambda L --directions N     add_solver_arguments (--directions alone: add_directions_argument)
     --quiet                                        add_quiet_argument
+    --device D --precision P --backend B           add_compute_arguments (read by compute_from_args)
+    --no-resume                                    add_resume_argument
 
 Nothing here imports torch, numpy or open_clip: ``weightscope --help`` must stay fast.
 """
@@ -122,6 +124,33 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=5, help="concepts per direction (default 5)")
     p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="COMP coherence weight (default 0.3)")
     add_directions_argument(p)
+
+
+def add_compute_arguments(p: argparse.ArgumentParser) -> None:
+    """--device, --precision, --backend: where the text tower, the solvers and the SVDs run (METHODS.md s.14)."""
+    p.add_argument("--device", default="auto", choices=("cpu", "cuda", "mps", "auto"), metavar="DEVICE",
+                   help="cpu, cuda, mps or auto (default auto: cuda if present, else mps, else cpu)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), metavar="P",
+                   help="text tower and correlation products: fp32 (default), bf16 or fp16; least squares and "
+                        "SVD cores stay float64 where the device has it")
+    p.add_argument("--backend", default=None, choices=("numba", "torch"), metavar="B",
+                   help="sparse solvers: numba (CPU) or torch (any device) (default: numba on the CPU, torch "
+                        "elsewhere)")
+
+
+def compute_from_args(args: argparse.Namespace):
+    """The ``weightscope.core.compute.Compute`` the options name (checked: a missing device is one line)."""
+    from ..core.compute import Compute
+
+    compute = Compute(args.device, args.precision, args.backend)
+    compute.solver_backend()   # raises WeightscopeError for cuda/mps not present, or numba off the CPU
+    return compute
+
+
+def add_resume_argument(p: argparse.ArgumentParser) -> None:
+    """--no-resume: ignore (and remove) the partial results of an interrupted run with the same inputs."""
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over instead of resuming an interrupted run with the same inputs")
 
 
 def add_directions_argument(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import WeightscopeError
-from . import add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, parse_indices
+from . import add_compute_arguments, add_resume_argument, compute_from_args, add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, parse_indices
 
 OUTPUTS = ("inspection.json", "report.html")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # those image_mean_from_folder reads
@@ -34,6 +34,8 @@ def register(sub) -> None:
                    help="directions per head in the printed summary (default 2)")
     add_output_argument(p, default="weightscope-out",
                         help="output folder for inspection.json and report.html (default weightscope-out)")
+    add_compute_arguments(p)
+    add_resume_argument(p)
     add_quiet_argument(p)
     p.set_defaults(func=run)
 
@@ -84,6 +86,7 @@ def run(args) -> int:
     what = parse_what(args.what)
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     check_solver_arguments(args)
+    compute = compute_from_args(args)
     if args.vocab is not None:
         check_vocabulary_spec(args.vocab)
     out = Path(args.out)
@@ -118,7 +121,8 @@ def run(args) -> int:
         image_mean = image_mean_from_folder(loaded, args.image_mean, progress=not args.quiet)
     result = inspect_model(loaded, args.vocab, layers=layers, heads=heads, method=args.method, k=args.k,
                            lam=args.lam, n_directions=args.directions, image_mean=image_mean,
-                           what=what, progress=not args.quiet)
+                           what=what, progress=not args.quiet, compute=compute, resume=not args.no_resume,
+                           free_model=True)
     print(result.summary(n_directions=args.show))
     from ..core.fileio import outputs
 
