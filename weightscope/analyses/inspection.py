@@ -289,24 +289,22 @@ def inspect_model(
     compute = as_compute(compute)
     free_model = free_model or not isinstance(model, LoadedModel)  # a model loaded here is ours to release
     identity = loaded.identity
-    weights = describe_model(loaded)
-    layer_list = _select(layers, weights.n_layers, "layer")  # bad indices: refused before the long work
-    head_list = _select(heads, weights.n_heads, "head")
-    if free_model:
-        _release_vision_tower(loaded)   # every vision weight is in ``weights`` now
+    # Memory: blocks are described one at a time, as they are explained (a float64 copy of a whole ViT-L/14
+    # vision tower is 2.4 GB); bad indices are refused before the long work, from the first block alone.
+    n_layers = describe_model(loaded, layers=()).n_layers
+    layer_list = _select(layers, n_layers, "layer")
+    head_list = _select(heads, describe_model(loaded, layers=layer_list[:1]).n_heads, "head")
+    vision = _vision_digest(loaded) if "vo" in what else ""
     dictionary = embed_concepts(loaded.model, loaded.tokenizer, concepts, model_name=loaded.name,
                                 normalize=normalize, cache_dir=cache_dir, progress=progress,
                                 compute=None if compute.torch_device().type == "cpu" and compute.precision == "fp32"
                                 else compute)
     if free_model:
-        _release(loaded)   # the concepts are embedded: the text tower is no longer needed
-    del loaded
+        _release_text_tower(loaded)   # the concepts are embedded: the text tower is no longer needed
     reports: dict = {}
     if "vo" in what:
-        key = run_key(model=identity, weights=[array_digest(weights.layers[l].attn.read_v, weights.layers[l].attn.write_o)
-                                                 for l in layer_list],
-                      joint=array_digest(weights.ln_post.scale, weights.ln_post.shift, weights.proj, image_mean),
-                      eps=weights.eps, concepts=vocabulary_hash(concepts), dictionary=array_digest(dictionary),
+        key = run_key(model=identity, vision=vision, image_mean=array_digest(image_mean),
+                      concepts=vocabulary_hash(concepts), dictionary=array_digest(dictionary),
                       layers=layer_list, heads=head_list, method=method, k=int(k), lam=float(lam),
                       n_directions=n_directions, sides=list(sides), joint_mode=joint_mode,
                       compute=[compute.device, compute.precision, compute.solver_backend()], version=__version__)
@@ -316,14 +314,19 @@ def inspect_model(
         store.announce([l for l, v in saved.items() if v is not None], len(layer_list))
         for l in tqdm(layer_list, desc="explaining heads", unit="layer", disable=not progress):
             if saved[l] is None:
-                layer_reports = _explain_layer(weights, l, head_list, dictionary, concepts, method, k, lam,
-                                               n_directions, sides, joint_mode, image_mean, compute, progress)
+                layer_reports = _explain_layer(describe_model(loaded, layers=[l]), l, head_list, dictionary, concepts,
+                                               method, k, lam, n_directions, sides, joint_mode, image_mean, compute,
+                                               progress)
                 store.save(l, [asdict(rep) for rep in layer_reports])
             else:
                 layer_reports = [HeadReport(r["layer"], r["head"], r["s"], r["groups"],
                                             [Direction(**d) for d in r["directions"]], r["rank"]) for r in saved[l]]
             reports.update({(rep.layer, rep.head): rep for rep in layer_reports})
         store.finish()
+    weights = describe_model(loaded, layers=layer_list) if ("qk" in what or "mlp" in what) else None
+    if free_model:
+        _release(loaded)
+    del loaded
     settings = {"method": method, "k": int(k), "lam": float(lam), "joint_mode": joint_mode, "normalize": normalize,
                 "image_mean": image_mean is not None, "sides": list(sides), "n_directions": n_directions,
                 "what": list(what), "n_neurons": n_neurons}
@@ -362,16 +365,25 @@ def _explain_layer(weights, l, head_list, dictionary, concepts, method, k, lam, 
     return list(reports.values())
 
 
-def _release_vision_tower(loaded) -> None:
-    """Empty every tensor the text tower does not need (the caller handed the model over): memory returned at once."""
+def _release_text_tower(loaded) -> None:
+    """Empty the text tower's tensors (the caller handed the model over): their memory is returned at once."""
+    import torch
+
+    oct_ = text_adapter(loaded.model)
+    for _, t in oct_.text_tower_tensors(oct_._unwrap(loaded.model)):
+        t.data = torch.empty(0, dtype=t.dtype)
+
+
+def _vision_digest(loaded) -> str:
+    """CRC-32s of every tensor outside the text tower, by name: what the vision weights' partial results depend on."""
     import torch
 
     oct_ = text_adapter(loaded.model)
     root = oct_._unwrap(loaded.model)
-    keep = {id(t) for _, t in oct_.text_tower_tensors(root)}
-    for t in list(root.parameters()) + list(root.buffers()):
-        if id(t) not in keep:
-            t.data = torch.empty(0, dtype=t.dtype)
+    text = {id(t) for _, t in oct_.text_tower_tensors(root)}
+    items = [(n, t) for n, t in list(root.named_parameters()) + list(root.named_buffers()) if id(t) not in text]
+    return ";".join(f"{n}:{array_digest(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())}"
+                    for n, t in sorted(items, key=lambda x: x[0]))
 
 
 def _release(loaded) -> None:
