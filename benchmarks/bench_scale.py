@@ -46,24 +46,24 @@ def _child(args) -> None:
         return wrapper
 
     from weightscope.analyses import inspection
+    from weightscope.concepts import explainer as explainer_module
     from weightscope.models.load import load_model
 
-    t0 = time.perf_counter()
-    loaded = load_model(args.model)
-    phases["load"] = time.perf_counter() - t0
     layers = None if args.layers is None else [int(x) for x in args.layers.split(",")]
     if args.path == "new":
-        from weightscope.core.compute import Compute
-
-        compute = Compute(device=args.device, backend=args.backend)
-        inspection.embed_concepts = timed("embed", inspection.embed_concepts)
+        # the model is given by name: inspect_model loads it, so it may release the text tower once used
+        explainer = explainer_module.ConceptExplainer(args.vocab, device=args.device, backend=args.backend)
+        inspection.load_model = timed("load", inspection.load_model)
+        explainer_module.embed_concepts = timed("embed", explainer_module.embed_concepts)
         inspection._explain_layer = timed("svd+explain", inspection._explain_layer)
         t0 = time.perf_counter()
-        result = inspection.inspect_model(loaded, args.vocab, layers=layers, progress=False, free_model=True,
-                                          compute=compute, resume=False)
-        phases["total (load excluded)"] = time.perf_counter() - t0
-        label = compute.describe()
+        result = inspection.inspect_model(args.model, explainer, layers=layers, progress=False, resume=False)
+        phases["total (load excluded)"] = time.perf_counter() - t0 - phases["load"]
+        label = explainer.compute.describe()
     else:
+        t0 = time.perf_counter()
+        loaded = load_model(args.model)
+        phases["load"] = time.perf_counter() - t0
         from weightscope.concepts.embed import embed_concepts
         from weightscope.concepts.solvers import explain
         from weightscope.concepts.vocab import parse_vocabulary_spec

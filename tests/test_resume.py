@@ -14,6 +14,7 @@ import torch
 
 from weightscope.analyses import inspection
 from weightscope.analyses.inspection import inspect_model
+from weightscope.concepts.explainer import ConceptExplainer
 from weightscope.models.load import load_model
 
 from conftest import TINY_CFG, make_model, register_config
@@ -38,8 +39,9 @@ def _model(path):
     return load_model(torch.load(path, weights_only=False))
 
 
-def _run(path, cache, **kw):
-    return inspect_model(_model(path), VOCAB, k=2, n_directions=3, progress=False, cache_dir=cache, **kw)
+def _run(path, cache, k=2, **kw):
+    return inspect_model(_model(path), ConceptExplainer(VOCAB, k=k, cache_dir=cache), n_directions=3, progress=False,
+                         **kw)
 
 
 def _partials(cache: Path) -> list[Path]:
@@ -50,6 +52,7 @@ CHILD = """
 import sys, time, torch
 from weightscope.analyses import inspection
 from weightscope.models.load import load_model
+from weightscope.concepts.explainer import ConceptExplainer
 real = inspection._explain_layer
 def slow(*a, **k):
     out = real(*a, **k)
@@ -57,8 +60,8 @@ def slow(*a, **k):
     return out
 inspection._explain_layer = slow
 vocab = sys.argv[3].split(",")
-inspection.inspect_model(load_model(torch.load(sys.argv[1], weights_only=False)), vocab, k=2, n_directions=3,
-                         progress=False, cache_dir=sys.argv[2])
+inspection.inspect_model(load_model(torch.load(sys.argv[1], weights_only=False)),
+                         ConceptExplainer(vocab, k=2, cache_dir=sys.argv[2]), n_directions=3, progress=False)
 """
 
 
@@ -119,7 +122,7 @@ def test_interrupted_run_resumes_damaged_layers_are_recomputed_and_no_resume_sta
         _run(deep_model_file, cache)
     monkeypatch.setattr(inspection, "_explain_layer", lambda w, l, *a: calls.append(l) or real(w, l, *a))
     calls.clear()
-    other = inspect_model(_model(deep_model_file), VOCAB, k=3, n_directions=3, progress=False, cache_dir=cache)
+    other = _run(deep_model_file, cache, k=3)
     assert sorted(calls) == list(range(N_LAYERS)) and other.settings["k"] == 3
     calls.clear()
     again = _run(deep_model_file, cache, resume=False)

@@ -121,17 +121,17 @@ def test_torch_nnls_is_exact_on_coherent_atoms():
 
 def test_torch_equals_numba_on_the_bundled_model(tmp_path):
     """Every write and read direction of every head of the bundled model, explained as inspect does it (its
-    vocabulary cut to general:1000 to keep the test short: the embedding dominates its time)."""
+    vocabulary cut to general:300 to keep the test short: the embedding dominates its time)."""
     from weightscope.concepts.embed import embed_concepts
     from weightscope.concepts.vocab import parse_vocabulary_spec
     from weightscope.decompose.head_svd import decompose_model
     from weightscope.decompose.joint import to_joint
     from weightscope.models.adapters import describe_model
-    from weightscope.models.load import load_model
+    from weightscope import load_model   # the top-level one knows the bundled model
 
     loaded = load_model()
     weights = describe_model(loaded)
-    concepts, _ = parse_vocabulary_spec("shapes_world,general:1000")
+    concepts, _ = parse_vocabulary_spec("shapes_world,general:300")
     D = embed_concepts(loaded.model, loaded.tokenizer, concepts, normalize="l2", cache_dir=tmp_path, progress=False)
     svds = decompose_model(weights, progress=False)
     X = np.vstack([to_joint(weights, v[:s.rank]) for s in svds.values() for v in (s.write, s.read)])

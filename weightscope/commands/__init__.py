@@ -9,7 +9,7 @@ the same everywhere (tests/test_cli.py checks this by introspection of every reg
     --layers LIST --heads LIST                     add_layer_head_arguments (parsed by parse_indices)
     --method M --k K --lambda L --directions N     add_solver_arguments (--directions alone: add_directions_argument)
     --quiet                                        add_quiet_argument
-    --device D --precision P --backend B           add_compute_arguments (read by compute_from_args)
+    --device D --precision P --backend B           add_compute_arguments (read by explainer_from_args)
     --no-resume                                    add_resume_argument
 
 Nothing here imports torch, numpy or open_clip: ``weightscope --help`` must stay fast.
@@ -138,15 +138,6 @@ def add_compute_arguments(p: argparse.ArgumentParser) -> None:
                         "elsewhere)")
 
 
-def compute_from_args(args: argparse.Namespace):
-    """The ``weightscope.core.compute.Compute`` the options name (checked: a missing device is one line)."""
-    from ..core.compute import Compute
-
-    compute = Compute(args.device, args.precision, args.backend)
-    compute.solver_backend()   # raises WeightscopeError for cuda/mps not present, or numba off the CPU
-    return compute
-
-
 def add_resume_argument(p: argparse.ArgumentParser) -> None:
     """--no-resume: ignore (and remove) the partial results of an interrupted run with the same inputs."""
     p.add_argument("--no-resume", action="store_true",
@@ -174,6 +165,20 @@ def check_solver_arguments(args: argparse.Namespace) -> None:
         raise WeightscopeError(f"--lambda must be a finite number >= 0, got {args.lam}")
     if getattr(args, "directions", None) is not None and args.directions < 1:
         raise WeightscopeError(f"--directions must be at least 1, got {args.directions}")
+
+
+def explainer_from_args(args: argparse.Namespace):
+    """The one ``ConceptExplainer`` of a command, from its shared options (--vocab, --method, --k, --lambda,
+    --normalize); what a command does not offer keeps the library's default, and None leaves the choice of
+    vocabulary and normalisation to the analysis (its default for the model)."""
+    from ..concepts.explainer import DEFAULT_K, DEFAULT_LAM, DEFAULT_METHOD, ConceptExplainer
+
+    explainer = ConceptExplainer(vocabulary=getattr(args, "vocab", None), method=getattr(args, "method", DEFAULT_METHOD),
+                                 k=getattr(args, "k", DEFAULT_K), lam=getattr(args, "lam", DEFAULT_LAM),
+                                 normalize=getattr(args, "normalize", None), device=getattr(args, "device", "cpu"),
+                                 precision=getattr(args, "precision", "fp32"), backend=getattr(args, "backend", None))
+    explainer.compute.solver_backend()   # a device that is not here, or numba off the CPU: one line, now
+    return explainer
 
 
 # ------------------------------------------------------------------------------------------ inputs vs outputs

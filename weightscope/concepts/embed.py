@@ -335,7 +335,6 @@ def embed_concepts(
     *,
     use_cache: bool = True,
     on_overlong: str = "error",
-    bucketed: bool | None = None,
     compute=None,
 ) -> np.ndarray:
     """Embed a concept dictionary with the model's own text tower -> (M, E) float32, row i = concept i.
@@ -347,9 +346,9 @@ def embed_concepts(
     template: None (default, the bare concept) or a string with one "{}", e.g. "a photo of {}".
     normalize: "none" / "l2" / "splice" (default). cache_dir: overrides $WEIGHTSCOPE_CACHE_DIR and
     the per-user default; use_cache=False neither reads nor writes. model_name: part of the cache
-    key and file name (the weights hash is always part of the key). on_overlong / bucketed: see
-    :func:`encode_texts`; the bucketed and full-context results agree to float rounding (~1e-6),
-    so ``bucketed`` is not part of the cache key. compute: device and precision of the text tower (see
+    key and file name (the weights hash is always part of the key). on_overlong: see :func:`encode_texts`;
+    the context is cut per batch when the tower allows it (exact: bucketed and full-context results agree to float
+    rounding, ~1e-6, so the choice is not part of the cache key). compute: device and precision of the text tower (see
     :func:`encode_texts`); the precision is part of the cache key, the device is not (devices agree to float
     rounding in fp32).
     """
@@ -382,7 +381,7 @@ def embed_concepts(
         if hit is not None:
             return hit
 
-    raw = encode_texts(model, tokenizer, texts, batch_size=batch_size, bucketed=bucketed,
+    raw = encode_texts(model, tokenizer, texts, batch_size=batch_size, bucketed=None,
                        on_overlong=on_overlong, progress=progress, compute=compute)
     emb = normalize_embeddings(raw, normalize)
     if use_cache:

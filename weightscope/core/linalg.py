@@ -252,6 +252,15 @@ def solve_rows(M: np.ndarray, Z: np.ndarray) -> np.ndarray:
     return X[0] if Z.ndim == 1 else X
 
 
+def symmetric_eigh(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and orthonormal eigenvectors (columns) of a symmetric matrix (k, k), float64.
+
+    The one symmetric eigendecomposition of the package (LAPACK ``syevd`` through numpy); callers choose the order
+    and signs they need, since a symmetric problem has no canonical sign convention of its own.
+    """
+    return np.linalg.eigh(np.asarray(S, dtype=np.float64))
+
+
 # ------------------------------------------------------------------------------------------------
 # Batched factored SVDs on a torch device (METHODS.md sections 2 and 14)
 # ------------------------------------------------------------------------------------------------
