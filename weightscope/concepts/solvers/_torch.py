@@ -197,7 +197,7 @@ def _argmax_first(S):
     return S.gather(1, idx[:, None])[:, 0], idx
 
 
-def _greedy(p: Problem, X, Dg, Dqg, Dx, Cx, fdt, bar):
+def _greedy(p: Problem, X, Dqg, Dx, Cx, fdt, bar):
     """MP / OMP / NN-OMP / COMP for the chunk signals X (C, E) on the device; returns (sel, coef)."""
     C, E = X.shape
     K = p.k
@@ -371,7 +371,7 @@ def solve(p: Problem, compute, progress) -> Explanation:
             if p.method == "topk":
                 s, c = _topk(p, X, Dg, Dx, fdt, bar)
             else:
-                s, c = _greedy(p, X, Dg, Dqg, Dx, Cx, fdt, bar)
+                s, c = _greedy(p, X, Dqg, Dx, Cx, fdt, bar)
             rec = torch.zeros_like(X)
             for q in range(K):
                 rec += torch.where(s[:, q:q + 1] >= 0, c[:, q:q + 1], 0) * _gather_rows(Dx, s[:, q]).to(fdt)
