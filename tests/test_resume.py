@@ -125,7 +125,10 @@ def test_interrupted_run_resumes_damaged_layers_are_recomputed_and_no_resume_sta
     other = _run(deep_model_file, cache, k=3)
     assert sorted(calls) == list(range(N_LAYERS)) and other.settings["k"] == 3
     calls.clear()
-    again = _run(deep_model_file, cache, resume=False)
+    mine = _model(deep_model_file)
+    again = inspect_model(mine, ConceptExplainer(VOCAB, k=2, cache_dir=cache), n_directions=3, progress=False,
+                          resume=False)
+    assert all(p.numel() for p in mine.model.parameters())  # a model the caller passes is left intact
     assert sorted(calls) == list(range(N_LAYERS))
     assert "resuming" not in capsys.readouterr().err
     assert again.to_dict() == resumed.to_dict()

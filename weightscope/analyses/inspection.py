@@ -168,7 +168,8 @@ def inspect_model(
     concepts, vocab_desc = explainer.concepts, explainer.description
 
     compute = explainer.compute
-    free_model = not isinstance(model, LoadedModel)  # a model loaded here is ours to release
+    free_model = model is None or isinstance(model, str)  # loaded here from a name: ours to release (a module or
+    # LoadedModel the caller passes is theirs, and is left intact)
     identity = loaded.identity
     # Memory: blocks are described one at a time, as they are explained (a float64 copy of a whole ViT-L/14
     # vision tower is 2.4 GB); bad indices are refused before the long work, from the first block alone.
