@@ -33,6 +33,8 @@ def _visibility_figure(result, n: int = 15, titles: tuple[str, str] = ("most vis
     panels = [(titles[0], seen, "#2b7bba"), (titles[1], blind, "#d95f02")]
     if result.families:
         panels.append(("mean per attribute family", sorted(result.families.items(), key=lambda kv: -kv[1]), "#555"))
+    # a panel of bars that all read 0.00 shows nothing: it is said in words by visibility_note instead
+    panels = [p for p in panels if p[1] and max(abs(v) for _, v in p[1]) >= 0.005] or panels[:1]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.26 * n + 1.2))
     for ax, (title, pairs, colour) in zip(np.atleast_1d(axes), panels):
         names = [c for c, _ in pairs][::-1]
@@ -48,6 +50,15 @@ def _visibility_figure(result, n: int = 15, titles: tuple[str, str] = ("most vis
     fig.suptitle(f"Concept visibility (dotted: a random direction, {result.chance_visibility:.3f})", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def visibility_note(result, n: int = 15, title: str = "least visible (null space)") -> str:
+    """HTML saying which ranked concepts all read 0.00 (their panel is left out of the figure); '' when none."""
+    blind = result.visibility.ranked(n, blind=True, by=result.rank_by)
+    if not blind or max(abs(v) for _, v in blind) >= 0.005:
+        return ""
+    return (f"<p class='muted'>{esc(title)}: the {len(blind)} lowest concepts all read 0.00 (below 0.005), so no "
+            f"panel is drawn for them: {esc(', '.join(c for c, _ in blind))}.</p>")
 
 
 def _curve_figure(result: SingResult):
@@ -123,7 +134,7 @@ def render_report(result: SingResult) -> str:
             "f + &Pi;<sub>n</sub>&delta; has the logits of f.</p>")
     body += ("<h2>What the head sees and what it is blind to</h2><p class='muted'>Visibility: the share of a concept's "
              "normalised embedding in the head's row space (1 = fully read by the logits; 0 = entirely in the null "
-             "space).</p>" + figure_to_img(_visibility_figure(r), "visibility chart"))
+             "space).</p>" + figure_to_img(_visibility_figure(r), "visibility chart") + visibility_note(r))
     if r.families:
         body += table(["attribute family", "mean visibility"], [[k, f"{v:.3f}"] for k, v in r.families.items()])
     body += ("<h2>Explanations of the row and null spaces</h2><p class='muted'>Row directions: right singular vectors "
@@ -297,7 +308,7 @@ def render_classifier_report(result) -> str:
                  f"equivalence class). Vocabulary <code>{esc(r.vocabulary)}</code>.</p>"
                  + figure_to_img(_visibility_figure(r, titles=("most fixed by the logits", "most free in the null "
                                                                "space"), xlabel="share outside T(null space)"),
-                                 "visibility through T"))
+                                 "visibility through T") + visibility_note(r, title="most free in the null space"))
         if r.directions:
             body += ("<p class='muted'>Leading principal directions of the concepts' components in each part, "
                      "explained with COMP as +v and -v (weight: their singular value).</p>"

@@ -1,0 +1,202 @@
+"""Every report opened in a real headless Chromium: it loads with no console error, its search finds a concept or
+class known to be in the data, its drawn text labels do not overlap, and every number it shows equals the result
+JSON written with it (tests/browser_helpers.py holds the one helper that reads numbers back from the page).
+
+Needs Debian's chromium and chromium-driver and selenium (the dev extra); `.ci/run` installs them. On a machine
+without them the tests skip with that reason, except in CI (CI=true), where they fail.
+The reports are made once per session, from the command line as a user would.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from browser_helpers import (Browser, check_numbers, in_ci, missing_reason, overlaps, search, text_boxes,
+                             unbound_number_cells)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "deephierarchy-convnext"
+REASON = missing_reason()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if REASON:
+        if in_ci():
+            pytest.fail(f"browser tests must run in CI: {REASON}")
+        pytest.skip(REASON)
+    b = Browser()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="session")
+def out(tmp_path_factory, monkeypatch_session):
+    return tmp_path_factory.mktemp("reports")
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def _cli(*args):
+    from weightscope.cli import main
+
+    assert main([*args, "--quiet"]) == 0, args
+
+
+def _open(browser, path):
+    errors = browser.open(path)
+    assert errors == [], errors
+    return path
+
+
+def _numbers(browser, result_json, minimum: int, all_bound: bool = True):
+    n = check_numbers(browser, result_json)
+    assert n >= minimum, f"only {n} numbers bound to the result"
+    if all_bound:
+        assert unbound_number_cells(browser) == []
+
+
+# ------------------------------------------------------------------------------------------------ inspect
+
+@pytest.fixture(scope="session")
+def inspect_bundled(out):
+    _cli("inspect", "--what", "vo,qk,mlp", "--out", str(out / "inspect"))
+    return out / "inspect"
+
+
+def test_inspect_report_in_a_browser(browser, inspect_bundled):
+    _open(browser, inspect_bundled / "report.html")
+    data = json.loads((inspect_bundled / "inspection.json").read_text())
+    _numbers(browser, data, minimum=1000)
+    # the search reaches every direction, not only the four per head on the cards: take a concept that only a
+    # late direction holds
+    on_cards = set(browser.js("return Array.from(document.querySelectorAll('.card td:nth-child(3)')).map(t => t.textContent)"))
+    shown = " ".join(on_cards)
+    late = next(c for h in data["heads"] for d in h["directions"] if d["index"] >= 8 for c in d["concepts"]
+                if c not in shown)
+    hits = search(browser, late)
+    assert hits and all(late.lower() in h.lower() for h in hits), (late, hits[:3])
+    # sort and filter the heads
+    browser.js("const s = document.getElementById('ws-sort'); s.value = 'sigma'; s.dispatchEvent(new Event('change'))")
+    sig = browser.js("return Array.from(document.querySelectorAll('.card[data-layer]')).map(c => +c.dataset.sigma)")
+    assert sig == sorted(sig, reverse=True) and len(sig) == len(data["heads"])
+    expect = sorted(h["s"][0] for h in data["heads"])[::-1]
+    assert sig == pytest.approx(expect, rel=1e-5)
+    theme = browser.js("return document.querySelector('.card[data-layer]').dataset.theme")
+    browser.js(f"const s = document.getElementById('ws-theme'); s.value = {json.dumps(theme)}; "
+               "s.dispatchEvent(new Event('change'))")
+    shown = browser.js("return Array.from(document.querySelectorAll('.card[data-layer]'))"
+                       ".filter(c => c.style.display !== 'none').map(c => c.dataset.theme)")
+    assert shown and set(shown) == {theme}
+    # the index reaches the query-key and MLP sections from the top
+    links = browser.js("return Array.from(document.querySelectorAll('#ws-nav a')).map(a => a.getAttribute('href'))")
+    assert {"#qk", "#mlp", "#heads", "#themes"} <= set(links)
+
+
+@pytest.fixture(scope="session")
+def inspect_vit_b16(out):
+    """A whole-model report of a random-init ViT-B-16 (144 heads), a small vocabulary to keep it quick."""
+    _cli("inspect", "ViT-B-16", "--vocab", "general:300", "--directions", "6", "--out", str(out / "vitb16"))
+    return out / "vitb16"
+
+
+def test_whole_model_vit_b16_inspect_report_in_a_browser(browser, inspect_vit_b16):
+    _open(browser, inspect_vit_b16 / "report.html")
+    data = json.loads((inspect_vit_b16 / "inspection.json").read_text())
+    assert len(data["heads"]) == 144
+    _numbers(browser, data, minimum=144 * 4)
+    concept = data["heads"][-1]["directions"][-1]["concepts"][0]
+    assert search(browser, concept)
+    cells = browser.js("return document.querySelectorAll('.grid-map td a').length")
+    assert cells == 144
+    # the theme map's text stays inside its cells: no cell's text box runs into another's
+    assert overlaps(text_boxes(browser, ".grid-map td a")) == []
+
+
+# ------------------------------------------------------------------------------------------------ depth
+
+def _depth_checks(browser, folder, known_class: str, minimum: int):
+    _open(browser, folder / "report.html")
+    data = json.loads((folder / "depth.json").read_text())
+    _numbers(browser, data, minimum=minimum)
+    assert any(known_class in h for h in search(browser, known_class))
+    for m, M in data["methods"].items():  # every cluster's tree, one at a time: labels never overlap
+        clusters = M["similarity_graph"]["clusters"]
+        for k, members in enumerate(clusters):
+            if len(members) < 2:
+                continue
+            browser.js(f"WS.show({json.dumps(m)}, 'similarity', {k})")
+            boxes = text_boxes(browser, f"#tree-{m} text.node-label")
+            assert len(boxes) >= 2
+            assert overlaps(boxes) == [], (m, k, overlaps(boxes)[:3])
+            # each edge drawn is a tree edge of that cluster, coloured by its WordNet depth
+            n_edges = browser.js(f"return document.querySelectorAll('#tree-{m} g.edge').length")
+            assert n_edges == len(boxes) - 1
+    hist = text_boxes(browser, "svg.hist text")
+    assert hist and overlaps(hist) == []
+    ticks = browser.js("return Array.from(document.querySelectorAll('svg.hist .tick text')).map(t => t.textContent)")
+    assert ticks and all(t.isdigit() for t in ticks), ticks  # integer depths and counts only
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the ConvNeXt matrices (../shared/data) are not here")
+def test_depth_report_convnext_100_classes_in_a_browser(browser, out):
+    _cli("depth", "--similarity", str(SHARED / "class_similarity.npy"), "--confusion", str(SHARED / "confusion.npy"),
+         "--classes", str(SHARED / "wnids.txt"), "--out", str(out / "depth_convnext"))
+    _depth_checks(browser, out / "depth_convnext", "house_finch", minimum=30)
+
+
+def test_depth_report_imagenet_1000_classes_in_a_browser(browser, out):
+    _cli("depth", "--classes", "imagenet", "--out", str(out / "depth_imagenet"))
+    _depth_checks(browser, out / "depth_imagenet", "goldfish", minimum=30)
+    # a cluster of hundreds of classes opens folded below depth 4, and unfolds on demand
+    data = json.loads((out / "depth_imagenet" / "depth.json").read_text())
+    m, k = max(((m, k) for m, M in data["methods"].items() for k in range(len(M["similarity_graph"]["clusters"]))),
+               key=lambda mk: len(data["methods"][mk[0]]["similarity_graph"]["clusters"][mk[1]]))
+    size = len(data["methods"][m]["similarity_graph"]["clusters"][k])
+    assert size > 150
+    browser.js(f"WS.show({json.dumps(m)}, 'similarity', {k})")
+    folded = len(text_boxes(browser, f"#tree-{m} text.node-label"))
+    browser.driver.find_element("id", f"expand-{m}").click()
+    boxes = text_boxes(browser, f"#tree-{m} text.node-label")
+    assert folded < size == len(boxes)
+    assert overlaps(boxes) == []
+
+
+# ------------------------------------------------------------------------------------------------ compare
+
+def test_compare_report_in_a_browser(browser, out):
+    _cli("compare", "--out", str(out / "compare"))
+    _open(browser, out / "compare" / "report.html")
+    data = json.loads((out / "compare" / "compare.json").read_text())
+    _numbers(browser, data, minimum=5, all_bound=False)
+    assert search(browser, "L")  # head ids are searchable table text
+    width = browser.js("return document.documentElement.scrollWidth")
+    assert width <= 1400, "the page runs off the right edge of a 1400 px window"
+
+
+# ------------------------------------------------------------------------------------------------ similarity
+
+def test_similarity_report_in_a_browser(browser, out):
+    _cli("similarity", "--out", str(out / "similarity"))
+    _open(browser, out / "similarity" / "report.html")
+    html = (out / "similarity" / "report.html").read_text()
+    assert "resblocks" not in html and "<pre>" not in html  # human layer labels, no console dump
+    assert "block 0" in html
+    assert browser.js("return document.documentElement.scrollWidth") <= 1400
+
+
+# ------------------------------------------------------------------------------------------------ sing
+
+def test_sing_reports_in_a_browser(browser, out):
+    _cli("sing", "--out", str(out / "sing"))
+    _open(browser, out / "sing" / "sing.html")
+    assert browser.js("return document.documentElement.scrollWidth") <= 1400
+    _cli("sing", "--classifier", "bundled-cnn", "--out", str(out / "singc"))
+    _open(browser, out / "singc" / "sing.html")
+    assert browser.js("return document.documentElement.scrollWidth") <= 1400
