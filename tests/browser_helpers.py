@@ -84,9 +84,10 @@ def bound_numbers(browser: Browser) -> list[tuple[str, str]]:
 
 
 def unbound_number_cells(browser: Browser) -> list[str]:
-    """Table cells whose whole text is a number but that name no source (no data-path inside)."""
+    """Table cells whose whole text is a number but that name no source (no data-path inside); cells marked as
+    text (data-text: a name such as the concept "23") are labels, not numbers."""
     cells = browser.js("return Array.from(document.querySelectorAll('td'))"
-                       ".filter(td => !td.querySelector('[data-path]') && !td.dataset.path)"
+                       ".filter(td => !td.querySelector('[data-path], [data-text]'))"
                        ".map(td => td.textContent.trim())")
     return [c for c in cells if NUMBER.match(c)]
 

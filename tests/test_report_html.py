@@ -6,6 +6,7 @@ a report that drops, swaps or misformats any of them fails here.
 """
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 
@@ -97,7 +98,12 @@ def check_report_matches(result: Inspection, path, n_directions: int = 4):
     assert page.open_divs == 0 and not page.nested_cards  # every card closed, none inside another
     assert page.title == f"weightscope inspection: {result.model}"
     assert page.headings == [page.title, "Singular-value spectra", "Head themes", "Heads"]
-    assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.images) == 1 and page.images[0].startswith("data:image/png;base64,")  # the spectra
+    # the theme map is an HTML grid: one cell per head, its theme as text, linking to the head's card
+    text = path.read_text(encoding="utf-8")
+    for (l, h), rep in result.heads.items():
+        theme = "dead (writes nothing)" if rep.dead else (rep.theme() or "(no concept)")
+        assert f"<a data-text href='#head-{l}-{h}' title='layer {l}, head {h}: {html.escape(theme)}'" in text
     keys = sorted(result.heads)
     assert len(page.cards) == len(keys)
     for card, key in zip(page.cards, keys):

@@ -245,7 +245,7 @@ def _summary_table(comparisons: list[Comparison]) -> str:
                      num(c.mean_match_cos, ".3f", f"{t}/mean_match_cos"), num(text[6], "d", f"{t}/stable"),
                      num(text[7], "d", f"{t}/reweighted"), num(text[8], "d", f"{t}/rotated"), intr,
                      Markup(esc(text[10])), text[11], text[12]])
-    return table(header, rows, table_id="summary", sortable=True)
+    return table(header, rows, table_id="summary", sortable=True, name="summary")
 
 
 def _layers_table(c: Comparison, i: int) -> str:
@@ -265,7 +265,8 @@ def _layers_table(c: Comparison, i: int) -> str:
                      num(r["reweighted"], "d", f"{p}/reweighted"), num(r["rotated"], "d", f"{p}/rotated"),
                      num(r[f"intruders@{eps:g}"], "d", f"{p}/intruders@{eps:g}")])
     return table(["layer", "changed heads", "mean rel. change", "in-basis %", "off-basis %", "reweighted dirs",
-                  "rotated dirs", f"intruders (eps {eps:g})"], rows, sortable=True)
+                  "rotated dirs", f"intruders (eps {eps:g})"], rows, table_id=f"layers-{i}", sortable=True,
+                 name=f"{_short(c.tuned, 30)}, layers")
 
 
 def definitions_html(s: dict) -> str:
@@ -333,13 +334,15 @@ def report_html(comparisons: list[Comparison], figures: dict[str, str] | None = 
         parts.append(table(["head", "rel. change", "in-basis %", "max write angle (deg)",
                             f"top-{c.settings.get('top_k', 8)} write angle (deg)", "# reweighted",
                             "# rotated", "# intruders", "top reweighted (index x ratio)", "top rotated (index, angle)"],
-                           _head_rows(c, n_heads)))
+                           _head_rows(c, n_heads), table_id=f"heads-{i}", sortable=True, filter_box=True,
+                           name=f"{_short(c.tuned, 30)}, heads"))
         if c.labelled:
             lost, gained = c.rotated_concepts(8)
             fmt = lambda items: ", ".join(f"{x} ({v:+.3f})" for x, v in items) or "-"  # noqa: E731
             parts.append(table(["", "concepts"], [["amplified", fmt(c.amplified_concepts(8))],
                                                   ["suppressed", fmt(c.suppressed_concepts(8))],
-                                                  ["rotated away", fmt(lost)], ["rotated in", fmt(gained)]]))
+                                                  ["rotated away", fmt(lost)], ["rotated in", fmt(gained)]],
+                               table_id=f"concepts-{i}", name=f"{_short(c.tuned, 30)}, concepts"))
     return page(f"weightscope compare: {base}", "".join(parts))
 
 

@@ -14,7 +14,7 @@ from ..analyses.inspection import NO_CONCEPT, Inspection, format_coefficient
 from ..core.fileio import write_atomic
 from ..models.adapters.labels import head_label, layer_label
 from .neurons import sections as neuron_sections
-from .page import Markup, esc, figure_to_img, heading, num, page, table
+from .page import Markup, asset, esc, figure_to_img, heading, num, page, table
 
 DEAD = "dead (writes nothing)"
 SIDE_CODE = {"write": 0, "read": 1, "query": 2, "key": 3}
@@ -47,7 +47,8 @@ def _spectra_figure(result: Inspection):
 
 
 def theme_colours(themes: list[str]) -> dict[str, str]:
-    """One light colour per theme (tab20 pastel half, then evenly spaced hues), as CSS hex."""
+    """One light colour per theme, as CSS hex: hues a golden-ratio step apart (distinct for any number of themes;
+    the text in each cell names the theme, so colour only groups)."""
     import colorsys
 
     out = {}
@@ -74,7 +75,7 @@ def _theme_map(result: Inspection) -> str:
                 cells.append(Markup(""))
                 continue
             t = themes[l, h]
-            cells.append(Markup(f"<a href='#{_anchor(l, h)}' title='{esc(head_label(l, h))}: {esc(t)}' "
+            cells.append(Markup(f"<a data-text href='#{_anchor(l, h)}' title='{esc(head_label(l, h))}: {esc(t)}' "
                                 f"style='display:block;background:{colour[t]}'>{esc(t)}</a>"))
         rows.append([Markup(f"<a href='#layer-{l}'>{esc(layer_label(l))}</a>")] + cells)
     return ("<p class='muted'>Each cell: the head's theme (hover for the full name, click for its card).</p>"
@@ -155,34 +156,6 @@ def search_index(result: Inspection) -> dict:
     return {"concepts": list(concepts), "hits": hits, "heads": heads, "sides": list(SIDE_CODE)}
 
 
-_SCRIPT = r"""
-const D = WS.data, cards = Array.from(document.querySelectorAll('.card[data-layer]'));
-const fmt = w => Math.abs(w) >= 0.01 ? w.toFixed(2) : w.toPrecision(2);
-WS.searchers.push(q => {
-  const out = [];
-  D.concepts.forEach((c, k) => { if (!c.toLowerCase().includes(q)) return;
-    const h = D.hits[k];
-    for (let i = 0; i < h.length; i += 5) { const [l, hd] = D.heads[h[i]];
-      out.push({label: `${c} (${fmt(h[i + 4])}): layer ${l}, head ${hd}, ${D.sides[h[i + 1]]} ${h[i + 2]}${h[i + 3] > 0 ? '+' : '-'}`,
-                href: `#head-${l}-${hd}`}); } });
-  return out;
-});
-const sortSel = document.getElementById('ws-sort'), themeSel = document.getElementById('ws-theme'),
-      layerSel = document.getElementById('ws-layer'), count = document.getElementById('ws-count');
-function apply() {
-  const key = sortSel.value, box = document.querySelector('.cards');
-  const order = cards.slice();
-  if (key === 'theme') order.sort((a, b) => a.dataset.theme.localeCompare(b.dataset.theme));
-  if (key === 'sigma' || key === 'fidelity') order.sort((a, b) => b.dataset[key] - a.dataset[key]);
-  let shown = 0;
-  order.forEach(c => { const ok = (!themeSel.value || c.dataset.theme === themeSel.value) &&
-      (!layerSel.value || c.dataset.layer === layerSel.value);
-    c.style.display = ok ? '' : 'none'; shown += ok; box.appendChild(c); });
-  count.textContent = `${shown} of ${cards.length} heads shown`;
-}
-[sortSel, themeSel, layerSel].forEach(s => s.addEventListener('change', apply));
-apply();
-"""
 
 
 def write_report(result: Inspection, path: str | Path, n_directions: int = 4) -> Path:
@@ -209,4 +182,4 @@ def write_report(result: Inspection, path: str | Path, n_directions: int = 4) ->
             + heading("Heads", "heads", "heads") + _controls(result) + "<div class='cards'>"
             + "".join(_card(result, key, i, n_directions) for i, key in enumerate(sorted(result.heads))) + "</div>"
             + neuron_sections(result))
-    return write_atomic(path, page(title, body, data=data, script=_SCRIPT))
+    return write_atomic(path, page(title, body, data=data, script=asset("inspection.js")))

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 _VENDOR = Path(__file__).parent / "vendor"
+_ASSETS = Path(__file__).parent / "assets"
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:0 auto 2rem;max-width:1320px;color:#222;padding:0 1rem}
@@ -28,7 +29,8 @@ h3{font-size:1rem;margin:.8rem 0 .3rem;clear:both}
 table{border-collapse:collapse;font-size:.85rem;margin:.3rem 0 .8rem}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td:first-child{white-space:nowrap}table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#bbb}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:.8rem}
-.card{border:1px solid #ddd;border-radius:6px;padding:.6rem;font-size:.82rem;scroll-margin-top:4rem;overflow-wrap:anywhere}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6rem;font-size:.82rem;scroll-margin-top:4rem}
+.card td{white-space:nowrap}.card td:nth-child(3){white-space:normal;overflow-wrap:anywhere}
 .muted{color:#666}img{max-width:100%;display:block}code{background:#f4f4f4;padding:0 .2rem;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere}
 #ws-nav{position:sticky;top:0;z-index:10;background:#fff;border-bottom:1px solid #ddd;padding:.4rem 0;display:flex;
@@ -46,60 +48,6 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere}
 .chart text{font-family:system-ui,sans-serif}
 """
 
-_SCRIPT = r"""
-(function(){
-const WS = window.WS = window.WS || {};
-const el = document.getElementById('ws-data');
-WS.data = el ? JSON.parse(el.textContent) : null;
-WS.searchers = WS.searchers || [];
-WS.esc = s => String(s).replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));
-WS.tip = document.createElement('div'); WS.tip.className = 'tip'; document.body.appendChild(WS.tip);
-WS.showTip = (ev, html) => { WS.tip.innerHTML = html; WS.tip.style.display = 'block';
-  WS.tip.style.left = Math.min(ev.clientX + 12, window.innerWidth - 300) + 'px'; WS.tip.style.top = (ev.clientY + 12) + 'px'; };
-WS.hideTip = () => { WS.tip.style.display = 'none'; };
-// sticky index of the page's sections and the search box
-const nav = document.getElementById('ws-nav');
-document.querySelectorAll('h2[id]').forEach(h => { const a = document.createElement('a'); a.href = '#' + h.id;
-  a.textContent = h.dataset.short || h.textContent; nav.appendChild(a); });
-const box = document.getElementById('ws-search'), res = document.getElementById('ws-results');
-function defaultSearch(q) {  // any element marked data-search whose text holds the query
-  const out = [];
-  document.querySelectorAll('[data-search]').forEach(e => { if (e.textContent.toLowerCase().includes(q))
-    out.push({label: e.dataset.search + ': ' + e.textContent.trim().slice(0, 120), href: '#' + e.id}); });
-  return out;
-}
-box.addEventListener('input', () => {
-  const q = box.value.trim().toLowerCase();
-  if (!q) { res.style.display = 'none'; return; }
-  let hits = [];
-  for (const f of WS.searchers.concat([defaultSearch])) hits = hits.concat(f(q));
-  const shown = hits.slice(0, 300);
-  res.innerHTML = `<div class="muted" style="padding:.2rem .5rem">${hits.length} match${hits.length === 1 ? '' : 'es'}` +
-    (hits.length > shown.length ? `, first ${shown.length} shown` : '') + '</div>' +
-    shown.map(h => `<a href="${h.href}" class="ws-hit">${WS.esc(h.label)}</a>`).join('');
-  res.style.display = 'block';
-});
-document.addEventListener('click', e => { if (!res.contains(e.target) && e.target !== box) res.style.display = 'none'; });
-// sortable tables: click a header; numbers sort as numbers, n/a and blanks last
-WS.cellKey = td => { const t = td.textContent.trim(); const v = parseFloat(t.replace('%', ''));
-  return /^[-+]?\d/.test(t) && !isNaN(v) ? v : t.toLowerCase(); };
-document.querySelectorAll('table.sortable').forEach(tab => {
-  tab.querySelectorAll('th').forEach((th, i) => th.addEventListener('click', () => {
-    const body = tab.tBodies[0], rows = Array.from(body.rows), dir = th.dataset.dir === 'desc' ? 1 : -1;
-    th.dataset.dir = dir === 1 ? 'asc' : 'desc';
-    rows.sort((a, b) => { const x = WS.cellKey(a.cells[i]), y = WS.cellKey(b.cells[i]);
-      if (typeof x !== typeof y) return typeof x === 'number' ? -1 : 1;
-      return x < y ? -dir : x > y ? dir : 0; });
-    rows.forEach(r => body.appendChild(r));
-  }));
-});
-document.querySelectorAll('input[data-filter]').forEach(inp => inp.addEventListener('input', () => {
-  const q = inp.value.trim().toLowerCase();
-  document.querySelectorAll('#' + inp.dataset.filter + ' tbody tr').forEach(r =>
-    r.style.display = !q || r.textContent.toLowerCase().includes(q) ? '' : 'none');
-}));
-})();
-"""
 
 
 class Markup(str):
@@ -138,12 +86,14 @@ def _cell(c, tag: str) -> str:
 
 
 def table(header: list[str], rows: list[list], table_id: str | None = None, sortable: bool = False,
-          filter_box: bool = False) -> str:
-    """An HTML table; cells are escaped unless they are ``Markup``. sortable: click a header to sort;
-    filter_box (needs table_id): a text box above it that hides the rows not holding the text typed."""
+          filter_box: bool = False, name: str | None = None) -> str:
+    """An HTML table; cells are escaped unless they are ``Markup``. table_id: its rows are found by the page's
+    search (listed under ``name``, default the id); sortable: click a header to sort; filter_box (needs table_id):
+    a text box above it that hides the rows not holding the text typed."""
     head = "".join(_cell(h, "th") for h in header)
     body = "".join("<tr>" + "".join(_cell(c, "td") for c in row) + "</tr>" for row in rows)
-    attrs = (f" id='{esc(table_id)}'" if table_id else "") + (" class='sortable'" if sortable else "")
+    attrs = (f" id='{esc(table_id)}' data-name='{esc(name or table_id)}'" if table_id else "") \
+        + (" class='sortable'" if sortable else "")
     box = (f"<div class='controls'><input data-filter='{esc(table_id)}' placeholder='filter rows'></div>"
            if filter_box and table_id else "")
     return f"{box}<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -153,6 +103,12 @@ def heading(text: str, anchor: str, short: str | None = None) -> str:
     """An <h2> the page's index links to (``short``: its name in the index)."""
     data = f" data-short='{esc(short)}'" if short else ""
     return f"<h2 id='{esc(anchor)}'{data}>{esc(text)}</h2>"
+
+
+@lru_cache(maxsize=None)
+def asset(name: str) -> str:
+    """The text of ``assets/<name>`` (the pages' scripts, kept as .js files beside this module)."""
+    return (_ASSETS / name).read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=1)
@@ -178,5 +134,5 @@ def page(title: str, body_html: str, data=None, script: str = "") -> str:
             f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>"
             "<nav id='ws-nav'><span class='ws-searchbox'><input id='ws-search' type='search' "
             "placeholder='search concepts, classes, heads...' aria-label='search'><div id='ws-results'></div></span>"
-            f"</nav>{body_html}{data_tag}<script>{_d3()}</script><script>{_SCRIPT}</script>"
-            f"<script>(function(){{{script}}})();</script></body></html>")
+            f"</nav>{body_html}{data_tag}<script>{_d3()}</script><script>{asset('explorer.js')}</script>"
+            f"<script>(function(){{{script}}})();WS.readyAt = performance.now();</script></body></html>")

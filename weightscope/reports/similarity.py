@@ -11,7 +11,7 @@ from ..core.fileio import write_atomic
 from ..analyses.similarity.measures import best_match_depths
 from ..analyses.similarity.result import Similarity, describe_measure
 from ..models.adapters.labels import layer_label
-from .page import esc, figure_to_img, heading, page, table
+from .page import esc, figure_to_img, heading, num, page, table
 
 
 def _plt():
@@ -127,16 +127,21 @@ def figure_probes(sim: Similarity, model: str):
 
 def report_html(sim: Similarity, imgs: dict[str, str]) -> str:
     s = sim.summary()
-    models = [[m, len(l), f"{layer_label(l[0])} ... {layer_label(l[-1])}" if l else "-"] for m, l in sim.models.items()]
+    models = [[m, num(len(l), "d", f"models/{m}/#len"), f"{layer_label(l[0])} ... {layer_label(l[-1])}" if l else "-"]
+              for m, l in sim.models.items()]
     parts = [f"<p>{esc(len(sim.models))} model(s), measures: {esc(', '.join(sim.main_measures))}. Every heatmap shares "
              "one colour scale; a cell's value is written in it when the matrix is small enough to read.</p>",
-             heading("Models and layers", "models", "models"), table(["model", "layers", "compared"], models)]
+             heading("Models and layers", "models", "models"), table(["model", "layers", "compared"], models, table_id="models", name="models")]
     if s["depth_alignment"]:
-        rows = [[m, f"{d['spearman']:.3f}", f"{d['mean_abs_diff']:.3f}", d["n_points"]] for m, d in s["depth_alignment"].items()]
+        p = "summary/depth_alignment"
+        rows = [[m, num(d["spearman"], ".3f", f"{p}/{m}/spearman"), num(d["mean_abs_diff"], ".3f", f"{p}/{m}/mean_abs_diff"),
+                 num(d["n_points"], "d", f"{p}/{m}/n_points")] for m, d in s["depth_alignment"].items()]
         parts += [heading("Relative depth of best-matching layers", "depth", "depth alignment"),
-                  table(["measure", "Spearman", "mean |depth difference|", "layers"], rows)]
+                  table(["measure", "Spearman", "mean |depth difference|", "layers"], rows, table_id="depth-alignment",
+                        name="depth alignment")]
     if s["rank_correlations"]:
-        rows = [[r["model"], r["measure_a"], r["measure_b"], f"{r['spearman']:.3f}"] for r in s["rank_correlations"]]
+        rows = [[r["model"], r["measure_a"], r["measure_b"], num(r["spearman"], ".3f", f"summary/rank_correlations/{i}/spearman")]
+                for i, r in enumerate(s["rank_correlations"])]
         parts += [heading("Agreement between measures (Spearman of off-diagonal entries)", "agreement", "agreement"),
                   table(["model", "measure", "measure", "Spearman"], rows, table_id="agreement", sortable=True)]
     for i, (key, img) in enumerate(imgs.items()):
