@@ -184,10 +184,16 @@ def test_compare_report_in_a_browser(browser, out):
     _cli("compare", "--out", str(out / "compare"))
     _open(browser, out / "compare" / "report.html")
     data = json.loads((out / "compare" / "compare.json").read_text())
-    _numbers(browser, data, minimum=5, all_bound=False)
-    assert search(browser, "L")  # head ids are searchable table text
+    _numbers(browser, data, minimum=20, all_bound=False)  # summary and per-layer tables (head rows: derived)
+    tuned = data["comparisons"][0]["tuned"]
+    assert any(tuned in h for h in search(browser, tuned))
     width = browser.js("return document.documentElement.scrollWidth")
     assert width <= 1400, "the page runs off the right edge of a 1400 px window"
+    # a layer with no changed head reads n/a, never 0 %
+    for k, layer in enumerate(data["comparisons"][0]["layers"]):
+        if not layer["changed_heads"]:
+            assert browser.js(f"return document.querySelector('#layers-0 tbody tr:nth-child({k + 1}) td:nth-child(4)')"
+                              ".textContent") == "n/a"
 
 
 # ------------------------------------------------------------------------------------------------ similarity
@@ -195,9 +201,13 @@ def test_compare_report_in_a_browser(browser, out):
 def test_similarity_report_in_a_browser(browser, out):
     _cli("similarity", "--out", str(out / "similarity"))
     _open(browser, out / "similarity" / "report.html")
+    data = json.loads((out / "similarity" / "similarity.json").read_text())
+    _numbers(browser, data, minimum=4)
     html = (out / "similarity" / "report.html").read_text()
     assert "resblocks" not in html and "<pre>" not in html  # human layer labels, no console dump
     assert "block 0" in html
+    model = next(iter(data["models"]))
+    assert any(model in h for h in search(browser, model))
     assert browser.js("return document.documentElement.scrollWidth") <= 1400
 
 
@@ -206,7 +216,19 @@ def test_similarity_report_in_a_browser(browser, out):
 def test_sing_reports_in_a_browser(browser, out):
     _cli("sing", "--out", str(out / "sing"))
     _open(browser, out / "sing" / "sing.html")
+    data = json.loads((out / "sing" / "sing.json").read_text())
+    _numbers(browser, data, minimum=20)
     assert browser.js("return document.documentElement.scrollWidth") <= 1400
+    text = data["steering"][0]["text"]
+    assert any(text in h for h in search(browser, text))
     _cli("sing", "--classifier", "bundled-cnn", "--out", str(out / "singc"))
     _open(browser, out / "singc" / "sing.html")
+    data = json.loads((out / "singc" / "sing.json").read_text())
+    _numbers(browser, data, minimum=20)
     assert browser.js("return document.documentElement.scrollWidth") <= 1400
+    text = data["statistics"]["per_text"][-1]["text"]
+    assert any(text in h for h in search(browser, text))
+    # no panel of nothing: the figure has no all-zero 'most free' panel, the page names those concepts instead
+    blind = data["blind_to"]
+    if blind and max(abs(v) for _, v in blind[:15]) < 0.005:
+        assert "all read 0.00" in (out / "singc" / "sing.html").read_text()

@@ -198,3 +198,19 @@ def test_report_of_a_real_inspection_from_the_cli(tiny_name, tmp_path, capsys, m
     check_report_matches(result, out / "report.html")
     shown = [r[2] for card in _parse(out / "report.html").cards for r in card["rows"]]
     assert sum(bool(c) for c in shown) >= len(shown) // 2  # concept labels are there to be checked
+
+
+def test_layer_labels_come_from_the_adapters(tiny_model):
+    """Every report names layers through adapters.labels.layer_label (issue 25): each block hook point the adapter
+    gives reads "block i", in the order of the blocks, and the other families' paths read the same way."""
+    from weightscope.models.adapters import block_modules
+    from weightscope.models.adapters.labels import head_label, layer_label
+
+    names = block_modules(tiny_model)["names"]
+    assert [layer_label(n) for n in names] == [f"block {i}" for i in range(len(names))]
+    assert [layer_label(n + ".attn") for n in names][-1] == f"block {len(names) - 1} (attention)"
+    assert layer_label("visual.trunk.blocks.7.mlp") == "block 7 (MLP)"                      # timm ViT
+    assert layer_label("vision_model.encoder.layers.11.self_attn") == "block 11 (attention)"  # transformers CLIP
+    assert layer_label("layer3.1") == "stage 3, block 1"                                      # ResNet
+    assert layer_label(4) == layer_label("4") == "layer 4" and head_label(4, 2) == "layer 4, head 2"
+    assert layer_label("fc") == "fc" and layer_label("features.denseblock1.conv") == "denseblock1.conv"

@@ -140,22 +140,31 @@ def _controls(result: Inspection) -> str:
 
 
 def search_index(result: Inspection) -> dict:
-    """Every concept of every explained direction (all heads, sides, signs), compact: a concept table and, per
-    concept, flat [head, side, index, sign, coefficient] records (head: position in ``heads``)."""
+    """Every concept of every explained direction (all heads, sides, signs), compact enough for a whole ViT-L-14:
+    a concept table and, per concept, flat [code delta, coefficient x 1000] pairs, where a direction's
+    code = ((head * 4 + side) * n_index + index) * 2 + (sign > 0) (head: position in ``heads``; side: index in
+    ``sides``) and the codes of one concept ascend, stored as differences from the previous one."""
     concepts: dict[str, int] = {}
-    hits: list[list] = []
-    heads = []
-    for i_head, (key, rep) in enumerate(sorted(result.heads.items())):
-        heads.append([key[0], key[1]])
+    codes: list[list[tuple[int, int]]] = []
+    items = sorted(result.heads.items())
+    n_index = 1 + max((d.index for _, rep in items for d in rep.directions), default=0)
+    for i_head, (_, rep) in enumerate(items):
         for d in rep.directions:
+            code = ((i_head * len(SIDE_CODE) + SIDE_CODE.get(d.side, 0)) * n_index + d.index) * 2 + (d.sign > 0)
             for c, w in zip(d.concepts, d.coefficients):
                 k = concepts.setdefault(c, len(concepts))
-                while len(hits) <= k:
-                    hits.append([])
-                hits[k].extend([i_head, SIDE_CODE.get(d.side, 0), d.index, d.sign, w])
-    return {"concepts": list(concepts), "hits": hits, "heads": heads, "sides": list(SIDE_CODE)}
-
-
+                if k == len(codes):
+                    codes.append([])
+                codes[k].append((code, round(1000 * w)))
+    hits = []
+    for pairs in codes:
+        flat, last = [], 0
+        for code, w in sorted(pairs):
+            flat += [code - last, w]
+            last = code
+        hits.append(flat)
+    return {"concepts": list(concepts), "hits": hits, "heads": [list(key) for key, _ in items],
+            "sides": list(SIDE_CODE), "n_index": n_index}
 
 
 def write_report(result: Inspection, path: str | Path, n_directions: int = 4) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.fileio import write_atomic
+from ..analyses.inspection import format_coefficient
 from ..analyses.sing.analysis import SingResult
 from .page import Markup, esc, figure_to_img, num, page, table
 
@@ -111,7 +112,8 @@ def _strip_figure(result: SingResult):
 
 
 def _fmt(pairs, n: int = 4) -> str:
-    return ", ".join(f"{c} ({w:.2f})" for c, w in pairs[:n])
+    """'concept (0.45), ...': a kept coefficient never reads 0.00 (two significant digits below 0.01)."""
+    return ", ".join(f"{c} ({format_coefficient(w)})" for c, w in pairs[:n])
 
 
 def _directions_table(directions) -> str:

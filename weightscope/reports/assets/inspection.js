@@ -1,11 +1,14 @@
 const D = WS.data, cards = Array.from(document.querySelectorAll('.card[data-layer]'));
-const fmt = w => Math.abs(w) >= 0.01 ? w.toFixed(2) : w.toPrecision(2);
-WS.searchers.push(q => {
+const fmt = w => Math.abs(w) >= 0.01 ? w.toFixed(2) : w.toPrecision(1);
+const nSides = D.sides.length;
+WS.searchers.push(q => {  // every concept holding q, each with all the directions it explains (see search_index)
   const out = [];
   D.concepts.forEach((c, k) => { if (!c.toLowerCase().includes(q)) return;
-    const h = D.hits[k];
-    for (let i = 0; i < h.length; i += 5) { const [l, hd] = D.heads[h[i]];
-      out.push({label: `${c} (${fmt(h[i + 4])}): layer ${l}, head ${hd}, ${D.sides[h[i + 1]]} ${h[i + 2]}${h[i + 3] > 0 ? '+' : '-'}`,
+    const h = D.hits[k]; let code = 0;
+    for (let i = 0; i < h.length; i += 2) { code += h[i];
+      const sign = code % 2 ? '+' : '-', rest = Math.floor(code / 2), index = rest % D.n_index,
+            hs = Math.floor(rest / D.n_index), side = D.sides[hs % nSides], [l, hd] = D.heads[Math.floor(hs / nSides)];
+      out.push({label: `${c} (${fmt(h[i + 1] / 1000)}): layer ${l}, head ${hd}, ${side} ${index}${sign}`,
                 href: `#head-${l}-${hd}`}); } });
   return out;
 });
