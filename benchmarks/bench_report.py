@@ -25,12 +25,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from browser_helpers import Browser, missing_reason  # noqa: E402
 
 
+def _synthetic(layers: int = 24, heads: int = 16, rank: int = 64, vocab: int = 5000, k: int = 5, seed: int = 0):
+    import numpy as np
+
+    from weightscope.analyses.inspection import Direction, HeadReport, Inspection
+
+    rng = np.random.default_rng(seed)
+    words = [f"concept{i:04d}" for i in range(vocab)]
+    reports = {}
+    for l in range(layers):
+        for h in range(heads):
+            s = sorted(rng.uniform(0.2, 1.2, rank).round(6), reverse=True)
+            dirs = [Direction(i, side, sign, [words[j] for j in rng.choice(vocab, k, replace=False)],
+                              sorted(rng.uniform(0.01, 0.6, k).round(4), reverse=True), round(float(rng.uniform(0.2, 0.9)), 6))
+                    for i in range(rank) for side in ("write", "read") for sign in (1, -1)]
+            reports[l, h] = HeadReport(l, h, [float(x) for x in s], [], dirs)
+    settings = {"method": "comp", "k": k, "lam": 0.3, "joint_mode": "linear", "normalize": "l2", "image_mean": False,
+                "sides": ["write", "read"], "n_directions": None}
+    return Inspection("ViT-L-14 (synthetic shape)", f"synthetic:{vocab}", vocab, settings, reports)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="ViT-L-14")
     ap.add_argument("--vocab", default="general:5000")
     ap.add_argument("--inspection", help="an inspection.json already made (skips the inspect run)")
     ap.add_argument("--runs", type=int, default=3, help="page loads timed (fresh browser profile each)")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="no inspect run: a result of ViT-L-14's shape (24 x 16 heads, 64 directions, both sides and "
+                         "signs, k = 5 concepts of a 5,000-word vocabulary, seeded random numbers); the page's size and "
+                         "load time depend on that shape, not on the values")
     args = ap.parse_args()
     reason = missing_reason()
     if reason:
@@ -38,7 +62,11 @@ def main() -> None:
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs visible, {platform.processor() or platform.machine()}"
           " (shared with other sessions: absolute times vary)")
     work = Path(tempfile.mkdtemp(prefix="ws-bench-report-"))
-    if args.inspection:
+    if args.synthetic:
+        source = work / "inspection.json"
+        _synthetic().to_json(source)
+        print("synthetic ViT-L-14-shaped inspection (no model run)")
+    elif args.inspection:
         source = Path(args.inspection)
     else:
         t0 = time.perf_counter()

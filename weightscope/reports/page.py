@@ -29,7 +29,8 @@ h3{font-size:1rem;margin:.8rem 0 .3rem;clear:both}
 table{border-collapse:collapse;font-size:.85rem;margin:.3rem 0 .8rem}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td:first-child{white-space:nowrap}table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#bbb}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:.8rem}
-.card{border:1px solid #ddd;border-radius:6px;padding:.6rem;font-size:.82rem;scroll-margin-top:4rem}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6rem;font-size:.82rem;scroll-margin-top:4rem;
+ content-visibility:auto;contain-intrinsic-size:auto 520px}
 .card td{white-space:nowrap}.card td:nth-child(3){white-space:normal;overflow-wrap:anywhere}
 .muted{color:#666}img{max-width:100%;display:block}code{background:#f4f4f4;padding:0 .2rem;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere}
