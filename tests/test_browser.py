@@ -35,15 +35,8 @@ def browser():
 
 
 @pytest.fixture(scope="session")
-def out(tmp_path_factory, monkeypatch_session):
+def out(tmp_path_factory):
     return tmp_path_factory.mktemp("reports")
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
 
 
 def _cli(*args):

@@ -41,7 +41,7 @@ def _heatmap(ax, S, rows, cols, title, vmin=0.0, values: bool | None = None):
         for i in range(S.shape[0]):
             for j in range(S.shape[1]):
                 if np.isfinite(S[i, j]):
-                    ax.text(j, i, f"{S[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    ax.text(j, i, f"{S[i, j]:.2f}", ha="center", va="center", fontsize=7,
                             color="k" if S[i, j] > mid else "w")  # readable on viridis' light and dark ends
     return im
 
