@@ -236,8 +236,7 @@ def _summary_table(comparisons: list[Comparison]) -> str:
         t = f"comparisons/{i}/totals"
         eps = c.settings.get("epsilon", 0.5)
         key = f"intruders@{eps:g}"
-        intr = num(c.intruder_counts([eps])[float(eps)], "d", f"{t}/{key}" if key in c.totals() else None) \
-            if hasattr(c, "totals") else text[9]
+        intr = num(text[9], "d", f"{t}/{key}" if key in c.totals() else None)  # totals hold the settings' epsilon
         rows.append([text[0], num(c.rel_change, ".4f", f"{t}/rel_change"),
                      num(c.in_basis_share, ".1f", f"{t}/in_basis_share", scale=100),
                      num(c.off_basis_share, ".1f", f"{t}/off_basis_share", scale=100),
