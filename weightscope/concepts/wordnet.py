@@ -53,14 +53,14 @@ def wnid(offset: int) -> str:
 def read_overrides(path: str | Path) -> dict[str, str]:
     """An override file: ``class name<TAB>synset`` per line (synset as 'n02084071' or 'dog.n.01'; more
     tab-separated columns and '#' comment lines are ignored). Returns {casefolded name: synset spec}."""
+    from ..core.fileio import read_text
+
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise WeightscopeError(f"cannot read synset override file {path}: {err}") from None
+    lines = read_text(path, "synset override file").split("\n")
     out = {}
     for i, line in enumerate(lines, 1):
-        if not line.strip() or line.startswith("#"):
+        line = line.replace("\ufeff", "").strip()
+        if not line or line.startswith("#"):
             continue
         parts = line.split("\t")
         if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():

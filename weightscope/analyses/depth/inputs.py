@@ -8,12 +8,14 @@ WordNet id (shown by its synset's first lemma).
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
 from ...core.defaults import CLASS_LISTS
 from ...core.errors import WeightscopeError
+from ...core.fileio import read_lines, read_text
 
 BUILTIN_CLASSES = CLASS_LISTS
 
@@ -32,10 +34,7 @@ def read_classes(spec: str) -> tuple[list[str], list[str]]:
     if not path.is_file():
         raise WeightscopeError(f"--classes {spec!r} is neither a class list ({', '.join(BUILTIN_CLASSES)}) "
                                "nor a file with one class a line")
-    try:
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
-    except (OSError, UnicodeDecodeError) as err:
-        raise WeightscopeError(f"cannot read class file {path}: {err}") from None
+    lines = read_lines(path, "class file")
     names, specs = [], []
     for line in lines:
         name, _, syn = (p.strip() for p in line.partition("\t"))
@@ -72,8 +71,7 @@ def read_matrix(path: str | Path, what: str) -> np.ndarray:
     if path.suffix.lower() not in (".csv", ".txt", ".tsv"):
         raise WeightscopeError(f"{what} {path}: give a .npy or .csv file")
     delim = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.reader(fh, delimiter=delim) if r]
+    rows = [r for r in csv.reader(io.StringIO(read_text(path, what)), delimiter=delim) if r]
 
     def numeric(cell: str) -> bool:
         try:

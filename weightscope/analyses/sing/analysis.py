@@ -78,11 +78,9 @@ def parse_classes(spec) -> tuple[list[str], tuple[str, ...], str]:
         if "," in text:
             names, desc = [part.strip() for part in text.split(",")], "list"
         elif Path(text).is_file():
-            try:
-                lines = Path(text).read_text(encoding="utf-8").splitlines()
-            except (UnicodeDecodeError, OSError) as err:
-                raise WeightscopeError(f"cannot read class file {text}: {err}") from None
-            names, desc = [ln.strip() for ln in lines if ln.strip()], f"file {Path(text).name}"
+            from ...core.fileio import read_lines
+
+            names, desc = [" ".join(ln.split()) for ln in read_lines(text, "class file")], f"file {Path(text).name}"
         elif "/" not in text and os.sep not in text and text in list_vocabularies():
             names, desc = load_vocabulary(text), text
         elif "/" in text or os.sep in text or Path(text).suffix:

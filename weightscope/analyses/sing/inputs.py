@@ -23,12 +23,9 @@ def read_texts(path) -> list[str]:
         raise WeightscopeError(f"{p} is a folder; give a text file with one text per line")
     if not p.is_file():
         raise WeightscopeError(f"texts file not found: {p} (give a text file with one text per line)")
-    try:
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
-    except (UnicodeDecodeError, OSError) as err:
-        raise WeightscopeError(f"cannot read texts file {p}: {type(err).__name__}; give UTF-8 text, one text per "
-                               "line") from None
-    texts = [" ".join(ln.split()) for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    from ...core.fileio import read_lines
+
+    texts = [" ".join(ln.split()) for ln in read_lines(p, "texts file")]
     if not texts:
         raise WeightscopeError(f"texts file {p} holds no texts; write one text per line, e.g. 'a red object'")
     seen: dict[str, int] = {}
