@@ -67,7 +67,7 @@ def read_matrix(path: str | Path, what: str) -> np.ndarray:
             raise WeightscopeError(f"cannot read {what} {path} as a .npy array: {err}") from None
         if M.dtype.kind not in "fiub":
             raise WeightscopeError(f"{what} {path} holds {M.dtype} values, not numbers")
-        return M.astype(np.float64)
+        return _square(M.astype(np.float64), what, path)
     if path.suffix.lower() not in (".csv", ".txt", ".tsv"):
         raise WeightscopeError(f"{what} {path}: give a .npy or .csv file")
     delim = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -90,6 +90,17 @@ def read_matrix(path: str | Path, what: str) -> np.ndarray:
         raise WeightscopeError(f"{what} {path} is not a numeric matrix ({err})") from None
     if M.ndim != 2:
         raise WeightscopeError(f"{what} {path}: rows have different lengths; expected a square matrix")
+    return _square(M, what, path)
+
+
+def _square(M: np.ndarray, what: str, path) -> np.ndarray:
+    """M if it is a square matrix of finite numbers; else one line saying what it is."""
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] < 2:
+        raise WeightscopeError(f"{what} {path} has shape {M.shape}; it must be a square matrix (C, C), one row and "
+                               "one column per class, C >= 2")
+    bad = int(np.count_nonzero(~np.isfinite(M)))
+    if bad:
+        raise WeightscopeError(f"{what} {path} has {bad} non-finite (NaN or inf) entries; give finite numbers")
     return M
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ...core.errors import WeightscopeError
-from ...core.images import IMAGE_SUFFIXES, read_image
+from ...core.images import IMAGE_SUFFIXES, check_images, read_image
 from .concepts import Concepts, downsample_masks
 
 
@@ -110,6 +110,7 @@ def folder_concepts(folder: str | Path, n_images: int | None = None, seed: int =
             raise WeightscopeError(f"n_images must be at least 2, got {n_images}")
         keep = np.sort(np.random.default_rng(seed).permutation(len(files))[:n_images])
         files, label = [files[i] for i in keep], label[keep]
+    check_images(files)       # a bad file is named now, not after the models are loaded and half the work done
     return files, Concepts(classes, label[:, None] == np.arange(len(classes))[None, :])
 
 
