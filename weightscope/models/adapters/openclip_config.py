@@ -64,10 +64,10 @@ def infer_config(module) -> dict | None:
     if type(module) is not open_clip.CLIP:
         return None
     try:
-        vision, text = _vision_cfg(module.visual), _text_cfg(module)
+        vision, text = _vision_cfg(_bare(module.visual)), _text_cfg(module)
         if vision is None or text is None:
             return None
-        block = module.visual.transformer.resblocks[0]
+        block = _bare(module.visual).transformer.resblocks[0]
         config = {"embed_dim": int(module.visual.output_dim), "vision_cfg": vision, "text_cfg": text,
                   "quick_gelu": isinstance(block.mlp.gelu, open_clip.transformer.QuickGELU)}
         if getattr(module, "logit_bias", None) is not None:
@@ -76,9 +76,18 @@ def infer_config(module) -> dict | None:
             built = open_clip.CLIP(**config)
     except (AttributeError, TypeError, ValueError, RuntimeError, IndexError):
         return None
-    same = repr(built) == repr(module) and {k: tuple(v.shape) for k, v in built.state_dict().items()} == \
-        {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    return config if same else None
+    return config if _structure(built) == _structure(module) else None
+
+
+def _bare(m):
+    return getattr(m, "_orig_mod", m)       # a torch.compile'd submodule: the module it wraps
+
+
+def _structure(model) -> tuple:
+    """Each child's repr (layer types, sizes, norms, activations) and every tensor's name and shape."""
+    children = tuple((name, repr(_bare(child))) for name, child in model.named_children())
+    shapes = tuple(sorted((k.replace("_orig_mod.", ""), tuple(v.shape)) for k, v in model.state_dict().items()))
+    return children, shapes
 
 
 def config_name(config: dict) -> str:
