@@ -305,6 +305,10 @@ def sing_analysis(model, classes, explainer=None, *, image=None, texts=None, gal
     head = zero_shot_head(loaded, names, templates)
     geom = head_geometry(head, options.rtol)
     raw = explainer.raw_embeddings(loaded, progress)
+    # the concepts in name order from here on: the vocabulary mean (SpLiCE), the visibilities and every ranking
+    # come out the same whatever the order of the vocabulary file
+    canon = np.argsort(np.asarray(concepts, dtype=object), kind="stable")
+    concepts, raw = [concepts[i] for i in canon], np.asarray(raw)[canon]
     vis = concept_visibility(geom, raw, concepts, normalize)
     directions = explain_subspaces(geom, normalized_dictionary(raw, normalize), concepts, options.n_directions,
                                    method=explainer.method, k=explainer.k, lam=explainer.lam)
@@ -320,7 +324,7 @@ def sing_analysis(model, classes, explainer=None, *, image=None, texts=None, gal
         f, feature = gallery_obj.embeddings[0].astype(np.float64), f"gallery image 0 ({gallery_obj.captions[0]})"
         f_image = gallery_obj.image(0)
     else:
-        prompt = templates[0].format(names[0])
+        prompt = templates[0].format(min(names, key=lambda n: (n.casefold(), n)))  # not the first given: order-free
         f, feature = text_embeddings(loaded, [prompt])[0], f"text embedding of {prompt!r} (no image given)"
 
     if texts is None:
