@@ -22,6 +22,7 @@ def files(tmp_path):
     np.save(tmp_path / "nan.npy", nan)
     np.save(tmp_path / "text.npy", np.array(["a", "b"]))
     (tmp_path / "bad.png").write_text("not an image")
+    (tmp_path / "one.txt").write_text("# one class only\ncat\n")
     for c in "ab":
         (tmp_path / "cls" / c).mkdir(parents=True)
         for i in range(12):
@@ -36,6 +37,7 @@ def files(tmp_path):
     (["depth", "--classes", "cifar10", "--similarity", "nan.npy"], "1 non-finite"),
     (["depth", "--classes", "cifar10", "--similarity", "text.npy"], "not numbers"),
     (["depth", "--classes", "cifar10", "--confusion", "flat.npy", "--similarity", "nan.npy"], "confusion matrix"),
+    (["depth", "--classes", "one.txt", "--similarity", "rect.npy"], "lists 1 class(es)"),
     (["sing", "--image", "bad.png"], "cannot decode image"),
     (["similarity", "--concepts", "cifar10", "--images", "cls"], "zz.png"),
 ])

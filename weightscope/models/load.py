@@ -284,7 +284,6 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
         hint = (f"known tags: {', '.join(tags)}" if tags
                 else "open_clip has no pretrained weights for it; use checkpoint=")
         raise WeightscopeError(f"unknown pretrained tag {tag!r} for {name}: {hint}")
-    _check_fetchable(name, tag)
     options = {}
     if open_clip.get_pretrained_cfg(name, tag).get("quick_gelu") and not open_clip.get_model_config(name).get(
             "quick_gelu"):
@@ -292,6 +291,7 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
         warnings.warn(f"weightscope: {name} '{tag}' weights were trained with QuickGELU; building the model with "
                       "QuickGELU (open_clip's force_quick_gelu) instead of GELU", stacklevel=3)
         options["force_quick_gelu"] = True
+    _check_fetchable(name, tag)
     try:
         net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag, **options)
     except Exception as err:  # network errors come from several libraries
@@ -355,9 +355,9 @@ def _check_fetchable(name: str, tag: str) -> None:
     hub = bool(cfg.get("hf_hub"))
     host = urlparse(constants.ENDPOINT).hostname if hub else urlparse(cfg.get("url", "")).hostname
     if hub and constants.is_offline_mode():
-        why = "the model hub is off (HF_HUB_OFFLINE is set) and the weights are not in its cache"
+        why = "no cached copy and the model hub is off (HF_HUB_OFFLINE is set)"
     elif host and not _reachable(host):
-        why = f"the weights are not cached and {host} cannot be reached (no network?)"
+        why = f"no cached copy and {host} cannot be reached (no network?)"
     else:
         return
     raise WeightscopeError(f"could not fetch {name}/{tag}: {why}; download them once online, or elsewhere and "

@@ -35,6 +35,8 @@ def read_classes(spec: str) -> tuple[list[str], list[str]]:
         raise WeightscopeError(f"--classes {spec!r} is neither a class list ({', '.join(BUILTIN_CLASSES)}) "
                                "nor a file with one class a line")
     lines = read_lines(path, "class file")
+    if len(lines) < 2:
+        raise WeightscopeError(f"class file {path} lists {len(lines)} class(es); give at least 2, one a line")
     names, specs = [], []
     for line in lines:
         name, _, syn = (p.strip() for p in line.partition("\t"))
