@@ -3,7 +3,6 @@ cannot happen fails at once, before the model is built."""
 import logging
 
 import pytest
-import torch
 
 from weightscope.cli import cli_spelling, main
 

@@ -2,7 +2,6 @@
 
 Each case writes an image in a form real files come in and compares the decode with a reference decode (the
 plain 8-bit RGB copy of the same picture)."""
-import io
 
 import numpy as np
 import pytest
