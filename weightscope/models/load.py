@@ -284,6 +284,7 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
         hint = (f"known tags: {', '.join(tags)}" if tags
                 else "open_clip has no pretrained weights for it; use checkpoint=")
         raise WeightscopeError(f"unknown pretrained tag {tag!r} for {name}: {hint}")
+    _check_fetchable(name, tag)   # before anything is said or built: a download that cannot happen fails now
     options = {}
     if open_clip.get_pretrained_cfg(name, tag).get("quick_gelu") and not open_clip.get_model_config(name).get(
             "quick_gelu"):
@@ -291,7 +292,6 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
         warnings.warn(f"weightscope: {name} '{tag}' weights were trained with QuickGELU; building the model with "
                       "QuickGELU (open_clip's force_quick_gelu) instead of GELU", stacklevel=3)
         options["force_quick_gelu"] = True
-    _check_fetchable(name, tag)
     try:
         net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag, **options)
     except Exception as err:  # network errors come from several libraries
