@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analyses.depth.core import DepthResult, MethodResult
+from ..analyses.depth.core import PROTOCOL_NOTES, DepthResult, MethodResult
 from ..core.errors import WeightscopeError
 from ..core.fileio import dump_json, write_atomic
 from .page import esc, figure_to_img, page, table
@@ -168,10 +168,15 @@ def report_html(result: DepthResult, imgs: dict[str, str]) -> str:
             "edges of each cluster of class templates (depth as NLTK's Wu-Palmer: entity = 1). Direct compliance: "
             "shared tree edges over the similarity graph's edges (similarities confused) and over the confusion "
             "graph's edges (confusions explained); extended: an edge counts when its classes share a cluster of the "
-            "other graph.</p>", table(header, rows), imgs["histogram"]]
+            "other graph.</p>", f"<p class='muted'>{esc(PROTOCOL_NOTES[result.protocol])}.</p>",
+            table(header, rows), imgs["histogram"]]
     body += [f"<p class='muted'>note: {esc(n)}</p>" for n in result.notes]
     for r in result.methods.values():
         body.append(_method_section(result, r, imgs[f"trees_{r.method}"]))
+    if result.senses:  # the WordNet sense each class stands for, and what chose it
+        body.append("<details><summary>WordNet synset of each class</summary>"
+                    + table(["class", "synset", "wnid", "chosen by"],
+                            [[c["class"], c["synset"], c["wnid"], c["chosen_by"]] for c in result.senses]) + "</details>")
     body.append("<p class='muted'>Numbers: depth.json, summary.csv, edges.csv, clusters.csv next to this page.</p>")
     return page("Similarity Depth", "".join(body))
 
@@ -195,14 +200,14 @@ def write_report(result: DepthResult, out_dir: str | Path, wordnet=None) -> dict
         for label, g in (("similarity", r.graph), ("confusion", r.confusion_graph)):
             if g is not None:
                 cl = g.cluster_of
-                cluster_rows += [[r.method, label, result.class_names[i], int(cl[i]), int(g.noise == cl[i])]
-                                 for i in range(len(cl))]
+                cluster_rows += [[r.method, label, result.class_names[i], int(cl[i]), int(g.noise == cl[i]),
+                                  f"n{result.synsets[i]:08d}", wordnet.name(result.synsets[i])] for i in range(len(cl))]
     files = {
         "report.html": report_html(result, imgs),
         "depth.json": dump_json(result.to_json(wordnet)),
         "summary.csv": _csv(*summary_rows(result)),
         "edges.csv": _csv(*edge_rows(result, wordnet)),
-        "clusters.csv": _csv(["method", "graph", "class", "cluster", "noise"], cluster_rows),
+        "clusters.csv": _csv(["method", "graph", "class", "cluster", "noise", "wnid", "synset"], cluster_rows),
     }
     out = Path(out_dir)
     return {name: write_atomic(out / name, text) for name, text in files.items()}
