@@ -457,3 +457,44 @@ def test_authors_noise_is_theirs():
     assert np.array_equal(N, N.T) and np.abs(N).max() <= 5e-8
     with pytest.raises(WeightscopeError, match="unknown protocol 'paper'"):
         similarity_depth(np.eye(3) + 0.1, ["dog", "cat", "ship"], protocol="paper")
+
+
+def test_compliance_and_summaries_on_hand_made_graphs():
+    """Graphs written by hand: similarity clusters {0,1,2} {3,4} with tree 0-1, 1-2, 3-4; confusion clusters
+    {0,1} {2,3,4} with tree 0-1, 2-3, 2-4. Shared: 0-1 -> direct 1/3 both ways. Extended: similarity edges inside
+    one confusion cluster 0-1, 3-4 -> 2/3; confusion edges inside one similarity cluster 0-1 only -> 1/3."""
+    from weightscope.analyses.depth import ClassGraph, DepthResult, MethodResult, direct_compliance, extended_compliance
+
+    sim = ClassGraph("affinity", ((0, 1, 2), (3, 4)), ((0, 1, .9), (1, 2, .8), (3, 4, .7)))
+    conf = ClassGraph("affinity", ((0, 1), (2, 3, 4)), ((0, 1, .5), (2, 3, .4), (2, 4, .3)))
+    assert sim.cluster_of.tolist() == [0, 0, 0, 1, 1] and sim.n_clusters == 2
+    assert direct_compliance(sim, conf) == (pytest.approx(1 / 3), pytest.approx(1 / 3), 1)
+    assert extended_compliance(sim, conf) == (pytest.approx(2 / 3), pytest.approx(1 / 3))
+    assert extended_compliance(conf, sim) == (pytest.approx(1 / 3), pytest.approx(2 / 3))
+    # no tree edges at all: every ratio is undefined (n/a in the summary, null in the JSON), never 0 or an error
+    lonely = ClassGraph("louvain", ((0,), (1,), (2,), (3,), (4,)), ())
+    r = MethodResult("louvain", lonely, [], [], lonely, [])
+    assert math.isnan(r.sd) and math.isnan(r.confusion_sd) and math.isnan(r.direct[0]) and r.direct[2] == 0
+    res = DepthResult(list("abcde"), [2084071] * 5, np.eye(5), np.eye(5), {"louvain": r}, "hand", 0.5, ["a note"])
+    text = res.summary()
+    assert text.splitlines()[0] == "Similarity Depth of hand: 5 classes, accuracy 50.0 % (default protocol)"
+    assert "SD    nan" in text and "direct n/a / n/a (0 shared of 0 and 0)  extended n/a / n/a" in text
+    assert text.endswith("  note: a note")
+    js = res.to_json()
+    assert js["methods"]["louvain"]["sd"] is None and js["methods"]["louvain"]["direct"]["shared_edges"] == 0
+    assert js["methods"]["louvain"]["extended"] == {"similarity_edges_confused": None, "confusions_explained": None}
+    assert js["wnids"] == ["n02084071"] * 5 and js["protocol"] == "default"
+
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda: normalise(np.full((3, 3), 0.5)), "constant"),
+    (lambda: normalise(np.array([[1, .2, .3], [.9, 1, .1], [.3, .1, 1]])), "not symmetric"),
+    (lambda: normalise(np.array([[1, np.nan, 0], [np.nan, 1, 0], [0, 0, 1]])), "NaN or infinite"),
+    (lambda: confusion_affinity(np.array([[3, 1, 0], [0, 0, 0], [1, 1, 5]])), "row 1 of the confusion matrix sums to 0"),
+    (lambda: cosine_similarity(np.array([[1.0, 0], [0, 0], [1, 1]])), "class template 1 is all zeros"),
+    (lambda: class_graph(np.eye(3), "kmeans"), "unknown clustering method 'kmeans'"),
+    (lambda: similarity_depth(np.eye(3), ["dog", "cat"]), "2 class names for a 3 x 3"),
+])
+def test_bad_matrices_raise_one_line(call, needle):
+    with pytest.raises(WeightscopeError, match=needle):
+        call()
