@@ -498,3 +498,20 @@ def test_compliance_and_summaries_on_hand_made_graphs():
 def test_bad_matrices_raise_one_line(call, needle):
     with pytest.raises(WeightscopeError, match=needle):
         call()
+
+
+def test_a_bad_confusion_entry_is_named_in_the_input_order():
+    """The default protocol works in a canonical (sorted) class order; messages still name the user's rows."""
+    S = np.array([[1, .8, .1], [.8, 1, .2], [.1, .2, 1]])
+    K = np.array([[5, 1, 0], [0, 4, -1], [1, 0, 3]])
+    with pytest.raises(WeightscopeError, match=r"negative entry at \(1, 2\)"):
+        similarity_depth(S, ["ship", "dog", "cat"], confusion=K)
+
+
+def test_canonical_order_sorts_by_spec_then_name():
+    from weightscope.analyses.depth.core import canonical_order
+
+    assert canonical_order(["ship", "dog", "cat"]).tolist() == [2, 1, 0]
+    # equal specs (one synset under two names) fall back on the display name; case only after casefolding
+    assert canonical_order(["n02084071", "n02084071", "Cat"], ["puppy", "hound", "cat"]).tolist() == [2, 1, 0]
+    assert canonical_order(["b", "A", "a"]).tolist() == [1, 2, 0]

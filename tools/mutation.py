@@ -74,7 +74,7 @@ TARGETS = {
                      ["tests/test_pins.py", "-k", "leakage"]),
     "depth": ("weightscope/analyses/depth/core.py", None,
               ["tests/test_depth.py", "-k", "hand_built or normalisation or maximum_spanning or authors or order "
-               "or ties or noise or compliance_under or hand_made or bad_matrices"]),
+               "or ties or noise or compliance_under or hand_made or bad_matrices or input_order or canonical"]),
     "similarity": ("weightscope/analyses/similarity/measures.py", None,
                    ["tests/test_pins.py", "tests/test_similarity.py", "-k",
                     "similarity_summaries or cka or unit_diagonal or subspace_similarity or depth_alignment"]),

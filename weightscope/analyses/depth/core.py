@@ -39,7 +39,10 @@ Two protocols (``protocol=``; the CLI's ``--protocol``):
   ``pip install -e '.[depth]'``). Results depend on the input's class order, as theirs do. On the authors'
   ConvNeXt matrices it gives their figures to the printed digits (tests/test_depth.py).
 
-Affinity Propagation, OPTICS and HDBSCAN are the same sklearn estimators in both protocols. The depth rule
+Affinity Propagation, OPTICS and HDBSCAN are the same sklearn estimators in both protocols. Extended compliance
+counts the classes of a cluster; the authors' code counts those that lie on one of the cluster's tree edges.
+The two agree whenever each class of a cluster of two or more lies on a tree edge, which their noise ensures
+(every pair but the least similar one is an edge) unless a cluster is exactly that least similar pair. The depth rule
 is asymmetric when one class's synset is an ancestor of the other's (:meth:`WordNet.lowest_common_hypernym`):
 the class first in the protocol's order (canonical, or the input's as in the authors' networkx edges) goes first.
 
@@ -470,9 +473,10 @@ def similarity_depth(similarity, classes, *, confusion=None, methods=METHODS, ov
         A = normalise(S[np.ix_(order, order)])
     K = None
     if confusion is not None:
-        K = confusion_affinity(np.asarray(confusion, dtype=np.float64)[np.ix_(order, order)]
-                               if np.ndim(confusion) == 2 and np.shape(confusion) == (C, C) else confusion, C)
-        if protocol == "authors":
+        K = confusion_affinity(confusion, C)  # validated in the input's order, so messages name its indices
+        if protocol != "authors":
+            K = confusion_affinity(np.asarray(confusion, dtype=np.float64)[np.ix_(order, order)], C)
+        else:
             K = K + authors_noise(C, seed)
             np.fill_diagonal(K, 1.0)
     rank = np.empty(C, dtype=int)
