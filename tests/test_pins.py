@@ -198,3 +198,66 @@ def test_image_mean_from_folder_averages_unit_embeddings(tiny_name, tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(image_mean_from_folder(loaded, tmp_path, max_images=1, progress=False),
                                embs[0] / np.linalg.norm(embs[0]), rtol=1e-5, atol=1e-6)
+
+
+# ---- more of kind 1 / 2 (found by the mutation run): the steered scores on a one-dimensional null space, and
+# the edges of reach
+def _line_null_head():
+    from weightscope.analyses.sing.geometry import head_geometry
+    from weightscope.decompose.linear_heads import head_from_arrays
+
+    head = head_from_arrays(np.array([[1.0, 0, 0], [0, 1.0, 0]]), None, ["a", "b"])
+    return head, head_geometry(head)
+
+
+def test_batched_steered_scores_on_a_one_dimensional_null_space():
+    """Features in the row space, null space the line e3: at IS = 40 deg the two equivalent features are
+    f +- |f| tan(40 deg) e3; towards t takes the larger AS of the two, away the smaller (plain numpy angles)."""
+    from weightscope.analyses.sing.statistics import _optimal_as
+
+    _, geom = _line_null_head()
+    E = np.array([[2.0, 1.0, 0.0], [1.0, 3.0, 0.0]])
+    T = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, -2.0], [1.0, 1.0, 0.5]])
+
+    def both(f, t):
+        s = np.linalg.norm(f) * math.tan(math.radians(40))
+        return [_angle(f, t) - _angle(f + sign * s * np.array([0, 0, 1.0]), t) for sign in (1, -1)]
+
+    want = np.array([[both(f, t) for t in T] for f in E])
+    np.testing.assert_allclose(_optimal_as(geom, E, T, 40.0, 1), want.max(axis=2), atol=1e-9)
+    np.testing.assert_allclose(_optimal_as(geom, E, T, 40.0, -1), want.min(axis=2), atol=1e-9)
+
+
+def test_an_image_score_just_below_the_reach_limit_is_refused_by_both_paths():
+    """Within 1e-12 of the limit the optimal path's feature would be unbounded: steer refuses it and the batched
+    statistics give NaN there, the same answer."""
+    from weightscope.analyses.sing.geometry import steer
+    from weightscope.analyses.sing.statistics import _optimal_as
+    from weightscope.core.errors import WeightscopeError
+
+    _, geom = _line_null_head()
+    f, t = np.array([1.0, 0.0, 5.0]), np.array([1.0, 0.0, -0.1])
+    for d in (1, -1):
+        limit = steer(geom, f, t, 0.0, d).max_image_score
+        near = limit - 1e-11
+        assert near < limit < 180
+        with pytest.raises(WeightscopeError, match="out of reach"):
+            steer(geom, f, t, near, d)
+        assert np.isnan(_optimal_as(geom, f[None], t[None], near, d)[0, 0])
+        assert np.isfinite(_optimal_as(geom, f[None], t[None], limit - 1e-3, d)[0, 0])
+
+
+def test_leakage_skips_a_direction_whose_reach_is_below_one_degree():
+    """f almost all in the null space: steering away from t reaches only 0.573 deg (atan(0.01)), so at IS = 0.5
+    that direction counts and at IS = 0.6 only the other one does; nothing raises."""
+    from weightscope.analyses.sing.analysis import leakage
+
+    head, geom = _line_null_head()
+    f, t = np.array([[0.01, 0.0, 1.0]]), np.array([[1.0, 0.0, -0.5], [0.0, 1.0, 0.0]])
+    assert leakage(head, geom, f, t, 0.6)["n_reachable"] == 1
+    assert leakage(head, geom, f, t, 0.5)["n_reachable"] == 1
+    from weightscope.analyses.sing.analysis import _steering_row
+
+    row = _steering_row(geom, f[0], t[0], "t", 0.6)
+    assert row.as_away is None and row.as_towards is not None
+    assert row.max_is_away == pytest.approx(math.degrees(math.atan(0.01)), abs=1e-9)

@@ -65,13 +65,13 @@ TARGETS = {
                         ["flag_shares", "abs_as", "reachable", "per_text", "per_family", "per_class", "overall",
                          "leakage", "_optimal_as"],
                         ["tests/test_pins.py", "tests/test_sing_statistics.py", "-k",
-                         "sing_statistics or hand_checkable or aggregates or thresholds or batched"]),
+                         "sing_statistics or hand_checkable or aggregates or thresholds or batched or just_below"]),
     "sing_geometry": ("weightscope/analyses/sing/geometry.py", None,
                       ["tests/test_pins.py", "tests/test_sing.py", "-k",
-                       "leakage or row_null or rank_tolerance or split_energy or equivalent_features or analytic "
+                       "leakage or just_below or row_null or rank_tolerance or split_energy or equivalent_features or analytic "
                        "or steered_feature or optimal_against or edge_cases or visibility_matches"]),
     "sing_leakage": ("weightscope/analyses/sing/analysis.py", ["leakage", "_steering_row", "SteeringRow.abs_as"],
-                     ["tests/test_pins.py", "-k", "leakage"]),
+                     ["tests/test_pins.py", "-k", "leakage"]),  # test_leakage_skips_... included
     "depth": ("weightscope/analyses/depth/core.py", None,
               ["tests/test_depth.py", "-k", "hand_built or normalisation or maximum_spanning or authors or order "
                "or ties or noise or compliance_under or hand_made or bad_matrices or input_order or canonical"]),
