@@ -515,3 +515,24 @@ def test_canonical_order_sorts_by_spec_then_name():
     # equal specs (one synset under two names) fall back on the display name; case only after casefolding
     assert canonical_order(["n02084071", "n02084071", "Cat"], ["puppy", "hound", "cat"]).tolist() == [2, 1, 0]
     assert canonical_order(["b", "A", "a"]).tolist() == [1, 2, 0]
+
+
+def test_cosine_diagonal_is_exactly_one_and_non_convergence_is_reported(tmp_path):
+    from weightscope.reports.depth import write_report
+
+    W = np.random.default_rng(1).standard_normal((5, 7)) * [[1e-3], [1], [3], [7e2], [0.1]]
+    assert np.all(np.diag(cosine_similarity(W)) == 1.0)
+    # Affinity Propagation (seed 42) oscillates on this matrix; every run says so, not just the first
+    S = np.array([[1.0, 1.0, 0.75, 0.25, 0.75, 1.0], [1.0, 1.0, 0.0, 1.0, 0.25, 0.5], [0.75, 0.0, 1.0, 0.0, 0.5, 0.0],
+                  [0.25, 1.0, 0.0, 1.0, 0.25, 1.0], [0.75, 0.25, 0.5, 0.25, 1.0, 0.25], [1.0, 0.5, 0.0, 1.0, 0.25, 1.0]])
+    names = ["ant", "bee", "cat", "dog", "eel", "fox"]  # already in canonical order
+    import warnings
+
+    for ignore in (False, True):  # even where the caller silences warnings
+        with warnings.catch_warnings():
+            if ignore:
+                warnings.simplefilter("ignore")
+            r = similarity_depth(S, names, methods=["affinity"])
+        assert not r.methods["affinity"].graph.converged
+        assert r.summary().splitlines()[1].endswith("[did not converge]")
+    assert "did not converge" in write_report(r, tmp_path / "o")["report.html"].read_text()

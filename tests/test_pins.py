@@ -107,6 +107,18 @@ def test_similarity_summaries_by_hand():
     da, db = best_match_depths(np.vstack([S, [.5, .5]]))
     np.testing.assert_allclose(da, [.25, .5, .75, 1])
     np.testing.assert_allclose(db, [1, .5, .5, .5])
+    # the relative-depth agreement: best matches pooled both ways (rows 0.5 -> 1/3... by hand below), Spearman from
+    # scipy on the pooled points, which are not constant, so it is a number, not NaN
+    from scipy.stats import spearmanr
+
+    from weightscope.analyses.similarity.measures import depth_alignment, linear_cka, subspace_similarity
+
+    M = np.array([[0.9, 0.1, 0.0, 0.0], [0.1, 0.2, 0.8, 0.1]])
+    a, b = [0.5, 1.0, 0.25, 0.5, 0.75, 1.0], [0.25, 0.75, 0.5, 1.0, 1.0, 1.0]
+    assert depth_alignment([M])["spearman"] == pytest.approx(spearmanr(a, b).statistic)
+    # conventions for nothing to compare: a constant feature matrix has CKA 0, an empty row space similarity 0
+    assert linear_cka(np.ones((5, 3)), np.arange(10.0).reshape(5, 2)) == 0.0
+    assert subspace_similarity(np.zeros((1, 4)), np.eye(4)[:2]) == 0.0
 
 
 # ---- fault 4: compare/results.py, log2 sigma ratios and the most-changed heads first
@@ -154,6 +166,14 @@ def test_comparison_summaries_by_hand():
     rows = {r["layer"]: r for r in c.layer_summary()}
     assert rows[0]["energy_total"] == 25 and rows[0]["in_basis_share"] == pytest.approx(22 / 25)
     assert rows[1]["changed_heads"] == 1 and rows[1]["mean_rel_change"] == pytest.approx((0.5 + 0.0) / 2)
+    assert rows[0]["energy_off_basis"] == 3 and rows[0]["off_basis_share"] == pytest.approx(3 / 25)
+    # a saved comparison read back equals the original and the dict it came from is left as it was
+    import copy as _copy
+
+    data = c.to_dict()
+    kept = _copy.deepcopy(data)
+    again = Comparison.from_dict(data)
+    assert data == kept and again.changed_heads()[0].rel_change == pytest.approx(0.8)
 
 
 # ---- fault 5: neurons.py, read vectors folded with ln_2 (the MLP's LayerNorm), on the asymmetric model
