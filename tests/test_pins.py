@@ -68,7 +68,7 @@ def test_sing_leakage_uses_the_predicted_class_text():
     |angle(f, t) - angle(f~, t)| of the two, for t = the text of the class with the LARGER logit."""
     from weightscope.analyses.sing.analysis import leakage
     from weightscope.analyses.sing.geometry import head_geometry
-    from weightscope.decompose.linear_heads import head_from_arrays
+    from weightscope.models.linear_heads import head_from_arrays
 
     head = head_from_arrays(np.array([[1.0, 0, 0], [0, 1.0, 0]]), None, ["a", "b"])
     feats = np.array([[2.0, 1.0, 0.0], [1.0, 3.0, 0.0]])      # logits (2, 1) -> class a; (1, 3) -> class b
@@ -224,7 +224,7 @@ def test_image_mean_from_folder_averages_unit_embeddings(tiny_name, tmp_path):
 # the edges of reach
 def _line_null_head():
     from weightscope.analyses.sing.geometry import head_geometry
-    from weightscope.decompose.linear_heads import head_from_arrays
+    from weightscope.models.linear_heads import head_from_arrays
 
     head = head_from_arrays(np.array([[1.0, 0, 0], [0, 1.0, 0]]), None, ["a", "b"])
     return head, head_geometry(head)
