@@ -110,6 +110,8 @@ class VisionWeights:
     ln_post: the final LayerNorm; proj: (D, E) map from the residual stream to the joint space.
     pool: "tok" (class token) or "avg" (mean of patch tokens); ln_after_pool: ln_post applied after pooling.
     family: which adapter produced this (for messages and reports).
+    layers: one entry per residual block; None for a block left out by ``describe_model(model, layers=...)``
+        (a partial description keeps memory low when only some layers are analysed).
     eps: machine epsilon of the precision the weights are stored in (float32: 1.19e-7); decompositions use
         it to tell directions from rounding noise.
     """
@@ -138,4 +140,4 @@ class VisionWeights:
 
     @property
     def n_heads(self) -> int:
-        return self.layers[0].attn.n_heads
+        return next(l for l in self.layers if l is not None).attn.n_heads
