@@ -310,7 +310,12 @@ def sing_analysis(model, classes, explainer=None, *, image=None, texts=None, gal
     canon = np.argsort(np.asarray(concepts, dtype=object), kind="stable")
     concepts, raw = [concepts[i] for i in canon], np.asarray(raw)[canon]
     vis = concept_visibility(geom, raw, concepts, normalize)
-    directions = explain_subspaces(geom, normalized_dictionary(raw, normalize), explainer, options.n_directions)
+    # explain_subspaces takes rows in the explainer's order (and puts them in name order itself): the normalised
+    # rows, computed in name order, go back to that order
+    normed = normalized_dictionary(raw, normalize)
+    dictionary = np.empty_like(normed)
+    dictionary[canon] = normed
+    directions = explain_subspaces(geom, dictionary, explainer, options.n_directions)
 
     gallery_obj = gallery
     if isinstance(gallery, (str, os.PathLike)):
