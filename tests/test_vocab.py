@@ -104,7 +104,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(WeightscopeError, match="blank.txt is empty"):
         vocab.load_vocabulary(blank)
     binary = tmp_path / "bin.txt"
-    binary.write_bytes(b"\xff\xfe\x00bad")
+    binary.write_bytes(b"\x00\xffbad")  # (b"\xff\xfe..." is a UTF-16 byte-order mark: read as UTF-16 text)
     with pytest.raises(WeightscopeError, match="not UTF-8"):
         vocab.load_vocabulary(binary)
     with pytest.raises(WeightscopeError, match="not a file"):

@@ -7,7 +7,9 @@ Only the chosen command's run() imports torch, so ``--help`` answers at once.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import re
 import sys
 
 from .commands import EXIT_CODES, Parser, run_inputs
@@ -43,6 +45,42 @@ def subparsers(parser: Parser) -> dict[str, Parser]:
     return dict(parser._subparsers._group_actions[0].choices)
 
 
+# the library's messages name Python arguments; on the command line the same advice names the options
+_CLI_SPELLINGS = (
+    (re.compile(r"load_model\(NAME, checkpoint=PATH\), on the command line "), ""),
+    (re.compile(r"pass trust_checkpoint=True \(CLI: --trust-checkpoint\)"), "pass --trust-checkpoint"),
+    (re.compile(r"\bcheckpoint=PATH\b"), "--checkpoint PATH"),
+    (re.compile(r"\buse checkpoint=(?=$|[;,. )])"), "use --checkpoint PATH"),
+    (re.compile(r"\bpass overwrite=True\b"), "pass --overwrite"),
+    (re.compile(r"\btrust_checkpoint=True\b"), "--trust-checkpoint"),
+)
+
+
+def cli_spelling(message: str) -> str:
+    """A library message with its Python spellings (``checkpoint=PATH``, ``overwrite=True`` ...) given as options."""
+    for pattern, repl in _CLI_SPELLINGS:
+        message = pattern.sub(repl, message)
+    return message
+
+
+@contextlib.contextmanager
+def quiet_third_party_logs():
+    """Inside the block, third-party log lines (open_clip logs through the root logger, huggingface_hub its
+    retries, transformers its notices) are not shown: next to the command's own one-line messages they are noise,
+    and their errors reach the user as ours. The levels are restored afterwards (main is also called in-process)."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("", "huggingface_hub", "transformers", "timm", "open_clip", "urllib3")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -52,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # the command's own parser knows which option names are close
         subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        with reading(run_inputs(args)):  # whatever a command writes, it cannot replace what it reads
+        with reading(run_inputs(args)), quiet_third_party_logs():  # a command cannot replace what it reads
             return int(args.func(args) or 0)
     except WeightscopeError as err:
-        print(f"weightscope {args.command}: error: {err}", file=sys.stderr)
+        print(f"weightscope {args.command}: error: {cli_spelling(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:  # the environment, not the code: a folder that vanished, a disk that filled ...
         where = f"{err.filename}: " if err.filename else ""

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..models.checkpoints import clean_state_dict, provenance, sidecar_record, unwrap_module
+from ..models.checkpoints import clean_state_dict, loads_by_path, provenance, sidecar_record, unwrap_module
 from ..models.checkpoints import sha256_file, sidecar_path  # noqa: F401  (re-exported: part of this module's API)
 from ..decompose.head_svd import HeadSVD, check_index, decompose_head
 from ..core.errors import WeightscopeError
@@ -352,6 +352,10 @@ def save_checkpoint(model, path: str | Path, *, selection: dict | None = None, m
     module = unwrap_module(_module(model)[0])
     data = save(clean_state_dict(module), metadata={"format": "pt", "producer": "weightscope.edit"})
     record = sidecar_record(module, hashlib.sha256(data).hexdigest(), selection, metadata)
+    if not loads_by_path(record["architecture"]):   # a file that could not be loaded again is not written
+        raise WeightscopeError(f"cannot record the architecture of this {type(module).__name__} (not built from an "
+                               f"open_clip name or a config weightscope can recover), so {path} would not load by path; "
+                               "load the model with load_model(NAME, ...) before saving")
     text = json.dumps(record, indent=2, default=json_default) + "\n"
     with outputs():  # checkpoint and sidecar together, or neither
         write_atomic(path, data, overwrite=overwrite)

@@ -59,8 +59,9 @@ def read_manifest(path: str | Path) -> list[tuple[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise WeightscopeError(f"manifest file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    from ..core.fileio import read_lines
+
+    lines = read_lines(path, "manifest file")
     if not lines:
         raise WeightscopeError(f"manifest {path} lists no checkpoint")
     head = [h.strip().lower() for h in lines[0].split(",")]

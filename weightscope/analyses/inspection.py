@@ -279,21 +279,16 @@ def image_mean_from_folder(loaded: LoadedModel, folder: str | Path, batch_size: 
     Use it as ``image_mean`` to correct for CLIP's modality gap (SITH used CC12M). Files are read in sorted order.
     """
     import torch
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise WeightscopeError(f"image folder not found: {folder}")
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts)[:max_images]
-    if not files:
-        raise WeightscopeError(f"no images (.jpg, .png, .bmp, .webp) found under {folder}")
+    from ..core.images import list_images, read_image
+
+    files = list_images(folder)[:max_images]
     if loaded.preprocess is None:
         raise WeightscopeError("this model came without its preprocessing; load it by name or checkpoint")
     total = None
     for start in tqdm(range(0, len(files), batch_size), desc="image mean", disable=not progress):
-        batch = torch.stack([loaded.preprocess(Image.open(p).convert("RGB")) for p in files[start:start + batch_size]])
+        batch = torch.stack([loaded.preprocess(read_image(p)) for p in files[start:start + batch_size]])
         with torch.no_grad():
             emb = torch.nn.functional.normalize(encode_image(loaded, batch).double(), dim=-1).sum(0)
         total = emb if total is None else total + emb

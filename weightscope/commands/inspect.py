@@ -14,7 +14,6 @@ from ..core.errors import WeightscopeError
 from . import add_compute_arguments, add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_resume_argument, add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, explainer_from_args, parse_indices
 
 OUTPUTS = ("inspection.json", "report.html")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # those image_mean_from_folder reads
 
 
 def register(sub) -> None:
@@ -64,17 +63,9 @@ def read_image_mean(path: Path):
 
 def check_image_folder(folder: Path) -> None:
     """Every image under ``folder`` decodes (cheap next to the model's forward pass); else name the bad one."""
-    from PIL import Image
+    from ..core.images import check_images, list_images
 
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise WeightscopeError(f"--image-mean {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    for p in files:
-        try:
-            with Image.open(p) as im:
-                im.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            raise WeightscopeError(f"--image-mean: cannot decode image {p} ({err}); remove or replace it") from None
+    check_images(list_images(folder, "--image-mean folder"), "--image-mean image")
 
 
 def run(args) -> int:

@@ -112,13 +112,9 @@ def normalize_concept(text: str) -> str:
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is not text
-    except UnicodeDecodeError as err:
-        raise WeightscopeError(f"vocabulary file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise WeightscopeError(f"cannot read vocabulary file {path}: {err.strerror}") from None
-    return [line for line in text.splitlines() if line.strip()]
+    from ..core.fileio import read_lines
+
+    return read_lines(path, "vocabulary file", comments=False)
 
 
 def validate_concepts(items: Iterable, *, duplicates: str = "drop", what: str = "vocabulary") -> list[str]:

@@ -274,7 +274,7 @@ def parse_json(text_or_path: str | Path, what: str, build: Callable[[Any], Any])
         if not path.is_file():
             raise WeightscopeError(f"{what} JSON file not found: {path}")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not JSON
         except (OSError, UnicodeDecodeError) as err:
             raise WeightscopeError(f"cannot read {what} JSON {path}: {getattr(err, 'strerror', None) or err}") from None
     try:
@@ -294,3 +294,51 @@ def json_default(x):
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+# ------------------------------------------------------------------------------------------ the one text reader
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def read_text(path: str | Path, what: str = "text file") -> str:
+    """The text of ``path`` as common editors save it: UTF-8, with or without a byte-order mark (Notepad, Excel
+    "CSV UTF-8"), or UTF-16 / UTF-32 with one (Notepad "Unicode", PowerShell); the mark is dropped and line ends
+    (CRLF, CR) become "\\n". Raises WeightscopeError (one line naming ``what``) for a missing, unreadable or
+    non-UTF-8 file (e.g. a legacy code page), saying to save it as UTF-8."""
+    path = Path(path)
+    if path.is_dir():
+        raise WeightscopeError(f"{what} {path} is a folder; give a text file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise WeightscopeError(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise WeightscopeError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    encoding, start = "utf-8", 0
+    for bom, enc in _BOMS:
+        if raw.startswith(bom):
+            encoding, start = enc, len(bom)
+            break
+    try:
+        text = raw[start:].decode(encoding)
+    except UnicodeDecodeError as err:
+        hint = ("it looks like UTF-16 without a byte-order mark" if raw.count(b"\x00") > len(raw) // 4
+                else f"byte 0x{raw[start + err.start]:02x} at offset {start + err.start} is not UTF-8")
+        raise WeightscopeError(f"{what} {path} is not UTF-8 text ({hint}); save it as UTF-8") from None
+    if "\x00" in text:
+        raise WeightscopeError(f"{what} {path} holds NUL characters; it is not a text file (save it as UTF-8 text)")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_lines(path: str | Path, what: str = "text file", comments: bool = True) -> list[str]:
+    """The lines of ``path`` (read by :func:`read_text`) that hold something: each stripped of surrounding white
+    space (spaces, tabs, no-break spaces, a stray byte-order mark); blank lines dropped, and lines whose first
+    non-blank character is '#' when ``comments``."""
+    out = []
+    for line in read_text(path, what).split("\n"):
+        line = line.replace("\ufeff", "").strip()
+        if line and not (comments and line.startswith("#")):
+            out.append(line)
+    return out

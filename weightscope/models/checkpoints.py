@@ -336,8 +336,39 @@ def sidecar_record(module: torch.nn.Module, checkpoint_sha256: str, selection: d
         earlier = read_sidecar(base)
         if earlier is not None and earlier.get("checkpoint_sha256") == source["checkpoint_sha256"]:
             source["sidecar"] = earlier
-    record = {"producer": f"weightscope {__version__}", "architecture": prov.get("architecture"), "source": source,
+    record = {"producer": f"weightscope {__version__}", "architecture": recorded_architecture(module), "source": source,
               "basis": prov.get("basis"), "edits": list(prov.get("edits") or []), "selection": selection or {}}
     record.update(extra or {})
     record["checkpoint_sha256"] = checkpoint_sha256
     return record
+
+
+def recorded_architecture(module: torch.nn.Module) -> dict | None:
+    """The architecture a sidecar of ``module`` records so that the file loads by path alone: the recorded one
+    when it carries a config or names a registered open_clip model; else, for an open_clip CLIP built from a
+    config dict (which keeps nothing of it), the config recovered from the module's structure under a name
+    unique to it (adapters.openclip_config); else what is recorded (None for an unknown object)."""
+    arch = provenance(module).get("architecture")
+    if arch and (arch.get("config") or str(arch.get("name", "")).startswith(("hf:", "hf-hub:", "local-dir:"))):
+        return arch
+    import open_clip
+
+    if arch and arch.get("name") in open_clip.list_models():
+        return arch
+    from .adapters.openclip_config import config_name, infer_config
+
+    config = infer_config(module)
+    if config is None:
+        return arch
+    return {"name": config_name(config), "options": dict((arch or {}).get("options") or {}), "config": config}
+
+
+def loads_by_path(arch: dict | None) -> bool:
+    """Whether a sidecar's architecture entry is enough to build the model again (a config, or an open_clip name)."""
+    if not arch or not isinstance(arch.get("name"), str):
+        return False
+    if arch.get("config"):
+        return True
+    import open_clip
+
+    return arch["name"] in open_clip.list_models() or arch["name"].startswith(("hf-hub:", "local-dir:"))

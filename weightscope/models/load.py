@@ -284,6 +284,7 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
         hint = (f"known tags: {', '.join(tags)}" if tags
                 else "open_clip has no pretrained weights for it; use checkpoint=")
         raise WeightscopeError(f"unknown pretrained tag {tag!r} for {name}: {hint}")
+    _check_fetchable(name, tag)   # before anything is said or built: a download that cannot happen fails now
     options = {}
     if open_clip.get_pretrained_cfg(name, tag).get("quick_gelu") and not open_clip.get_model_config(name).get(
             "quick_gelu"):
@@ -298,3 +299,66 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
                                "elsewhere and pass checkpoint=PATH") from None
     tok = tokenizer or open_clip.get_tokenizer(name)
     return _loaded(net, tok, preprocess, name, options, {"model": name, "source": tag, "pretrained": tag})
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host``:443 opens within ``timeout`` s (DNS included: run in a thread, as a
+    resolver can hang longer than any socket timeout)."""
+    import socket
+    import threading
+
+    ok: list[bool] = []
+
+    def probe():
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(ok and ok[0])
+
+
+def _cached_weights(cfg: dict) -> bool:
+    """Whether open_clip's download of pretrained ``cfg`` is already in the local cache (no network used)."""
+    import os
+    from urllib.parse import urlparse
+
+    if cfg.get("file"):
+        return Path(cfg["file"]).is_file()
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth", ".pt")):
+            names.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
+        return any(isinstance(try_to_load_from_cache(repo, n), str) for n in names)
+    url = cfg.get("url", "")
+    return bool(url) and (Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(urlparse(url).path)).is_file()
+
+
+def _check_fetchable(name: str, tag: str) -> None:
+    """Fail at once, before the model is built, when the weights are not cached and cannot be downloaded (the
+    hub switched off by HF_HUB_OFFLINE, or its host unreachable): open_clip would retry for a minute first."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    cfg = _open_clip().get_pretrained_cfg(name, tag)
+    if _cached_weights(cfg):
+        return
+    hub = bool(cfg.get("hf_hub"))
+    host = urlparse(constants.ENDPOINT).hostname if hub else urlparse(cfg.get("url", "")).hostname
+    if hub and constants.is_offline_mode():
+        why = "no cached copy and the model hub is off (HF_HUB_OFFLINE is set)"
+    elif host and not _reachable(host):
+        why = f"no cached copy and {host} cannot be reached (no network?)"
+    else:
+        return
+    raise WeightscopeError(f"could not fetch {name}/{tag}: {why}; download them once online, or elsewhere and "
+                           "pass checkpoint=PATH")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analyses.depth.core import DepthResult, MethodResult
+from ..analyses.depth.core import PROTOCOL_NOTES, DepthResult, MethodResult
 from ..core.errors import WeightscopeError
 from ..core.fileio import dump_json, write_atomic
 from .page import asset, esc, heading, num, page, table
@@ -206,7 +206,8 @@ def report_html(result: DepthResult, data: dict) -> str:
             "edges of each cluster of class templates (depth as NLTK's Wu-Palmer: entity = 1). Direct compliance: "
             "shared tree edges over the similarity graph's edges (similarities confused) and over the confusion "
             "graph's edges (confusions explained); extended: an edge counts when its classes share a cluster of the "
-            "other graph.</p>", heading("Summary", "summary", "summary"), _summary_table(result),
+            "other graph.</p>", f"<p class='muted'>{esc(PROTOCOL_NOTES[result.protocol])}.</p>",
+            heading("Summary", "summary", "summary"), _summary_table(result),
             heading("Depth of the tree edges", "depth-histograms", "depth histograms"),
             "<div id='histograms' style='display:flex;flex-wrap:wrap;gap:1rem'></div>"]
     body += [f"<p class='muted'>note: {esc(n)}</p>" for n in result.notes]
@@ -216,6 +217,10 @@ def report_html(result: DepthResult, data: dict) -> str:
                 "folded). Search a class name at the top to open its cluster.</p><div id='legend'></div>")
     for r in result.methods.values():
         body.append(_method_section(result, r))
+    if result.senses:  # the WordNet sense each class stands for, and what chose it
+        body.append("<details><summary>WordNet synset of each class</summary>"
+                    + table(["class", "synset", "wnid", "chosen by"],
+                            [[c["class"], c["synset"], c["wnid"], c["chosen_by"]] for c in result.senses]) + "</details>")
     body.append("<p class='muted'>Numbers: depth.json, summary.csv, edges.csv, clusters.csv next to this page.</p>")
     return page("Similarity Depth", "".join(body), data=data, script=asset("depth.js"))
 
@@ -239,14 +244,14 @@ def write_report(result: DepthResult, out_dir: str | Path, wordnet=None) -> dict
         for label, g in (("similarity", r.graph), ("confusion", r.confusion_graph)):
             if g is not None:
                 cl = g.cluster_of
-                cluster_rows += [[r.method, label, result.class_names[i], int(cl[i]), int(g.noise == cl[i])]
-                                 for i in range(len(cl))]
+                cluster_rows += [[r.method, label, result.class_names[i], int(cl[i]), int(g.noise == cl[i]),
+                                  f"n{result.synsets[i]:08d}", wordnet.name(result.synsets[i])] for i in range(len(cl))]
     files = {
         "report.html": report_html(result, page_data),
         "depth.json": dump_json(data),
         "summary.csv": _csv(*summary_rows(result)),
         "edges.csv": _csv(*edge_rows(result, wordnet)),
-        "clusters.csv": _csv(["method", "graph", "class", "cluster", "noise"], cluster_rows),
+        "clusters.csv": _csv(["method", "graph", "class", "cluster", "noise", "wnid", "synset"], cluster_rows),
     }
     out = Path(out_dir)
     return {name: write_atomic(out / name, text) for name, text in files.items()}

@@ -8,12 +8,14 @@ WordNet id (shown by its synset's first lemma).
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
 from ...core.defaults import CLASS_LISTS
 from ...core.errors import WeightscopeError
+from ...core.fileio import read_lines, read_text
 
 BUILTIN_CLASSES = CLASS_LISTS
 
@@ -32,10 +34,9 @@ def read_classes(spec: str) -> tuple[list[str], list[str]]:
     if not path.is_file():
         raise WeightscopeError(f"--classes {spec!r} is neither a class list ({', '.join(BUILTIN_CLASSES)}) "
                                "nor a file with one class a line")
-    try:
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
-    except (OSError, UnicodeDecodeError) as err:
-        raise WeightscopeError(f"cannot read class file {path}: {err}") from None
+    lines = read_lines(path, "class file")
+    if len(lines) < 2:
+        raise WeightscopeError(f"class file {path} lists {len(lines)} class(es); give at least 2, one a line")
     names, specs = [], []
     for line in lines:
         name, _, syn = (p.strip() for p in line.partition("\t"))
@@ -68,12 +69,11 @@ def read_matrix(path: str | Path, what: str) -> np.ndarray:
             raise WeightscopeError(f"cannot read {what} {path} as a .npy array: {err}") from None
         if M.dtype.kind not in "fiub":
             raise WeightscopeError(f"{what} {path} holds {M.dtype} values, not numbers")
-        return M.astype(np.float64)
+        return _square(M.astype(np.float64), what, path)
     if path.suffix.lower() not in (".csv", ".txt", ".tsv"):
         raise WeightscopeError(f"{what} {path}: give a .npy or .csv file")
     delim = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.reader(fh, delimiter=delim) if r]
+    rows = [r for r in csv.reader(io.StringIO(read_text(path, what)), delimiter=delim) if r]
 
     def numeric(cell: str) -> bool:
         try:
@@ -92,6 +92,17 @@ def read_matrix(path: str | Path, what: str) -> np.ndarray:
         raise WeightscopeError(f"{what} {path} is not a numeric matrix ({err})") from None
     if M.ndim != 2:
         raise WeightscopeError(f"{what} {path}: rows have different lengths; expected a square matrix")
+    return _square(M, what, path)
+
+
+def _square(M: np.ndarray, what: str, path) -> np.ndarray:
+    """M if it is a square matrix of finite numbers; else one line saying what it is."""
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] < 2:
+        raise WeightscopeError(f"{what} {path} has shape {M.shape}; it must be a square matrix (C, C), one row and "
+                               "one column per class, C >= 2")
+    bad = int(np.count_nonzero(~np.isfinite(M)))
+    if bad:
+        raise WeightscopeError(f"{what} {path} has {bad} non-finite (NaN or inf) entries; give finite numbers")
     return M
 
 

@@ -10,9 +10,8 @@ import numpy as np
 import torch
 
 from ...core.errors import WeightscopeError
+from ...core.images import IMAGE_SUFFIXES, check_images, read_image
 from .concepts import Concepts, downsample_masks
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 class ArrayInputs:
@@ -43,13 +42,7 @@ class FolderInputs:
         return len(self.files)
 
     def __getitem__(self, sl: slice) -> torch.Tensor:
-        from PIL import Image
-
-        out = []
-        for p in self.files[sl]:
-            with Image.open(p) as im:
-                out.append(self.transform(im.convert("RGB")))
-        return torch.stack(out)
+        return torch.stack([self.transform(read_image(p)) for p in self.files[sl]])
 
 
 @dataclass(frozen=True)
@@ -104,7 +97,8 @@ def folder_concepts(folder: str | Path, n_images: int | None = None, seed: int =
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     files, label = [], []
     for c, name in enumerate(classes):
-        found = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        found = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                       and not p.name.startswith(".") and p.is_file())
         files.extend(found)
         label.extend([c] * len(found))
     if len(classes) < 2:
@@ -116,6 +110,7 @@ def folder_concepts(folder: str | Path, n_images: int | None = None, seed: int =
             raise WeightscopeError(f"n_images must be at least 2, got {n_images}")
         keep = np.sort(np.random.default_rng(seed).permutation(len(files))[:n_images])
         files, label = [files[i] for i in keep], label[keep]
+    check_images(files)       # a bad file is named now, not after the models are loaded and half the work done
     return files, Concepts(classes, label[:, None] == np.arange(len(classes))[None, :])
 
 

@@ -78,11 +78,9 @@ def parse_classes(spec) -> tuple[list[str], tuple[str, ...], str]:
         if "," in text:
             names, desc = [part.strip() for part in text.split(",")], "list"
         elif Path(text).is_file():
-            try:
-                lines = Path(text).read_text(encoding="utf-8").splitlines()
-            except (UnicodeDecodeError, OSError) as err:
-                raise WeightscopeError(f"cannot read class file {text}: {err}") from None
-            names, desc = [ln.strip() for ln in lines if ln.strip()], f"file {Path(text).name}"
+            from ...core.fileio import read_lines
+
+            names, desc = [" ".join(ln.split()) for ln in read_lines(text, "class file")], f"file {Path(text).name}"
         elif "/" not in text and os.sep not in text and text in list_vocabularies():
             names, desc = load_vocabulary(text), text
         elif "/" in text or os.sep in text or Path(text).suffix:
@@ -307,8 +305,17 @@ def sing_analysis(model, classes, explainer=None, *, image=None, texts=None, gal
     head = zero_shot_head(loaded, names, templates)
     geom = head_geometry(head, options.rtol)
     raw = explainer.raw_embeddings(loaded, progress)
+    # the concepts in name order from here on: the vocabulary mean (SpLiCE), the visibilities and every ranking
+    # come out the same whatever the order of the vocabulary file
+    canon = np.argsort(np.asarray(concepts, dtype=object), kind="stable")
+    concepts, raw = [concepts[i] for i in canon], np.asarray(raw)[canon]
     vis = concept_visibility(geom, raw, concepts, normalize)
-    directions = explain_subspaces(geom, normalized_dictionary(raw, normalize), explainer, options.n_directions)
+    # explain_subspaces takes rows in the explainer's order (and puts them in name order itself): the normalised
+    # rows, computed in name order, go back to that order
+    normed = normalized_dictionary(raw, normalize)
+    dictionary = np.empty_like(normed)
+    dictionary[canon] = normed
+    directions = explain_subspaces(geom, dictionary, explainer, options.n_directions)
 
     gallery_obj = gallery
     if isinstance(gallery, (str, os.PathLike)):
@@ -321,7 +328,7 @@ def sing_analysis(model, classes, explainer=None, *, image=None, texts=None, gal
         f, feature = gallery_obj.embeddings[0].astype(np.float64), f"gallery image 0 ({gallery_obj.captions[0]})"
         f_image = gallery_obj.image(0)
     else:
-        prompt = templates[0].format(names[0])
+        prompt = templates[0].format(min(names, key=lambda n: (n.casefold(), n)))  # not the first given: order-free
         f, feature = text_embeddings(loaded, [prompt])[0], f"text embedding of {prompt!r} (no image given)"
 
     if texts is None:

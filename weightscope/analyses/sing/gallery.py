@@ -23,8 +23,7 @@ import numpy as np
 from ...concepts import embed
 from ...models.adapters import openclip_text
 from ...core.errors import WeightscopeError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+from ...core.images import list_images, read_image
 _FORMAT = 1
 
 
@@ -68,16 +67,7 @@ def model_hash(model) -> str:
 
 
 def _open_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise WeightscopeError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise WeightscopeError(f"cannot decode image {path} ({type(err).__name__}); give an image file ("
-                               f"{', '.join(IMAGE_SUFFIXES)})") from None
+    return read_image(path)
 
 
 def _encode(loaded, batches, total: int, progress: bool) -> np.ndarray:
@@ -135,13 +125,9 @@ def folder_gallery(loaded, folder, *, max_images: int | None = None, cache_dir=N
     import torch
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise WeightscopeError(f"gallery folder not found: {folder}")
     if loaded.preprocess is None:
         raise WeightscopeError("this model came without its image preprocessing; load it by name or checkpoint")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:max_images]
-    if not files:
-        raise WeightscopeError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    files = list_images(folder, "gallery folder")[:max_images]
     stats = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     spec = {"kind": "folder", "folder": os.fspath(folder.resolve()), "files": stats}
 

@@ -87,7 +87,11 @@ def head_geometry(head: LinearHead, rtol: float = linalg.RANK_RTOL) -> HeadGeome
     """SVD of the head's weight (C, F) -> :class:`HeadGeometry` (rank by the relative tolerance ``rtol``)."""
     if not isinstance(rtol, (int, float)) or not 0.0 <= rtol < 1.0:
         raise WeightscopeError(f"rtol = {rtol!r}; give a relative tolerance in [0, 1), e.g. 1e-6")
-    s, row, null = linalg.row_null_bases(head.weight, rtol)
+    W = np.asarray(head.weight)
+    # the spaces depend on the set of rows only: factor them in an order set by their values, so that the bases
+    # (and their signs, and any choice inside a group of equal singular values) do not depend on the class order
+    canonical = W[np.lexsort(W.T[::-1])] if W.ndim == 2 and W.size else W
+    s, row, null = linalg.row_null_bases(canonical, rtol)
     return HeadGeometry(s, row, null, float(rtol))
 
 

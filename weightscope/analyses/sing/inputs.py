@@ -23,12 +23,9 @@ def read_texts(path) -> list[str]:
         raise WeightscopeError(f"{p} is a folder; give a text file with one text per line")
     if not p.is_file():
         raise WeightscopeError(f"texts file not found: {p} (give a text file with one text per line)")
-    try:
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
-    except (UnicodeDecodeError, OSError) as err:
-        raise WeightscopeError(f"cannot read texts file {p}: {type(err).__name__}; give UTF-8 text, one text per "
-                               "line") from None
-    texts = [" ".join(ln.split()) for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    from ...core.fileio import read_lines
+
+    texts = [" ".join(ln.split()) for ln in read_lines(p, "texts file")]
     if not texts:
         raise WeightscopeError(f"texts file {p} holds no texts; write one text per line, e.g. 'a red object'")
     seen: dict[str, int] = {}
@@ -59,15 +56,10 @@ def folder_images(folder, max_images: int = MAX_FOLDER_IMAGES):
     """(files, PIL images, number of images found) under ``folder`` (recursively, sorted by path; when there are more
     than ``max_images``, that many evenly spaced over the sorted list). Raises WeightscopeError for a missing folder,
     a folder without images, or an image that does not decode (naming it)."""
-    from .gallery import IMAGE_SUFFIXES, _open_image
+    from ...core.images import list_images, read_image
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise WeightscopeError(f"image folder not found: {folder} (give a folder of images)")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise WeightscopeError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; give a folder of images")
+    files = list_images(folder)
     n_found = len(files)
     if n_found > max_images:       # evenly spaced over the sorted paths, so every subfolder stays represented
         files = [files[i] for i in np.linspace(0, n_found - 1, max_images).round().astype(int)]
-    return files, [_open_image(p) for p in files], n_found
+    return files, [read_image(p) for p in files], n_found

@@ -34,12 +34,14 @@ class Visibility:
     gain: np.ndarray
 
     def ranked(self, n: int = 15, blind: bool = False, by: str = "visibility") -> list[tuple[str, float]]:
-        """The n most visible concepts (blind=False) or the n least visible (blind=True), ties by vocabulary order.
+        """The n most visible concepts (blind=False) or the n least visible (blind=True), ties by concept name
+        (not by vocabulary order, so that the ranking does not depend on the order of the vocabulary).
         by: "visibility", or "gain" (the informative ranking when the null space is empty and every visibility is 1)."""
         if by not in ("visibility", "gain"):
             raise WeightscopeError(f"by={by!r}; rank by 'visibility' or 'gain'")
         values = getattr(self, by)
-        order = np.argsort(values if blind else -values, kind="stable")[:n]
+        names = np.asarray(self.concepts, dtype=object)
+        order = np.lexsort((names, values if blind else -values))[:n]
         return [(self.concepts[i], float(values[i])) for i in order]
 
     def of(self, names) -> np.ndarray:
@@ -121,6 +123,10 @@ def explain_subspaces(geom: HeadGeometry, dictionary: np.ndarray, explainer, n_d
     concepts = list(explainer.concepts)
     if not isinstance(n_directions, (int, np.integer)) or n_directions < 1:
         raise WeightscopeError(f"n_directions must be a positive integer, got {n_directions!r}")
+    # everything sees the concepts in name order: the solver's ties (greedy picks) and the sums behind the principal
+    # directions do not depend on the order of the vocabulary
+    canon = np.argsort(np.asarray(concepts, dtype=object), kind="stable")
+    concepts, dictionary = [concepts[i] for i in canon], np.asarray(dictionary)[canon]
     signals, meta = [], []
     row_part, null_part = geom.split(dictionary)
     if row_order == "singular":
@@ -144,7 +150,7 @@ def explain_subspaces(geom: HeadGeometry, dictionary: np.ndarray, explainer, n_d
 
     def atoms(e, row):
         keep = np.flatnonzero((e.indices[row] >= 0) & (e.coefficients[row] != 0))
-        keep = keep[np.argsort(-np.abs(e.coefficients[row][keep]), kind="stable")]
+        keep = keep[np.lexsort((e.indices[row][keep], -np.abs(e.coefficients[row][keep])))]
         return [(concepts[int(e.indices[row][j])], round(float(e.coefficients[row][j]), 6)) for j in keep]
 
     return [SubspaceDirection(space, i, w, atoms(plus, n), atoms(minus, n),
