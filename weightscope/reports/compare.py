@@ -314,7 +314,6 @@ def report_html(comparisons: list[Comparison], figures: dict[str, str] | None = 
         for name in (f"heads_{i}", f"directions_{i}"):
             if name in figures:
                 parts.append(figures[name])
-        eps = c.settings.get("epsilon", 0.5)
         parts.append("<h3>Per layer</h3>")
         parts.append(_layers_table(c, i))
         parts.append("<h3>Most changed heads</h3>")
