@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if mode == "amplify" and alpha <= 1:
         raise WeightscopeError(f"--amplify needs --alpha above 1, got {alpha:g}; use --suppress to weaken")
 
-    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
                         trust_checkpoint=args.trust_checkpoint)
     weights = describe_model(loaded.model)
     print(f"model: {loaded.identity} ({weights.n_layers} layers x {weights.n_heads} heads, width {weights.width})")

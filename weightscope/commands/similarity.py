@@ -63,7 +63,7 @@ def _model_specs(args) -> list:
     from .compare import split_specs
 
     specs, arch = split_specs([s for s in (args.model, args.model_b) if s])  # NAME:PATH names the architecture
-    first = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+    first = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
                        trust_checkpoint=args.trust_checkpoint) \
         if (args.pretrained or args.checkpoint) else load_checkpoint(specs[0], arch, args.trust_checkpoint)
     second = [load_checkpoint(specs[1], arch, args.trust_checkpoint)] if args.model_b and arch else specs[1:]
