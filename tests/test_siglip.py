@@ -224,10 +224,13 @@ def test_block_head_edits_are_exact_and_load_in_stock_open_clip(name, model, tmp
     assert _rel(_embed(stock, x), prediction) <= 1e-5
 
 
-def test_siglip_loads_offline_from_a_local_tokenizer_folder(name, tokenizer_dir, tmp_path):
+def test_siglip_loads_offline_from_a_local_tokenizer_folder(name, tokenizer_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants
     from open_clip.tokenizer import HFTokenizer
     from weightscope import load_model
 
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, as on an offline machine
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightscopeError, match=r"comes from the Hugging Face hub .*--tokenizer DIR") as err:
         load_model(name)
     assert "\n" not in str(err.value)
