@@ -193,3 +193,31 @@ def test_real_size_eva02_b16_describe_and_decompose():
     assert svd.s.shape == (64,) and svd.rank == 64
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     assert _rel(encode_image(w, x.double().numpy()), _embed(model, x)) <= 1e-5
+
+
+def test_open_clip_scale_attn_inner_is_described_with_the_same_convention(tmp_path):
+    """open_clip's own ViT with scale_attn_inner (ln_inner): described, not refused; exact forward; holdable
+    write-backs exact; a one-head write edit refused in one line."""
+    import copy
+
+    from weightscope.models.adapters import write_attention
+    from conftest import TINY_CFG
+
+    cfg = {**TINY_CFG, "vision_cfg": {**TINY_CFG["vision_cfg"], "scale_attn_inner": True}}
+    model = asymmetrize(make_model(register_config(tmp_path, "ws-test-inner", cfg), seed=0), seed=2)
+    w = describe_model(model)
+    assert w.layers[0].attn.inner_norm_eps is not None
+    x = _images()
+    assert _rel(encode_image(w, x.double().numpy()), _embed(model, x)) <= 1e-5
+    attn = copy.deepcopy(w.layers[1].attn)
+    change = 0.5 * np.random.default_rng(0).standard_normal((64, 64))
+    attn.write_o = attn.write_o + (change - change.mean(axis=0)).reshape(4, 16, 64)
+    attn.bias_o = attn.bias_o - 0.2
+    edited_w = copy.deepcopy(w)
+    edited_w.layers[1].attn = attn
+    edited = copy.deepcopy(model)
+    write_attention(edited, 1, attn)
+    prediction = encode_image(edited_w, x.double().numpy())
+    assert _rel(prediction, _embed(model, x)) > 1e-3 and _rel(_embed(edited, x), prediction) <= 1e-5
+    with pytest.raises(WeightscopeError, match="shared by all heads"):
+        apply_edits(model, [Edit(0, 1, 0, 0.0)])
