@@ -209,6 +209,10 @@ def model_tokenizer(name: str, tokenizer, context_length: int | None = None):
         if not path.exists():
             raise WeightscopeError(f"tokenizer {path} not found: give a folder holding the model's tokenizer files "
                                    "(tokenizer.json, or spiece.model with tokenizer_config.json)")
+        try:
+            import transformers  # noqa: F401  (HFTokenizer reads the folder with it)
+        except ImportError:
+            raise WeightscopeError('a tokenizer folder is read with transformers: pip install -e ".[hf]"') from None
         from open_clip.tokenizer import HFTokenizer
 
         try:
