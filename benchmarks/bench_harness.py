@@ -61,10 +61,11 @@ def in_process(base: str, specs: list[str], out: str, model: str) -> tuple[float
     import torch
 
     from weightscope.analyses.harness import run_harness
+    from weightscope.bundled import spec_loading
 
     torch.set_num_threads(1)
     t0 = time.time()
-    res = run_harness(base, specs, out, model=model, in_process=True, progress=False, report=False)
+    res = run_harness(base, specs, out, in_process=True, progress=False, loading=spec_loading(model=model))
     assert all(r["status"] == "done" for r in res.rows), [r["error"] for r in res.rows]
     return time.time() - t0, [c.energy_total for c in res.comparisons], peak_mib()
 
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
     from dask.distributed import Client, LocalCluster
 
     from weightscope.analyses.harness import run_harness
+    from weightscope.bundled import spec_loading
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp:
@@ -97,8 +99,8 @@ def main(argv=None) -> int:
         with Client(cluster) as client:   # the in-process run imported these before its clock started: so do workers
             client.run(_warm_up)
         t0 = time.time()
-        dist = run_harness(base, specs, tmp / "cluster", model=a.model, scheduler=cluster.scheduler_address,
-                           progress=False, report=False)
+        dist = run_harness(base, specs, tmp / "cluster", scheduler=cluster.scheduler_address, progress=False,
+                           loading=spec_loading(model=a.model))
         t_dist = time.time() - t0
         with Client(cluster) as client:
             rss = client.run(peak_mib)

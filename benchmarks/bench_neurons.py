@@ -19,6 +19,7 @@ import time
 import warnings
 
 import numpy as np
+from weightscope.concepts.explainer import ConceptExplainer  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     explain(rng.standard_normal((8, weights.embed_dim)), D[:64], k=3)  # numba warm-up
 
     t0 = time.perf_counter()
-    explain_neurons(weights, D, concepts, layers=layers, n_neurons=args.neurons, sides=("write",), k=args.k)
+    explain_neurons(weights, D, ConceptExplainer(concepts, k=args.k), layers=layers, n_neurons=args.neurons, sides=("write",))
     t_explain = time.perf_counter() - t0
 
     X = np.vstack([to_joint(weights, neuron_vectors(weights, l)[0][:per_layer]) for l in layers]).astype(args.dtype)

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from weightscope.decompose.linear_heads import head_from_arrays  # noqa: E402
+from weightscope.models.linear_heads import head_from_arrays  # noqa: E402
 from weightscope.analyses.sing import concept_visibility, head_geometry  # noqa: E402
 
 

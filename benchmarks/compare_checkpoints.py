@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from weightscope.concepts.explainer import ConceptExplainer
 from weightscope import WeightscopeError, decompose_head, describe_model
 from weightscope.models.adapters import write_attention
 from weightscope.analyses.compare import architecture_of, compare_heads, load_checkpoint
@@ -190,9 +191,12 @@ def run(p, args) -> int:
         p.error("give at least one tuned checkpoint or --synthetic")
 
     t0 = time.perf_counter()
-    comparisons = run_harness(args.base, tuned, model=args.model, label=args.label, vocabulary=args.vocabulary,
-                              n_directions=args.n_directions, cos_threshold=args.cos_threshold,
-                              ratio_tol=args.ratio_tol, in_process=True).comparisons
+    from weightscope.bundled import explainer_for_spec, spec_loading
+
+    explainer = explainer_for_spec(args.base, ConceptExplainer(args.vocabulary)) if args.label else None
+    comparisons = run_harness(args.base, tuned, explainer=explainer, n_directions=args.n_directions,
+                              cos_threshold=args.cos_threshold, ratio_tol=args.ratio_tol, in_process=True,
+                              loading=spec_loading(model=args.model)).comparisons
     elapsed = time.perf_counter() - t0
     for c in comparisons:
         print(c.summary(n_heads=8))

@@ -24,6 +24,7 @@ import json
 import time
 
 import numpy as np
+from weightscope.concepts.explainer import ConceptExplainer  # noqa: E402
 
 TOPS = (1, 2, 3, 5, 8, 12, 20, 30, 50)
 QUERIES = {
@@ -103,8 +104,7 @@ def main(argv=None) -> int:
     for qname, queries in QUERIES.items():
         for lname, layers in layer_sets.items():
             for by, vocab, use_mean in scorings:
-                ranked = score_by_query(loaded, queries, weights=weights, layers=layers, by=by, vocabulary=vocab,
-                                        image_mean=img_mean if use_mean else None, alpha=0.0, progress=False)
+                ranked = score_by_query(loaded, queries, explainer=ConceptExplainer(vocab), weights=weights, layers=layers, by=by, image_mean=img_mean if use_mean else None, alpha=0.0, progress=False)
                 for top in TOPS:
                     edits = ranked[:top]
                     edited = apply_edits(model, edits, weights=weights)

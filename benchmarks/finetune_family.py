@@ -146,7 +146,10 @@ def main(argv=None) -> int:
     from weightscope.analyses.harness import run_harness
 
     specs = [(name, str(path)) for name, path in paths.items()] + [("shipped-tuned", "bundled:tuned")]
-    summary = run_harness("bundled", specs, out / "compare", workers=a.workers, in_process=a.workers is None)
+    from weightscope.bundled import spec_loading
+
+    summary = run_harness("bundled", specs, out / "compare", workers=a.workers, in_process=a.workers is None,
+                          loading=spec_loading())
     print(summary.table())
     record = {"recipe": {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr}, "members": {}}
     for c in summary.comparisons:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from weightscope.models.activations import pool_spatial  # noqa: E402
 from weightscope.reports.similarity import write_report  # noqa: E402
-from weightscope.analyses.similarity import compare_probed, folder_concepts, probe_model  # noqa: E402
+from weightscope.analyses.similarity import ProbeOptions, compare_probed, folder_concepts, probe_model  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from cifar_resnets import MEAN, STD, load_resnet  # noqa: E402  (the shared CIFAR network)
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     for depth in (int(d) for d in args.depths.split(",")):
         net = load_resnet(depth)
         probed.append(probe_model(net, inputs, concepts, net.hook_names(), name=f"resnet{depth}", reduce=pool_spatial,
-                                  batch_size=500, progress=not args.quiet))
+                                  options=ProbeOptions(batch_size=500), progress=not args.quiet))
     sim = compare_probed(probed, {"n_images": len(inputs), "data": "CIFAR-10 test (JPEG)", "probe": "image-level"})
     t_all = time.perf_counter() - t0
     print(sim.summary_text())

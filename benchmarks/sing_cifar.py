@@ -36,7 +36,7 @@ import cifar_resnets as cr  # noqa: E402
 
 from weightscope.concepts.embed import default_cache_dir  # noqa: E402
 from weightscope.core.fileio import write_atomic  # noqa: E402
-from weightscope.decompose.linear_heads import linear_head  # noqa: E402
+from weightscope.models.linear_heads import linear_head  # noqa: E402
 from weightscope.analyses.sing import head_geometry  # noqa: E402
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from weightscope.models.classifiers import load_classifier  # noqa: E402
 from weightscope.models.load import load_model  # noqa: E402
-from weightscope.analyses.sing import classifier as ca  # noqa: E402
+from weightscope import bundled as B  # noqa: E402
 from weightscope.shapes import world  # noqa: E402
 
 CLASSIFIERS = ("bundled-cnn", "bundled-vit")
@@ -45,7 +45,7 @@ def fmt(x, spec=".1f") -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=int, default=ca.N_IMAGES, help=f"scenes analysed (default {ca.N_IMAGES})")
+    ap.add_argument("--images", type=int, default=B.N_IMAGES, help=f"scenes analysed (default {B.N_IMAGES})")
     ap.add_argument("--mlp", action="store_true", help="also run the MLP translator (slower)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     for name in CLASSIFIERS:
         for kind in ("linear", "mlp") if args.mlp else ("linear",):
             t0 = time.perf_counter()
-            runs[name, kind] = ca.classifier_analysis(name, loaded, translator=kind, n_images=args.images,
+            runs[name, kind] = B.classifier_analysis(name, loaded, translator=kind, n_images=args.images,
                                                      progress=False)
             print(f"{name} ({kind} T): {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     acc = {name: held_out_accuracy(name) for name in CLASSIFIERS}
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     for title, get in rows:
         print(f"| {title} | " + " | ".join(get(k, runs[k]) for k in keys) + " |")
 
-    fams = list(ca.shapes_texts())
+    fams = list(B.shapes_texts())
     print(f"\n|AS| at IS = 40 deg, mean over {args.images} scenes x the family's texts "
           "(SING's gradient path; optimal path in brackets; f_row's mean |AS| after the slash)\n")
     print("| family | " + " | ".join(label[k] for k in keys) + " |")

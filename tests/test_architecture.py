@@ -4,10 +4,8 @@ no cycle, and the shapes world must be reached from one module of bundled defaul
 from __future__ import annotations
 
 import ast
-import inspect
 from pathlib import Path
 
-import pytest
 
 import weightscope
 

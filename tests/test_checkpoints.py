@@ -387,14 +387,14 @@ def test_edit_loop_shipped_and_trained_checkpoints_load_by_path(tmp_path):
     shipped = load_model(str(bundled.checkpoint_path("tuned")))
     _assert_same(shipped, {k: v.float() for k, v in load_file(str(bundled.checkpoint_path("tuned"))).items()})
     out = tmp_path / "trained.safetensors"
-    train.train(out, seed=2, steps=1, batch_size=4, save_every=10, contrast={})
+    train.train(out, {"seed": 2, "steps": 1, "batch_size": 4, "contrast": {}}, save_every=10)
     meta = json.loads(sidecar_path(out).read_text())
     assert meta["architecture"] == {"name": "shapes-vit", "options": {}} and meta["training"]["steps"] == 1
     assert meta["checkpoint_sha256"] == sha256_file(out) and meta["source"]["source"] == "random-init"
     trained = load_model(str(out))
     _assert_same(trained, {k: v.float() for k, v in load_file(str(out)).items()})
     tuned = tmp_path / "tuned.safetensors"
-    train.train(tuned, seed=3, steps=1, batch_size=4, save_every=10, contrast={}, init=out)
+    train.train(tuned, {"seed": 3, "steps": 1, "batch_size": 4, "contrast": {}}, save_every=10, init=out)
     meta = json.loads(sidecar_path(tuned).read_text())
     assert meta["source"]["checkpoint"] == str(out) and meta["source"]["sidecar"]["training"]["seed"] == 2
 

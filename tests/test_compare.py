@@ -439,7 +439,7 @@ def test_head_coming_alive_is_new_directions(tiny_model):
 def test_resave_in_half_precision_is_no_change(tiny_model, tiny_name, tmp_path, dtype, name):
     import torch
 
-    from weightscope.models.load import load_model
+    from weightscope.bundled import load_model
 
     path = tmp_path / f"{name}.safetensors"
     save_file({k: v.to(getattr(torch, dtype)).contiguous() for k, v in tiny_model.state_dict().items()}, str(path))

@@ -74,7 +74,7 @@ def fp16_resave_compared(model, name, tmp_path, kind):
     without it). Asserts the floor hides the rounding: no change with it, every unit changed without it."""
     import torch
 
-    from weightscope.models.load import load_model
+    from weightscope.bundled import load_model
 
     path = tmp_path / "fp16.safetensors"
     save_file({k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}, str(path))

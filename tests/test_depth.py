@@ -13,7 +13,7 @@ from weightscope.cli import main
 from weightscope.analyses.depth import (class_graph, confusion_affinity, cosine_similarity, normalise, read_matrix,
                                similarity_depth)
 from weightscope.core.errors import WeightscopeError
-from weightscope.decompose.linear_heads import head_from_arrays
+from weightscope.models.linear_heads import head_from_arrays
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONVNEXT = SHARED / "data" / "deephierarchy-convnext"

@@ -22,6 +22,7 @@ from weightscope.models.forward import encode_image
 from weightscope.analyses.inspection import Direction, HeadReport
 from weightscope.reports.inspection import write_report
 from weightscope.concepts.solvers import Explanation
+from weightscope.concepts.explainer import ConceptExplainer
 
 from conftest import TINY_CFG, make_model, register_config
 
@@ -233,7 +234,7 @@ def test_kind3_dead_heads_and_rounding_directions_are_no_directions(tiny_model, 
 
 def test_kind3_dead_head_is_reported_dead_not_explained(tiny_model, tmp_path):
     vocab = ["red", "blue", "green", "circle", "square", "triangle", "dog", "car", "tree", "house"]
-    result = inspect_model(load_model(_pruned(tiny_model)), vocab, k=3, progress=False, cache_dir=tmp_path)
+    result = inspect_model(load_model(_pruned(tiny_model)), ConceptExplainer(vocab, k=3, cache_dir=tmp_path), progress=False)
     rep = result[0, 1]
     assert rep.dead and rep.directions == [] and rep.theme() == ""
     assert result[1, 2].explained("write") == [0, 1] and result[1, 2].explained("read") == [0, 1]
@@ -253,8 +254,7 @@ def test_kind3_dead_head_is_reported_dead_not_explained(tiny_model, tmp_path):
     assert "Layer 0, head 1 &mdash; dead (writes nothing)" in html
     assert "Layer 1, head 2 &mdash; dead" not in html
     # a selection of dead heads only: nothing to explain, still a report
-    alone = inspect_model(load_model(_pruned(tiny_model)), vocab, layers=[0], heads=[1], k=3, progress=False,
-                          cache_dir=tmp_path)
+    alone = inspect_model(load_model(_pruned(tiny_model)), ConceptExplainer(vocab, k=3, cache_dir=tmp_path), layers=[0], heads=[1], progress=False)
     assert alone[0, 1].dead and alone.summary().endswith("L0  H1  dead: writes nothing (no singular value above "
                                                          "rounding level)")
 
@@ -276,8 +276,7 @@ def test_kind3_empty_and_zero_weight_explanations_are_not_printed(tiny_model, tm
 
     monkeypatch.setattr(inspection, "explain", fake_explain)
     vocab = ["red", "blue", "green", "circle"]
-    result = inspect_model(load_model(tiny_model), vocab, layers=[0], heads=[0], k=2, progress=False,
-                           cache_dir=tmp_path)
+    result = inspect_model(load_model(tiny_model), ConceptExplainer(vocab, k=2, cache_dir=tmp_path), layers=[0], heads=[0], progress=False)
     rep = result[0, 0]
     empty, small = rep.direction(0, "write", 1), rep.direction(1, "write", 1)
     assert empty.concepts == [] and empty.label() == "(no concept)"
@@ -320,7 +319,7 @@ def test_kind4_non_finite_weights_are_named(tiny_model, tmp_path, path, index, v
         describe_model(model)
     assert "\n" not in str(err.value)
     with pytest.raises(WeightscopeError, match=message):  # before any SVD or embedding work
-        inspect_model(load_model(model), ["red", "blue"], k=1, progress=False, cache_dir=tmp_path)
+        inspect_model(load_model(model), ConceptExplainer(["red", "blue"], k=1, cache_dir=tmp_path), progress=False)
     with pytest.raises(WeightscopeError, match=message):
         apply_edits(model, [Edit(0, 0, 0, 0.0)])
 
@@ -349,4 +348,4 @@ def test_kind4_non_finite_text_weights_are_named(tiny_model, tmp_path):
     with pytest.raises(WeightscopeError, match=message):
         embed_concepts(model, load_model(model).tokenizer, ["red", "blue"], progress=False, cache_dir=tmp_path)
     with pytest.raises(WeightscopeError, match=message):
-        inspect_model(load_model(model), ["red", "blue"], k=1, progress=False, cache_dir=tmp_path)
+        inspect_model(load_model(model), ConceptExplainer(["red", "blue"], k=1, cache_dir=tmp_path), progress=False)

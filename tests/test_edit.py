@@ -14,6 +14,7 @@ from weightscope.analyses.edit import (Edit, apply_edits, edit_weights, parse_ed
                               sha256_file, sidecar_path)
 from weightscope.models.forward import encode_image
 from weightscope.analyses.select import select_by_concepts, select_by_query, select_by_relevance
+from weightscope.concepts.explainer import ConceptExplainer
 
 from conftest import make_model, embed_images, max_rel_error, random_images
 
@@ -400,8 +401,7 @@ def test_select_by_explanation_scores_the_reconstruction(tiny_name, tiny_model):
 
     tok = open_clip.get_tokenizer(tiny_name)
     vocab = ["blue background", "green background", "circle", "square", "red", "star"]
-    top = select_by_query(tiny_model, "blue background", tokenizer=tok, by="explanation", vocabulary=vocab,
-                          top=3, layers=[1], heads=[0], progress=False)
+    top = select_by_query(tiny_model, "blue background", explainer=ConceptExplainer(vocab), tokenizer=tok, by="explanation", top=3, layers=[1], heads=[0], progress=False)
     assert len(top) == 3 and all("explained as" in e.reason for e in top)
     assert all(-1 <= e.score <= 1 + 1e-9 for e in top)
     with pytest.raises(WeightscopeError, match="vocabulary"):
@@ -506,8 +506,7 @@ def test_bundled_model_edit_is_exact_and_saves_loadable_checkpoint(tmp_path, cap
     source = bundled.checkpoint_path("base")
     digest = sha256_file(source)
     x = images_to_tensor(world.single_objects(4, seed=7)[0])
-    edits = select_by_query(loaded, ["blue background", "green background"], vocabulary="shapes_world", top=6,
-                            progress=False) + [Edit(0, 1, 2, -1.0), Edit(2, 3, 0, 2.0)]
+    edits = select_by_query(loaded, ["blue background", "green background"], explainer=ConceptExplainer("shapes_world"), top=6, progress=False) + [Edit(0, 1, 2, -1.0), Edit(2, 3, 0, 2.0)]
     edited = apply_edits(loaded, edits)
     assert edited.source == "bundled:base+edited" and edited.model is not loaded.model
     predicted = encode_image(edit_weights(describe_model(loaded), edits), x.double().numpy())

@@ -12,6 +12,9 @@ from weightscope.models.adapters import write_attention
 from weightscope.analyses.compare import compare_models, load_comparisons
 from weightscope.core.errors import WeightscopeError
 from weightscope.analyses.harness import read_manifest, run_harness
+from weightscope.bundled import spec_loading
+
+LOADING = spec_loading()
 
 
 def _save(model, path):
@@ -65,7 +68,7 @@ def test_cluster_run_fails_one_resumes_and_matches_in_process(checkpoints, clust
 
     # the distributed result is the in-process comparison of the same pair
     found = {c.tuned: c for c in load_comparisons(out / "compare.json")}
-    direct = compare_models("bundled", paths["scaled"], progress=False)
+    direct = compare_models("bundled", paths["scaled"], progress=False, loading=LOADING)
     got = found["scaled"]
     assert [(h.layer, h.head) for h in got.changed_heads()] == [(2, 1)] == \
         [(h.layer, h.head) for h in direct.changed_heads()]
@@ -81,7 +84,7 @@ def test_cluster_run_fails_one_resumes_and_matches_in_process(checkpoints, clust
 
     # resumed: finished checkpoints are read back, not recomputed; the broken one is tried (and fails) again
     again = run_harness("bundled", read_manifest(manifest), out, scheduler=cluster.scheduler_address, progress=False,
-                        report=False)
+                        report=None, loading=LOADING)
     assert [r["status"] for r in again.rows] == ["skipped", "skipped", "failed"]
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
     assert [c.tuned for c in again.comparisons] == ["scaled", "tuned"]
@@ -89,7 +92,7 @@ def test_cluster_run_fails_one_resumes_and_matches_in_process(checkpoints, clust
 
     # other options are another result: a changed threshold recomputes
     third = run_harness("bundled", [("scaled", paths["scaled"])], out, in_process=True, progress=False,
-                        ratio_tol=0.6, report=False)
+                        ratio_tol=0.6, report=None, loading=LOADING)
     assert third.rows[0]["status"] == "done" and third.comparisons[0].counts()["reweighted"] == 0
 
 
@@ -100,7 +103,7 @@ def test_without_the_extra_the_same_run_is_in_process(checkpoints, tmp_path, mon
     monkeypatch.setattr(harness, "have_distributed", lambda: False)
     monkeypatch.setitem(sys.modules, "pyarrow", None)             # import pyarrow -> ImportError
     res = run_harness("bundled", [("scaled", paths["scaled"]), ("broken", paths["broken"])], tmp_path,
-                      progress=False, report=False)
+                      progress=False, report=None, loading=LOADING)
     assert res.where == "in-process" and [r["status"] for r in res.rows] == ["done", "failed"]
     assert (tmp_path / "summary.csv").is_file() and not (tmp_path / "summary.parquet").exists()
     assert any("summary.parquet skipped" in n and ".[distributed]" in n for n in res.notes)
@@ -120,11 +123,11 @@ def test_manifest_formats_and_bad_arguments(tmp_path):
     with pytest.raises(WeightscopeError, match="manifest file not found"):
         read_manifest(tmp_path / "missing.txt")
     with pytest.raises(WeightscopeError, match="labels must be unique"):
-        run_harness("bundled", [("a", "x.pt"), ("a", "y.pt")])
+        run_harness("bundled", [("a", "x.pt"), ("a", "y.pt")], loading=LOADING)
     with pytest.raises(WeightscopeError, match="exclude each other"):
-        run_harness("bundled", ["x.pt"], scheduler="tcp://nowhere:1", in_process=True)
+        run_harness("bundled", ["x.pt"], scheduler="tcp://nowhere:1", in_process=True, loading=LOADING)
     with pytest.raises(WeightscopeError, match="ratio_tol must be >= 0"):
-        run_harness("bundled", ["x.pt"], ratio_tol=-1)
+        run_harness("bundled", ["x.pt"], ratio_tol=-1, loading=LOADING)
 
 
 def test_missing_checkpoint_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):

@@ -1,4 +1,4 @@
-"""weightscope.decompose.linear_heads: one linear-head description from arrays, torch modules, state dicts and CLIP zero-shot."""
+"""weightscope.models.linear_heads: one linear-head description from arrays, torch modules, state dicts and CLIP zero-shot."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 
 from weightscope.core.errors import WeightscopeError
 from weightscope.analyses.zeroshot import zero_shot_head
-from weightscope.decompose.linear_heads import LinearHead, head_from_arrays, linear_head
+from weightscope.models.linear_heads import LinearHead, head_from_arrays, linear_head
 
 
 def test_arrays_logits_and_defaults():
@@ -84,7 +84,7 @@ def test_state_dict_head_picks_the_last_matrix_and_its_bias():
 
 
 def test_zero_shot_head_rows_are_normalised_prompt_means():
-    from weightscope.models.load import load_model
+    from weightscope.bundled import load_model
 
     loaded = load_model()
     names, templates = ["circle", "square"], ["a {}", "a photo of a {}"]

@@ -9,6 +9,7 @@ from weightscope import Inspection, WeightscopeError, decompose_head, describe_m
 from weightscope.models.adapters import write_attention
 from weightscope.cli import main
 from weightscope.concepts.embed import embed_concepts
+from weightscope.concepts.explainer import ConceptExplainer
 
 VOCAB = ["red", "blue", "green", "circle", "square", "triangle", "top left", "bottom right", "large", "small",
          "dog", "car", "tree", "house", "ocean", "mountain", "violin", "pizza", "bicycle", "chair"]
@@ -47,7 +48,7 @@ def _plant(model, concepts, plants, cache_dir):
 def test_planted_concepts_are_recovered(tiny_model, tmp_path):
     plants = {(0, 1): VOCAB.index("circle"), (1, 3): VOCAB.index("violin")}
     model, planted = _plant(tiny_model, VOCAB, plants, tmp_path)
-    result = inspect_model(load_model(model), VOCAB, k=3, progress=False, cache_dir=tmp_path)
+    result = inspect_model(load_model(model), ConceptExplainer(VOCAB, k=3, cache_dir=tmp_path), progress=False)
     weights = describe_model(model)
     for (layer, head), j in plants.items():
         # the sign convention may have flipped the planted vector: its concept is explained under that sign
@@ -62,8 +63,7 @@ def test_planted_concepts_are_recovered(tiny_model, tmp_path):
 
 
 def test_json_round_trip_and_summary(tiny_model, tmp_path):
-    result = inspect_model(load_model(tiny_model), VOCAB, layers=[-1], heads=[0, 2], n_directions=3, k=2,
-                           progress=False, cache_dir=tmp_path)
+    result = inspect_model(load_model(tiny_model), ConceptExplainer(VOCAB, k=2, cache_dir=tmp_path), layers=[-1], heads=[0, 2], n_directions=3, progress=False)
     assert sorted(result.heads) == [(1, 0), (1, 2)]
     path = tmp_path / "r.json"
     result.to_json(path)
@@ -81,11 +81,11 @@ def test_json_round_trip_and_summary(tiny_model, tmp_path):
 def test_bad_inputs(tiny_model, tmp_path):
     loaded = load_model(tiny_model)
     with pytest.raises(WeightscopeError, match=r"k = 21 must be between 1 and the vocabulary size \(20\)"):
-        inspect_model(loaded, VOCAB, k=21, progress=False, cache_dir=tmp_path)
+        inspect_model(loaded, ConceptExplainer(VOCAB, k=21, cache_dir=tmp_path), progress=False)
     with pytest.raises(WeightscopeError, match="layer 7 is out of range"):
-        inspect_model(loaded, VOCAB, layers=[7], progress=False, cache_dir=tmp_path)
+        inspect_model(loaded, ConceptExplainer(VOCAB, cache_dir=tmp_path), layers=[7], progress=False)
     with pytest.raises(WeightscopeError, match="sides must be"):
-        inspect_model(loaded, VOCAB, sides=("left",), progress=False, cache_dir=tmp_path)
+        inspect_model(loaded, ConceptExplainer(VOCAB, cache_dir=tmp_path), sides=("left",), progress=False)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -137,8 +137,7 @@ def test_bundled_model_heads_are_explained_by_its_world(tmp_path):
     chance 3.3 %.
     Asserted: a clear majority, at least 50 points above chance.
     """
-    result = inspect_model(None, "shapes_world,general:5000", layers=[-2, -1], n_directions=8,
-                           progress=False, cache_dir=tmp_path)
+    result = inspect_model(None, ConceptExplainer("shapes_world,general:5000", cache_dir=tmp_path), layers=[-2, -1], n_directions=8, progress=False)
     share, chance = shapes_world_share(result)
     assert result.settings["normalize"] == "l2"
     assert chance < 0.05

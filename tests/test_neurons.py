@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import embed_images, max_rel_error, random_images
 
+from weightscope.concepts.explainer import ConceptExplainer
 from weightscope import WeightscopeError, describe_model, to_joint
 from weightscope.analyses.edit import NeuronEdit, apply_neuron_edits, edit_neuron_weights, save_checkpoint
 from weightscope.models.forward import encode_image
@@ -45,20 +46,20 @@ def test_planted_neuron_is_explained_by_its_concept(tiny_model):
     pre = joint_preimage(w, D_[target])
     assert np.allclose(to_joint(w, pre), D_[target], atol=1e-9)  # the pre-image maps back onto the concept
     w.layers[0].mlp_out[5] = 3.0 * pre / np.linalg.norm(pre)
-    reps = explain_neurons(w, D_, concepts, layers=[0], progress=False)
+    reps = explain_neurons(w, D_, ConceptExplainer(concepts), layers=[0], progress=False)
     d = reps[0, 5].direction("write", 1)
     assert d.concepts[0] == concepts[target] and d.fidelity > 0.99
     assert reps[0, 5].direction("write", -1).concepts[:1] != [concepts[target]]
     ranks = sorted(r.rank for r in reps.values())
     assert ranks == list(range(w.layers[0].mlp_out.shape[0]))
     # leading n only, best score first
-    top = explain_neurons(w, D_, concepts, layers=[0], n_neurons=3, sides=("write",), progress=False)
+    top = explain_neurons(w, D_, ConceptExplainer(concepts), layers=[0], n_neurons=3, sides=("write",), progress=False)
     scores = neuron_scores(w, 0)[0]
     assert sorted(i for _, i in top) == sorted(np.argsort(-scores)[:3].tolist())
     with pytest.raises(WeightscopeError, match="n_neurons"):
-        explain_neurons(w, D_, concepts, n_neurons=0)
+        explain_neurons(w, D_, ConceptExplainer(concepts), n_neurons=0)
     with pytest.raises(WeightscopeError, match="sides"):
-        explain_neurons(w, D_, concepts, sides=("out",))
+        explain_neurons(w, D_, ConceptExplainer(concepts), sides=("out",))
 
 
 def test_planted_qk_head_is_explained_on_the_right_sides(tiny_model):
@@ -72,7 +73,7 @@ def test_planted_qk_head_is_explained_on_the_right_sides(tiny_model):
     attn.read_k[2] = 0.0
     attn.read_q[2][:, 0] = 2.0 * a / np.linalg.norm(a)
     attn.read_k[2][:, 0] = b / np.linalg.norm(b)
-    rep = explain_qk(w, D_, concepts, layers=[1], heads=[2], progress=False)[1, 2]
+    rep = explain_qk(w, D_, ConceptExplainer(concepts), layers=[1], heads=[2], progress=False)[1, 2]
     assert rep.rank == 1 and np.isclose(rep.s[0], 2.0)
     # the SVD's sign is arbitrary, but the query and key signs flip together
     sign = 1 if rep.direction(0, "query", 1).concepts[0] == concepts[qa] else -1
@@ -142,7 +143,7 @@ def test_neuron_edit_vit_b16(vit_b16, vit_b16_weights):
 def test_neuron_edit_bundled_model(tmp_path):
     import open_clip
 
-    from weightscope.models.load import load_model
+    from weightscope.bundled import load_model
     from weightscope.shapes import bundled
 
     loaded = load_model()

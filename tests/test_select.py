@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from weightscope.concepts.explainer import ConceptExplainer
 from weightscope import WeightscopeError, describe_model, to_joint
 from weightscope.concepts import embed as embed_module
 from weightscope.analyses import select
@@ -88,8 +89,7 @@ def planted(asym_model, monkeypatch):
 
 
 def _scores(weights, names, by, **kw):
-    edits = score_by_query(None, "the query", tokenizer=object(), weights=weights, layers=[1], by=by,
-                           vocabulary=names if by == "explanation" else None, method="comp", k=1, progress=False, **kw)
+    edits = score_by_query(None, "the query", explainer=ConceptExplainer(names if by == "explanation" else None, method="comp", k=1), tokenizer=object(), weights=weights, layers=[1], by=by, progress=False, **kw)
     return {(e.layer, e.head, e.indices): e for e in edits}
 
 
@@ -122,11 +122,9 @@ def test_explanation_mode_scores_the_reconstruction(planted):
     # a group scores its best member: each of unit(E0 +- E1) is explained by "half" (+) or nothing useful
     assert got[1, 1, (0, 1)].score == pytest.approx(1 / np.sqrt(2), abs=1e-6)
     # k = 2, NN-OMP: "half" fits z_B exactly, so its pursuit stops after one atom (the second slot is padding)
-    k2 = score_by_query(None, "the query", tokenizer=object(), weights=weights, layers=[1], heads=[3],
-                        by="explanation", vocabulary=names, method="nnomp", k=2, progress=False)
+    k2 = score_by_query(None, "the query", explainer=ConceptExplainer(names, method="nnomp", k=2), tokenizer=object(), weights=weights, layers=[1], heads=[3], by="explanation", progress=False)
     assert {(e.head, e.indices): e.score for e in k2}[3, (0,)] == pytest.approx(1 / np.sqrt(2), abs=1e-6)
-    chosen = select_by_query(None, "the query", tokenizer=object(), weights=weights, layers=[1], heads=[2, 3],
-                             by="explanation", vocabulary=names, k=1, threshold=0.7, progress=False)
+    chosen = select_by_query(None, "the query", explainer=ConceptExplainer(names, k=1), tokenizer=object(), weights=weights, layers=[1], heads=[2, 3], by="explanation", threshold=0.7, progress=False)
     keys = [(e.layer, e.head, e.indices) for e in chosen]
     assert (1, 3, (0,)) in keys and (1, 2, (0,)) not in keys
     joint = _scores(weights, names, "joint")

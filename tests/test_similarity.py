@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.stats import ortho_group
 
+from weightscope.concepts.explainer import ConceptExplainer
 from weightscope.models.activations import collect_activations, pool_spatial
 from weightscope.cli import main
 from weightscope.core.errors import WeightscopeError
@@ -256,21 +257,23 @@ def test_concept_masks_cover_the_rendered_objects():
 
 @pytest.fixture(scope="module")
 def bundled_pair():
-    from weightscope.models.load import load_model
+    from weightscope.bundled import load_model
 
     return load_model(), load_model("bundled", pretrained="tuned")
 
 
 def test_bundled_shapes_probes_and_side_by_side(bundled_pair, tmp_path):
     from weightscope.reports.similarity import write_report
-    from weightscope.analyses.similarity import layer_similarity, shapes_concepts
+    from weightscope.analyses.similarity import layer_similarity
     from weightscope.analyses.similarity.concepts import downsample_masks
+    from weightscope.bundled import shapes_probes
 
-    sim = layer_similarity([bundled_pair[0]], concepts="shapes", data_free=True, n_images=300, layers=[0, 3, 5],
-                           vocabulary="shapes_world", n_directions=2, progress=False, cache_dir=tmp_path / "cache")
+    probes = shapes_probes(300, seed=7)
+    sim = layer_similarity([bundled_pair[0]], ConceptExplainer("shapes_world", cache_dir=tmp_path / "cache"),
+                           probes=probes, data_free=True, layers=[0, 3, 5], n_directions=2, progress=False)
     q = sim.probe_quality()
     # chance: the IoU of calling every patch positive = the concept's share of positive patches (3 x 3 map)
-    _, concepts = shapes_concepts(300, seed=7)
+    concepts = probes.concepts
     share = (downsample_masks(concepts.masks, (3, 3)) >= 0.05).mean(axis=(0, 2, 3))
     for name, rate in zip(concepts.names, share):
         assert q[name]["metric"] == "IoU" and q[name]["best"] > 3 * rate, (name, q[name], rate)
@@ -290,8 +293,7 @@ def test_datafree_bundled_base_vs_tuned(bundled_pair, tmp_path):
     from weightscope.analyses.similarity import datafree_similarity
 
     base, tuned = bundled_pair
-    sim = datafree_similarity([base, tuned, base], ["base", "tuned", "base-again"], vocabulary="shapes_world",
-                              n_directions=2, progress=False, cache_dir=tmp_path)
+    sim = datafree_similarity([base, tuned, base], ["base", "tuned", "base-again"], explainer=ConceptExplainer("shapes_world", cache_dir=tmp_path), n_directions=2, progress=False)
     for m in ("profile", "subspace"):
         S = sim.matrix(m, "base")
         assert np.all(np.diag(S) == 1.0) and np.array_equal(S, S.T)

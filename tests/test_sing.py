@@ -18,8 +18,9 @@ import scipy.optimize
 from weightscope.core import linalg
 from weightscope.cli import main
 from weightscope.core.errors import WeightscopeError
-from weightscope.decompose.linear_heads import head_from_arrays
+from weightscope.models.linear_heads import head_from_arrays
 from weightscope.analyses.sing import (concept_visibility, head_geometry, scores, steer)
+from weightscope.concepts.explainer import ConceptExplainer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -260,16 +261,16 @@ def test_visibility_matches_a_hand_computation_and_planted_concepts():
 
 @pytest.fixture(scope="module")
 def bundled():
-    from weightscope.models.load import load_model
+    from weightscope.bundled import load_model
 
     return load_model()
 
 
 @pytest.fixture(scope="module")
 def bundled_result(bundled, tmp_path_factory):
-    from weightscope.analyses.sing import sing_analysis
+    from weightscope.bundled import sing_analysis
 
-    return sing_analysis(bundled, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    return sing_analysis(bundled, "shapes", ConceptExplainer(cache_dir=tmp_path_factory.mktemp("cache")), progress=False)
 
 
 def test_bundled_zero_shot_head_equivalence(bundled):
@@ -362,9 +363,10 @@ def test_shapes_gallery_is_cached_checked_and_rebuilt(bundled, tmp_path, monkeyp
     import torch
 
     from weightscope.shapes.evaluate import images_to_tensor
+    from weightscope import bundled as B
     from weightscope.analyses.sing import gallery as gal
 
-    g1 = gal.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
+    g1 = B.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
     with torch.no_grad():
         ref = torch.nn.functional.normalize(bundled.model.encode_image(images_to_tensor(g1.images)), dim=-1).numpy()
     assert np.allclose(g1.embeddings, ref, atol=1e-6)
@@ -376,14 +378,14 @@ def test_shapes_gallery_is_cached_checked_and_rebuilt(bundled, tmp_path, monkeyp
 
     with monkeypatch.context() as m:
         m.setattr(gal, "_encode", no_encoding)
-        g2 = gal.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
+        g2 = B.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
     assert np.array_equal(g1.embeddings, g2.embeddings) and g1.captions == g2.captions
     raw = files[0].read_bytes()
     files[0].write_bytes(raw[:-8] + bytes(8))                     # damaged data: the checksum no longer matches
     with pytest.warns(UserWarning, match="corrupt"):
-        g3 = gal.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
+        g3 = B.shapes_gallery(bundled, n=16, seed=3, cache_dir=tmp_path, progress=False)
     assert np.array_equal(g1.embeddings, g3.embeddings) and files[0].read_bytes() == raw
-    gal.shapes_gallery(bundled, n=16, seed=4, cache_dir=tmp_path, progress=False)   # another key, another file
+    B.shapes_gallery(bundled, n=16, seed=4, cache_dir=tmp_path, progress=False)   # another key, another file
     assert len(list((tmp_path / "embeddings").glob("*.wsemb"))) == 2
     assert not [p for p in (tmp_path / "embeddings").iterdir() if p.name.endswith(".tmp")]
     idx, cos = g1.nearest(g1.embeddings[[3, 7]], k=2)
@@ -475,14 +477,14 @@ def test_analysis_with_an_image_texts_and_a_folder_gallery(bundled, tmp_path):
     from PIL import Image
 
     from weightscope.shapes import world
-    from weightscope.analyses.sing import sing_analysis
+    from weightscope.analyses.sing import SingOptions
+    from weightscope.bundled import sing_analysis
 
     images, scenes = world.single_objects(6, seed=2, spurious_strength=None)
     for i, im in enumerate(images):
         Image.fromarray(im).save(tmp_path / f"{i}.png")
-    r = sing_analysis(bundled, "circle,square,star", "shapes_world", image=tmp_path / "2.png",
-                      texts=["a red object", "a blue background"], gallery=tmp_path, cache_dir=tmp_path / "c",
-                      n_directions=2, progress=False)
+    r = sing_analysis(bundled, "circle,square,star", ConceptExplainer("shapes_world", cache_dir=tmp_path / "c"), image=tmp_path / "2.png", texts=["a red object", "a blue background"], gallery=tmp_path,
+                      options=SingOptions(n_directions=2), progress=False)
     assert (r.rank, r.null_dim) == (3, 61) and r.feature == "image 2.png" and r.f_image.shape == (48, 48, 3)
     assert [s.text for s in r.steering] == ["a red object", "a blue background", "an image of a circle",
                                             "an image of a square", "an image of a star"]
@@ -498,7 +500,9 @@ def test_parse_classes_sources(tmp_path):
     assert parse_classes(str(tmp_path / "classes.txt"))[0] == ["cat", "dog", "bird"]
     assert parse_classes("cat, dog")[0] == ["cat", "dog"]
     assert parse_classes("cifar10")[0][:2] == ["airplane", "automobile"]
-    names, templates, _ = parse_classes("shapes")
+    from weightscope.bundled import shape_classes
+
+    names, templates, _ = parse_classes(shape_classes())
     assert len(names) == 8 and "a photo of a {}" in templates
 
 
@@ -518,7 +522,7 @@ def test_resnet_heads_null_dimension_and_equivalence(depth):
     import torch
 
     cr = _cifar()
-    from weightscope.decompose.linear_heads import linear_head
+    from weightscope.models.linear_heads import linear_head
     from weightscope.models.checkpoints import read_checkpoint
 
     head = linear_head(read_checkpoint(cr.weights_path(depth)).state_dict, cr.CLASSES)
@@ -542,7 +546,7 @@ def test_resnet_null_components_swap_on_real_images():
     import torch
 
     cr = _cifar()
-    from weightscope.decompose.linear_heads import linear_head
+    from weightscope.models.linear_heads import linear_head
 
     x, y = cr.load_cifar_test(per_class=5)
     perm = np.random.default_rng(0).permutation(len(y))

@@ -14,7 +14,8 @@ from PIL import Image
 from torch import nn
 
 from weightscope.cli import main
-from weightscope.models.classifiers import load_classifier
+from weightscope import bundled as B
+from weightscope.bundled import load_classifier
 from weightscope.core.errors import WeightscopeError
 from weightscope.shapes import world
 from weightscope.analyses.sing import classifier as ca
@@ -26,14 +27,14 @@ from weightscope.analyses.sing.translator import identity_translator, load_trans
 
 @pytest.fixture()
 def small(monkeypatch, tmp_path):
-    monkeypatch.setattr(ca, "N_FIT_IMAGES", 600)
-    monkeypatch.setattr(ca, "N_IMAGES", 12)
+    monkeypatch.setattr(B, "N_FIT_IMAGES", 600)
+    monkeypatch.setattr(B, "N_IMAGES", 12)
     monkeypatch.setenv("WEIGHTSCOPE_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
 def bundled_clip():
-    from weightscope.models.load import load_model
+    from weightscope.bundled import load_model
 
     return load_model()
 
@@ -43,7 +44,7 @@ def test_steered_features_keep_every_logit_through_the_classifiers_own_linear(na
     """Acceptance: both shipped classifiers, both paths, logits through the module's own nn.Linear <= 1e-6 relative,
     prediction unchanged."""
     clf = load_classifier(name)
-    T = ca.shipped_translator(name, bundled_clip, n_images=600)
+    T = B.shipped_translator(name, bundled_clip, n_images=600)
     images, _ = world.single_objects(6, 4321, spurious_strength=None)
     feats = clf.features(images)
     texts = text_embeddings(bundled_clip, ["a red object", "an image of a star", "an object in the top left"])
@@ -105,7 +106,7 @@ def test_cli_runs_a_shipped_classifier_and_writes_a_reusable_translator(small, t
     import scipy.linalg
 
     from weightscope.concepts.embed import embed_concepts
-    from weightscope.models.load import load_model
+    from weightscope.bundled import load_model
     from weightscope.concepts.vocab import load_vocabulary
 
     loaded = load_model()
@@ -264,7 +265,7 @@ def test_read_texts_normalises_and_refuses_repeats(tmp_path):
 
 
 def test_shapes_texts_cover_every_attribute_value_with_the_right_article():
-    fams = ca.shapes_texts()
+    fams = B.shapes_texts()
     assert [len(fams[f]) for f in ("shape", "colour", "size", "position", "background")] == [
         len(world.SHAPES), len(world.COLOUR_NAMES), len(world.SIZES), len(world.POSITIONS), len(world.BACKGROUND_NAMES)]
     assert "an oval" in fams["shape"] and "an orange object" in fams["colour"]

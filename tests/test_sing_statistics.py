@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from weightscope.core.errors import WeightscopeError
-from weightscope.decompose.linear_heads import head_from_arrays
+from weightscope.models.linear_heads import head_from_arrays
 from weightscope.analyses.sing import (SING_AS_THRESHOLD_DEG, SING_IS_THRESHOLD_DEG, AttributeStatistics, Translator,
                               attribute_statistics, flag_shares, gradient_path, head_geometry, identity_translator,
                               steer_through)
@@ -197,7 +197,7 @@ def test_blocks_of_images_give_the_same_result(monkeypatch):
 
 def test_gradient_flow_progress_counts_the_share_of_the_target_reached():
     """The bar moves while the flows advance together (not only when they finish) and ends at one per flow."""
-    from weightscope.decompose.linear_heads import head_from_arrays
+    from weightscope.models.linear_heads import head_from_arrays
     from weightscope.analyses.sing import gradient_flow, head_geometry, identity_translator
 
     rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPRegressor
 
 from weightscope.core.errors import WeightscopeError
-from weightscope.decompose.linear_heads import head_from_arrays
+from weightscope.models.linear_heads import head_from_arrays
 from weightscope.analyses.sing import (Translator, check_widths, fit_translator, gradient_path, head_geometry,
                               identity_translator, load_translator, save_translator, steer, steer_through,
                               translated_geometry, translated_scores)
@@ -164,7 +164,7 @@ def clip_head():
     from weightscope.concepts.embed import encode_texts
     from weightscope.analyses.zeroshot import zero_shot_head
     from weightscope.core.linalg import normalize_rows
-    from weightscope.models.load import load_model
+    from weightscope.bundled import load_model
     from weightscope.shapes import world
 
     loaded = load_model()

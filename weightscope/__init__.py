@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import importlib
 
-from .core.version import __version__
+from .core.version import __version__  # noqa: F401  (weightscope.__version__)
 
 _WHERE = {
     "Comparison": "analyses.compare",
+    "ConceptExplainer": "concepts.explainer",
+    "ModelSpec": "bundled",
+    "classifier_analysis": "bundled",
+    "load_classifier": "bundled",
+    "sing_analysis": "bundled",
     "Edit": "analyses.edit",
     "HeadSVD": "decompose",
     "Inspection": "analyses.inspection",
     "LoadedModel": "models.load",
     "WeightscopeError": "core.errors",
     "apply_edits": "analyses.edit",
-    "compare_models": "analyses.compare",
+    "compare_models": "bundled",
     "decompose_head": "decompose",
     "decompose_model": "decompose",
     "describe_model": "models.adapters",
     "embed_concepts": "concepts.embed",
     "explain": "concepts.solvers",
-    "inspect_model": "analyses.inspection",
-    "load_model": "models.load",
+    "inspect_model": "bundled",
+    "load_model": "bundled",
     "load_vocabulary": "concepts.vocab",
     "save_checkpoint": "analyses.edit",
     "to_joint": "decompose.joint",

@@ -43,7 +43,7 @@ from ..models.checkpoints import clean_state_dict, provenance, sidecar_record, u
 from ..models.checkpoints import sha256_file, sidecar_path  # noqa: F401  (re-exported: part of this module's API)
 from ..decompose.head_svd import HeadSVD, check_index, decompose_head
 from ..core.errors import WeightscopeError
-from ..core.fileio import outputs, refuse_inputs, write_atomic
+from ..core.fileio import json_default, outputs, refuse_inputs, write_atomic
 from ..core.weights import VisionWeights
 
 #: Decomposition settings edits and selections use unless told otherwise (recorded in the sidecar).
@@ -206,6 +206,28 @@ def _module(model):
     return (inner, model) if inner is not None else (model, None)
 
 
+@dataclass
+class EditPlan:
+    """What an edit will do before it is applied: the model's neutral description, the edits resolved on it, and
+    the singular values (each edit's indices) it rescales."""
+
+    weights: VisionWeights
+    edits: list[Edit]
+    sigmas: list[np.ndarray]
+
+
+def plan_edits(loaded, choose) -> EditPlan:
+    """Describe ``loaded``, choose edits with ``choose(weights) -> list[Edit]`` (a selection by query, by concept or
+    given directions) and resolve them (:func:`resolve_edits`): the plan that the command line prints, and that
+    :func:`apply_edits` then applies (``weights=plan.weights``)."""
+    from ..models.adapters import describe_model
+
+    weights = describe_model(loaded.model if hasattr(loaded, "model") else loaded)
+    resolved = resolve_edits(weights, choose(weights))
+    sigmas = [decompose_head(weights, e.layer, e.head).s[list(e.indices)] for e in resolved]
+    return EditPlan(weights, resolved, sigmas)
+
+
 def apply_edits(model, edits: Iterable[Edit], *, fold_ln: bool = BASIS["fold_ln"],
                 center_write: bool = BASIS["center_write"], rtol: float = BASIS["rtol"],
                 expand_groups: bool = True, weights: VisionWeights | None = None):
@@ -330,21 +352,12 @@ def save_checkpoint(model, path: str | Path, *, selection: dict | None = None, m
     module = unwrap_module(_module(model)[0])
     data = save(clean_state_dict(module), metadata={"format": "pt", "producer": "weightscope.edit"})
     record = sidecar_record(module, hashlib.sha256(data).hexdigest(), selection, metadata)
-    text = json.dumps(record, indent=2, default=_json_default) + "\n"
+    text = json.dumps(record, indent=2, default=json_default) + "\n"
     with outputs():  # checkpoint and sidecar together, or neither
         write_atomic(path, data, overwrite=overwrite)
         write_atomic(side, text, overwrite=overwrite)
     return path, side
 
-
-def _json_default(x):
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compare import Comparison, architecture_of, check_settings, compare_with_base, comparisons_to_json, inspect_for_labels, label_comparison, load_checkpoint, load_comparisons, parse_checkpoint_spec, prepare_base
+from .compare import Comparison, SpecLoading, architecture_of, check_settings, split_options, compare_with_base, comparisons_to_json, inspect_for_labels, label_comparison, load_checkpoint, load_comparisons, parse_checkpoint_spec, prepare_base
 from ..core.errors import WeightscopeError
 from ..core.fileio import write_atomic
 
@@ -81,8 +81,9 @@ def _as_pairs(tuned) -> list[tuple[str, str]]:
     return [(str(a), str(b)) for a, b in pairs]
 
 
-def content_key(spec: str, model: str | None, extra: dict) -> str:
-    """sha256 over the checkpoint's content (a file's bytes, else its spec) and ``extra`` (options, base key)."""
+def content_key(spec: str, model: str | None, extra: dict, loading: SpecLoading | None = None) -> str:
+    """sha256 over the checkpoint's content (a file's bytes, else its spec) and ``extra`` (options, base key).
+    loading: names the files of "bundled:TAG" specs (``SpecLoading.named_files``)."""
     from ..models.load import BUNDLED
 
     h = hashlib.sha256()
@@ -90,9 +91,10 @@ def content_key(spec: str, model: str | None, extra: dict) -> str:
     target = args["checkpoint"] or (args["pretrained"] if args["pretrained"] and Path(args["pretrained"]).is_file()
                                     else None)
     if args["model"] == BUNDLED:
-        from ..shapes import bundled
-
-        target = str(bundled.checkpoint_path(args["pretrained"]))
+        target = (loading.named_files if loading else {}).get(args["pretrained"])
+        if target is None:
+            raise WeightscopeError(f"{spec}: the bundled checkpoints are compared through weightscope.bundled "
+                                   "(the command line or the top-level API)")
     if target is not None:
         if not Path(target).is_file():
             raise WeightscopeError(f"checkpoint file not found: {target}")
@@ -111,7 +113,7 @@ def content_key(spec: str, model: str | None, extra: dict) -> str:
 
 def compare_task(prepared, label: str, spec: str, arch: str, options: dict, out_dir: str | None,
                  key_extra: dict, base_inspection=None, label_opts: dict | None = None,
-                 trust_checkpoint: bool = False) -> dict:
+                 loading: SpecLoading | None = None) -> dict:
     """Load one checkpoint, compare it with the prepared base, write OUT/results/KEY.json; never raises.
 
     Returns a row of the summary table (``COLUMNS``) plus "comparison" (the Comparison when not written to disk).
@@ -124,14 +126,14 @@ def compare_task(prepared, label: str, spec: str, arch: str, options: dict, out_
     t0 = time.time()
     row = {"label": label, "spec": spec, "status": "failed", "key": "", "error": ""}
     try:
-        key = content_key(spec, arch, key_extra)
+        key = content_key(spec, arch, key_extra, loading)
         row["key"] = key
         path = Path(out_dir) / "results" / f"{key}.json" if out_dir else None
         if path is not None and path.is_file():
             comparison = load_comparisons(path)[0]
             row.update(status="skipped")
         else:
-            loaded = load_checkpoint(spec, arch, trust_checkpoint)
+            loaded = load_checkpoint(spec, arch, loading)
             comparison = compare_with_base(prepared, describe_model(loaded), label, progress=False, **options)
             comparison.settings["spec"] = spec
             if base_inspection is not None:
@@ -188,7 +190,7 @@ class HarnessResult:
         return [r for r in self.rows if r["status"] == "skipped"]
 
     def table(self) -> str:
-        from ..reports.compare import text_table
+        from .compare.results import text_table
 
         cols = ("label", "status", "rel_change", "in_basis_share", "changed_heads", "reweighted", "rotated",
                 "intruders", "seconds", "error")
@@ -223,19 +225,23 @@ def default_workers(n_tasks: int, specs: list[str], model: str | None) -> int:
     return max(1, min(os.cpu_count() or 1, n_tasks, by_memory))
 
 
-def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: str | None = None,
-                scheduler: str | None = None, workers: int | None = None, in_process: bool = False,
-                label: bool = False, vocabulary=None, n_directions: int | None = None, layers=None, heads=None,
-                kind: str = "vo", fold_ln: bool = False, center_write: bool = False, rtol: float = 1e-3, progress: bool = True,
-                report: bool = True, trust_checkpoint: bool = False, **options) -> HarnessResult:
+def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, scheduler: str | None = None,
+                workers: int | None = None, in_process: bool = False, explainer=None, n_directions: int | None = None,
+                progress: bool = True, report=None, loading: SpecLoading | None = None, **options) -> HarnessResult:
     """Compare ``base`` (a spec) with every tuned checkpoint and write the summary (see the module doc).
 
     tuned: specs or (label, spec) pairs (labels unique); out_dir: where results and reports go (None: nothing is
-    written, nothing resumes); model: architecture of bare checkpoint paths (default: the base's); scheduler /
-    workers / in_process: where to run; label, vocabulary, n_directions: concept labels (``inspect_model``);
-    layers, heads, kind ("vo" / "qk" / "mlp"), fold_ln, center_write, rtol: decomposition options; options: thresholds
-    (``compare.DEFAULTS``); trust_checkpoint: as :func:`weightscope.models.load.load_model`. Bad arguments raise WeightscopeError before anything is loaded.
+    written, nothing resumes); scheduler / workers / in_process: where to run; explainer, n_directions: concept
+    labels of the leading directions (a ``ConceptExplainer``; None: no labels); options: the decomposition (layers,
+    heads, kind "vo" / "qk" / "mlp", fold_ln, center_write, rtol) and the thresholds (``compare.DEFAULTS``); loading:
+    how specs are loaded and the architecture of bare checkpoint paths (``compare.SpecLoading``; default: the
+    base's); report: a page writer ``(comparisons, out, rows=...) -> {name: path}`` such as
+    ``weightscope.reports.compare.write_report`` (None: only compare.json). Bad arguments raise WeightscopeError
+    before anything is loaded.
     """
+    loading = loading or SpecLoading()
+    model = loading.model
+    decompose, options = split_options(options)
     pairs = _as_pairs(tuned)
     if not pairs:
         raise WeightscopeError("give at least one tuned checkpoint (or a --manifest) to compare with the base")
@@ -248,19 +254,22 @@ def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: s
         raise WeightscopeError(f"--scheduler needs dask.distributed: {EXTRA}")
     for _, spec in pairs:
         parse_checkpoint_spec(spec, model or "architecture")   # syntax only; the architecture comes later
+    if explainer is not None:
+        explainer.check()
 
     from ..models.adapters import describe_model
 
-    base_loaded = load_checkpoint(base, model, trust_checkpoint)
+    base_loaded = load_checkpoint(base, model, loading)
     arch = model or architecture_of(base_loaded)
     base_w = describe_model(base_loaded)
-    prepared = prepare_base(base_w, base_loaded.identity, layers=layers, heads=heads, kind=kind, fold_ln=fold_ln,
-                            center_write=center_write, rtol=rtol, progress=progress)
-    label_opts = {"vocabulary": vocabulary, "n_directions": n_directions, "layers": layers, "heads": heads}
-    base_insp = inspect_for_labels(base_loaded, progress=progress, **label_opts) if label else None
+    prepared = prepare_base(base_w, base_loaded.identity, progress=progress, **decompose)
+    label_opts = {"explainer": explainer, "n_directions": n_directions, "layers": decompose.get("layers"),
+                  "heads": decompose.get("heads")}
+    base_insp = inspect_for_labels(base_loaded, progress=progress, **label_opts) if explainer is not None else None
     del base_loaded, base_w
-    key_extra = {"base": content_key(base, model, {}), "options": settings, "decompose": prepared.options,
-                 "label": [label, str(vocabulary), n_directions]}
+    labels = None if explainer is None else {**explainer.settings(), "vocabulary": explainer.description}
+    key_extra = {"base": content_key(base, model, {}, loading), "options": settings, "decompose": prepared.options,
+                 "label": [labels, n_directions]}
     out = Path(out_dir) if out_dir is not None else None
     args = (arch, options, str(out) if out else None, key_extra)
 
@@ -270,9 +279,9 @@ def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: s
         notes.append(f"dask.distributed not installed: compared in-process ({EXTRA} for a cluster)")
     if use_dask:
         rows, where = _run_dask(pairs, prepared, args, base_insp, label_opts, scheduler, workers, model, progress,
-                                trust_checkpoint)
+                                loading)
     else:
-        rows = _run_local(pairs, prepared, args, base_insp, label_opts, progress, trust_checkpoint)
+        rows = _run_local(pairs, prepared, args, base_insp, label_opts, progress, loading)
         where = "in-process"
     comparisons = []
     for row in rows:
@@ -287,11 +296,11 @@ def run_harness(base: str, tuned, out_dir: str | Path | None = None, *, model: s
     return result
 
 
-def _run_local(pairs, prepared, args, base_insp, label_opts, progress, trust_checkpoint) -> list[dict]:
+def _run_local(pairs, prepared, args, base_insp, label_opts, progress, loading) -> list[dict]:
     from tqdm.auto import tqdm
 
     return [compare_task(prepared, lab, spec, *args, base_inspection=base_insp, label_opts=label_opts,
-                         trust_checkpoint=trust_checkpoint)
+                         loading=loading)
             for lab, spec in tqdm(pairs, desc="checkpoints", unit="ckpt", disable=not progress)]
 
 
@@ -303,7 +312,7 @@ def _quiet_distributed() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _run_dask(pairs, prepared, args, base_insp, label_opts, scheduler, workers, model, progress, trust_checkpoint):
+def _run_dask(pairs, prepared, args, base_insp, label_opts, scheduler, workers, model, progress, loading):
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
@@ -320,7 +329,7 @@ def _run_dask(pairs, prepared, args, base_insp, label_opts, scheduler, workers, 
         shared = client.scatter(prepared, broadcast=True)
         insp = client.scatter(base_insp, broadcast=True) if base_insp is not None else None
         futures = {client.submit(compare_task, shared, lab, spec, *args, base_inspection=insp, label_opts=label_opts,
-                                 trust_checkpoint=trust_checkpoint, pure=False, key=f"compare-{i}"): i for i, (lab, spec) in enumerate(pairs)}
+                                 loading=loading, pure=False, key=f"compare-{i}"): i for i, (lab, spec) in enumerate(pairs)}
         rows: list[dict | None] = [None] * len(pairs)
         for fut in tqdm(as_completed(futures), total=len(futures), desc="checkpoints", unit="ckpt",
                         disable=not progress):
@@ -337,7 +346,7 @@ def _run_dask(pairs, prepared, args, base_insp, label_opts, scheduler, workers, 
             cluster.close()
 
 
-def _write_outputs(result: HarnessResult, out: Path, report: bool, progress: bool) -> None:
+def _write_outputs(result: HarnessResult, out: Path, report, progress: bool) -> None:
     rows = [{c: r.get(c) for c in COLUMNS} for r in result.rows]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -354,10 +363,8 @@ def _write_outputs(result: HarnessResult, out: Path, report: bool, progress: boo
         pq.write_table(pa.Table.from_pylist(rows), sink)
         result.written["parquet"] = write_atomic(out / "summary.parquet", sink.getvalue())
     if result.comparisons:
-        if report:
-            from ..reports.compare import write_report
-
-            result.written.update(write_report(result.comparisons, out, rows=result.rows))
+        if report is not None:
+            result.written.update(report(result.comparisons, out, rows=result.rows))
         else:
             result.written["json"] = out / "compare.json"
             comparisons_to_json(result.comparisons, result.written["json"])

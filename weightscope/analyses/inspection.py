@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,102 +14,17 @@ import numpy as np
 
 from ..models.adapters import describe_model, encode_image
 from ..decompose.head_svd import decompose_model
-from ..concepts.embed import embed_concepts
+from ..concepts.explainer import ConceptExplainer
 from ..core.errors import WeightscopeError
 from ..core.fileio import dump_json, parse_json
 from ..decompose.joint import to_joint
-from ..core.linalg import numerical_rank
 from ..models.load import LoadedModel, load_model
-from ..concepts.solvers import explain
-from ..concepts.vocab import parse_vocabulary_spec
+from .directions import (COEFFICIENT_DECIMALS, NO_CONCEPT, Direction, HeadReport,  # noqa: F401  (part of this
+                         explained_direction, format_coefficient)                     # module's API)
 
 SIDES = ("write", "read")
-NO_CONCEPT = "(no concept)"
-COEFFICIENT_DECIMALS = 6  # coefficients are stored rounded to this many decimals
-BUNDLED_VOCAB = "shapes_world,general:5000"
 WHAT = ("vo", "qk", "mlp")  # what inspect_model can explain: value-output, query-key, MLP neurons
 GENERAL_VOCAB = "general"
-
-
-@dataclass
-class Direction:
-    """One singular direction of a head, explained with one sign.
-
-    index: position in the head's singular values; side: "write" (right singular vector, what the head adds to
-    the residual stream) or "read" (left singular vector, what it responds to); sign: +1 explains v, -1 explains -v;
-    concepts / coefficients: the sparse explanation, largest coefficient first (atoms
-    the refit set to zero are dropped); fidelity: cosine between the direction's
-    joint-space image and its reconstruction; group: the degenerate group it belongs to (only the span is defined).
-    """
-
-    index: int
-    side: str
-    sign: int
-    concepts: list[str]
-    coefficients: list[float]
-    fidelity: float
-    group: list[int] | None = None
-
-    def label(self, n: int = 3) -> str:
-        """The first n concepts with their coefficients, or "(no concept)" when the explanation is empty."""
-        if not self.concepts:
-            return NO_CONCEPT
-        return ", ".join(f"{c} ({format_coefficient(w)})" for c, w in zip(self.concepts[:n], self.coefficients[:n]))
-
-    def fidelity_label(self) -> str:
-        """The fidelity to 2 decimals; "-" for an empty explanation (it reconstructs nothing)."""
-        return f"{self.fidelity:.2f}" if self.concepts else "-"
-
-
-def format_coefficient(w: float) -> str:
-    """Two decimals, or two significant digits below 0.01: a kept (non-zero) coefficient never reads 0.00."""
-    return f"{w:.2f}" if abs(w) >= 0.01 else f"{w:.2g}"
-
-
-@dataclass
-class HeadReport:
-    """One head: singular values s (r,), degenerate groups, its explained directions, and its rank.
-
-    rank: how many leading singular values stand above the rounding level of the weights
-    (``decompose.HeadSVD.rank``); only those are directions, explained and counted in the theme. A head of
-    rank 0 is dead: it writes nothing. Default (older JSON): ``linalg.numerical_rank`` of s.
-    """
-
-    layer: int
-    head: int
-    s: list[float]
-    groups: list[list[int]]
-    directions: list[Direction]
-    rank: int | None = None
-
-    def __post_init__(self):
-        if self.rank is None:
-            self.rank = numerical_rank(np.asarray(self.s, dtype=np.float64))
-
-    @property
-    def dead(self) -> bool:
-        return self.rank == 0
-
-    def explained(self, side: str = "write") -> list[int]:
-        """Indices of the directions explained on ``side``, ascending."""
-        return sorted({d.index for d in self.directions if d.side == side})
-
-    def direction(self, index: int, side: str = "write", sign: int = 1) -> Direction:
-        for d in self.directions:
-            if d.index == index and d.side == side and d.sign == sign:
-                return d
-        raise WeightscopeError(
-            f"layer {self.layer} head {self.head} has no explained {side} direction {index} with sign {sign:+d}"
-        )
-
-    def theme(self, n_directions: int = 4, side: str = "write") -> str:
-        """The head's dominant concept: coefficient x singular value, summed over its leading directions."""
-        score: dict[str, float] = defaultdict(float)
-        for d in self.directions:
-            if d.side == side and d.index < n_directions:
-                for c, w in zip(d.concepts, d.coefficients):
-                    score[c] += w * self.s[d.index]
-        return max(sorted(score), key=score.__getitem__) if score else ""
 
 
 @dataclass
@@ -194,21 +108,6 @@ class Inspection:
         return parse_json(text_or_path, "inspection", cls.from_dict)
 
 
-def explained_direction(ex, row: int, concepts: list[str], index: int, side: str, sign: int,
-                        group: list[int] | None = None) -> Direction:
-    """Row ``row`` of an Explanation as a :class:`Direction`, atoms by weight, largest first.
-
-    The least-squares refit can zero an early pick, and a coefficient that rounds to zero in the stored precision
-    is dropped too (never a zero-weight concept).
-    """
-    coef = np.round(ex.coefficients[row], COEFFICIENT_DECIMALS)
-    picked = np.flatnonzero((ex.indices[row] >= 0) & (coef != 0))
-    picked = picked[np.argsort(-np.abs(coef[picked]), kind="stable")]
-    return Direction(index=index, side=side, sign=sign, concepts=[concepts[j] for j in ex.indices[row][picked]],
-                     coefficients=[float(c) for c in coef[picked]], fidelity=round(float(ex.fidelity[row]), 6),
-                     group=group)
-
-
 def parse_what(what) -> tuple[str, ...]:
     """What to explain, from "vo,qk,mlp" or a sequence: a non-empty tuple of names in WHAT, duplicates dropped."""
     items = what.split(",") if isinstance(what, str) else list(what)
@@ -219,64 +118,47 @@ def parse_what(what) -> tuple[str, ...]:
 
 
 def inspect_model(
-    model=None,
-    vocabulary=None,
+    model,
+    explainer: ConceptExplainer | None = None,
     *,
-    pretrained: str | None = None,
-    checkpoint: str | Path | None = None,
     layers=None,
     heads=None,
-    method: str = "comp",
-    k: int = 5,
-    lam: float = 0.3,
     n_directions: int | None = None,
     sides: tuple[str, ...] = SIDES,
     image_mean: np.ndarray | None = None,
     joint_mode: str = "linear",
-    normalize: str | None = None,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
     what=("vo",),
     n_neurons: int | None = None,
+    progress: bool = True,
 ) -> Inspection:
-    """Explain the singular directions of chosen heads with concepts from a vocabulary.
+    """Explain the singular directions of chosen heads with concepts from a vocabulary (SITH, seed 001, section 3).
 
-    model: a LoadedModel, an open_clip module, or a name (with pretrained/checkpoint as in ``load_model``);
-    None = the bundled shapes-world model. vocabulary: a spec for :func:`parse_vocabulary_spec` or a list; default
-    "shapes_world,general:5000" for the bundled model and "general" otherwise. layers / heads: indices (default all).
-    method, k, lam: the solver (see ``weightscope.concepts.solvers.explain``). n_directions: explain only the leading
+    model: a LoadedModel, an open_clip module, or a name (``weightscope.models.load.load_model``); the top-level
+    ``weightscope.inspect_model`` also takes None for the bundled shapes-world model. explainer: a
+    ``ConceptExplainer`` (vocabulary, solver, normalisation; default: vocabulary "general", COMP with k 5 and lambda
+    0.3, SpLiCE normalisation). layers / heads: indices (default all). n_directions: explain only the leading
     directions of each head (default: all dh). sides: "write" and/or "read". image_mean (E,): modality-gap
-    correction (see ``image_mean_from_folder``); default none. normalize: concept-embedding normalisation
-    ("splice", "l2", "none"; see ``weightscope.concepts.embed``); default "splice" (SITH's recipe), except "l2" for the
-    bundled model: its text tower never saw the general words, which therefore sit in one tight cluster that
-    dominates the dictionary mean, and subtracting that mean turns their residual noise into strong false
-    matches (measured on the shipped base: 23 % vs 77 % of leading directions explained by a shapes-world concept).
-    Each direction is explained with both signs. what: any of "vo" (value-output, the heads), "qk" (query-key
-    directions, ``Inspection.qk``), "mlp" (MLP neurons, ``Inspection.neurons``; the leading ``n_neurons`` per
-    layer by score, default all); see :mod:`weightscope.analyses.neurons`.
+    correction (see ``image_mean_from_folder``); default none. Each direction is explained with both signs. what:
+    any of "vo" (value-output, the heads), "qk" (query-key directions, ``Inspection.qk``), "mlp" (MLP neurons,
+    ``Inspection.neurons``; the leading ``n_neurons`` per layer by score, default all); see
+    :mod:`weightscope.analyses.neurons`. Raises WeightscopeError (one line) for bad arguments, before the model
+    is described.
     """
     what = parse_what(what)
     if n_neurons is not None and (isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1):
         raise WeightscopeError(f"n_neurons must be a positive integer or None, got {n_neurons!r}")
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained, checkpoint=checkpoint)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
     unknown = [s for s in sides if s not in SIDES]
     if unknown or not sides:
         raise WeightscopeError(f"sides must be a non-empty subset of {SIDES}, got {tuple(sides)}")
     if n_directions is not None and (not isinstance(n_directions, int) or n_directions < 1):
         raise WeightscopeError(f"n_directions must be a positive integer or None, got {n_directions!r}")
-    bundled = loaded.name == "shapes-vit"  # the shapes-world architecture, shipped or edited
-    if vocabulary is None:
-        vocabulary = BUNDLED_VOCAB if bundled else GENERAL_VOCAB
-    if normalize is None:
-        normalize = "l2" if bundled else "splice"
-    concepts, vocab_desc = parse_vocabulary_spec(vocabulary)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(concepts):
-        raise WeightscopeError(f"k = {k} must be between 1 and the vocabulary size ({len(concepts)})")
+    explainer = (explainer or ConceptExplainer()).with_defaults(GENERAL_VOCAB, "splice").check()
+    concepts, vocab_desc = explainer.concepts, explainer.description
 
     weights = describe_model(loaded)
     svds = decompose_model(weights, layers=layers, heads=heads, progress=progress) if "vo" in what else {}
-    dictionary = embed_concepts(loaded.model, loaded.tokenizer, concepts, model_name=loaded.name,
-                                normalize=normalize, cache_dir=cache_dir, progress=progress)
+    dictionary = explainer.dictionary(loaded, progress)
 
     # one explain call for every direction of every head and side: the solver batches the dictionary products
     keys, signals = [], []
@@ -288,8 +170,7 @@ def inspect_model(
             signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
             keys.extend((l, h, side, i) for i in range(r))
     if keys:  # every chosen head may be dead: then there is nothing to explain
-        result = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True,
-                         progress=progress)
+        result = explainer.explain(np.vstack(signals), dictionary, both_signs=True, progress=progress)
         plus, minus = result.split_signs()
 
     reports = {key: HeadReport(key[0], key[1], svd.s.tolist(), svd.groups, [], svd.rank) for key, svd in svds.items()}
@@ -298,15 +179,13 @@ def inspect_model(
         for sign, ex in ((1, plus), (-1, minus)):
             reports[l, h].directions.append(explained_direction(ex, row, concepts, i, side, sign,
                                                                 group_of.get(((l, h), i))))
-    settings = {"method": method, "k": int(k), "lam": float(lam), "joint_mode": joint_mode, "normalize": normalize,
-                "image_mean": image_mean is not None, "sides": list(sides), "n_directions": n_directions,
+    settings = {**explainer.settings(), "joint_mode": joint_mode, "image_mean": image_mean is not None, "sides": list(sides), "n_directions": n_directions,
                 "what": list(what), "n_neurons": n_neurons}
     from .neurons import explain_neurons, explain_qk
-    common = {"method": method, "k": k, "lam": lam, "joint_mode": joint_mode, "image_mean": image_mean,
-              "progress": progress}
-    qk = explain_qk(weights, dictionary, concepts, layers=layers, heads=heads, n_directions=n_directions,
+    common = {"joint_mode": joint_mode, "image_mean": image_mean, "progress": progress}
+    qk = explain_qk(weights, dictionary, explainer, layers=layers, heads=heads, n_directions=n_directions,
                     **common) if "qk" in what else {}
-    neurons = explain_neurons(weights, dictionary, concepts, layers=layers, n_neurons=n_neurons,
+    neurons = explain_neurons(weights, dictionary, explainer, layers=layers, n_neurons=n_neurons,
                               **common) if "mlp" in what else {}
     return Inspection(loaded.identity, vocab_desc, len(concepts), settings, reports, qk, neurons)
 

@@ -26,10 +26,9 @@ from tqdm.auto import tqdm
 
 from ..decompose.head_svd import _select, decompose_model
 from ..core.errors import WeightscopeError
-from .inspection import Direction, HeadReport, explained_direction
+from .directions import Direction, HeadReport, explained_direction
 from ..decompose.joint import to_joint
 from ..core.linalg import solve_rows
-from ..concepts.solvers import explain
 from ..core.weights import VisionWeights
 
 NEURON_SIDES = ("write", "read")
@@ -104,18 +103,17 @@ def position_ratio(weights: VisionWeights, directions: np.ndarray) -> np.ndarray
     return (proj ** 2).sum(axis=0) / total if total > 0 else np.zeros(proj.shape[1])
 
 
-def _run(signals, dictionary, method, k, lam, progress):
-    result = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True, progress=progress)
-    return result.split_signs()
+def _run(signals, dictionary, explainer, progress):
+    return explainer.explain(np.vstack(signals), dictionary, both_signs=True, progress=progress).split_signs()
 
 
-def explain_neurons(weights: VisionWeights, dictionary: np.ndarray, concepts: list[str], *, layers=None,
-                    n_neurons: int | None = None, sides=NEURON_SIDES, method: str = "comp", k: int = 5,
-                    lam: float = 0.3, joint_mode: str = "linear", image_mean=None,
+def explain_neurons(weights: VisionWeights, dictionary: np.ndarray, explainer, *, layers=None,
+                    n_neurons: int | None = None, sides=NEURON_SIDES, joint_mode: str = "linear", image_mean=None,
                     progress: bool = True) -> dict[tuple[int, int], NeuronReport]:
     """Explain the leading ``n_neurons`` neurons (by score; default all) of each chosen layer.
 
-    dictionary (M, E): concept embeddings, rows matching ``concepts``. Returns {(layer, neuron): NeuronReport}
+    dictionary (M, E): concept embeddings, rows matching ``explainer.concepts``; explainer: the
+    ``ConceptExplainer`` whose solver settings are used. Returns {(layer, neuron): NeuronReport}
     ordered by layer, then rank. Raises WeightscopeError for bad sides, counts or indices.
     """
     if not sides or any(s not in NEURON_SIDES for s in sides):
@@ -134,17 +132,20 @@ def explain_neurons(weights: VisionWeights, dictionary: np.ndarray, concepts: li
             signals.append(to_joint(weights, vectors, mode=joint_mode, image_mean=image_mean))
             keys.extend((l, int(i), side) for i in order)
     if keys:
-        plus, minus = _run(signals, dictionary, method, k, lam, progress)
+        plus, minus = _run(signals, dictionary, explainer, progress)
+        concepts = explainer.concepts
         for row, (l, i, side) in enumerate(keys):
             for sign, ex in ((1, plus), (-1, minus)):
                 reports[l, i].directions.append(explained_direction(ex, row, concepts, i, side, sign))
     return reports
 
 
-def explain_qk(weights: VisionWeights, dictionary: np.ndarray, concepts: list[str], *, layers=None, heads=None,
-               n_directions: int | None = None, method: str = "comp", k: int = 5, lam: float = 0.3,
-               joint_mode: str = "linear", image_mean=None, progress: bool = True) -> dict[tuple[int, int], QKReport]:
+def explain_qk(weights: VisionWeights, dictionary: np.ndarray, explainer, *, layers=None, heads=None,
+               n_directions: int | None = None, joint_mode: str = "linear", image_mean=None,
+               progress: bool = True) -> dict[tuple[int, int], QKReport]:
     """Explain the query-side and key-side singular directions of each chosen head's W_QK (both signs).
+
+    dictionary (M, E): concept embeddings, rows matching ``explainer.concepts`` (a ``ConceptExplainer``).
 
     Only directions above the weights' rounding level (``HeadSVD.rank``) are explained. Raises WeightscopeError
     for layers whose logits are not bilinear (QK-norm, cosine attention), bad indices or counts.
@@ -163,7 +164,8 @@ def explain_qk(weights: VisionWeights, dictionary: np.ndarray, concepts: list[st
                 signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
                 keys.extend((l, h, side, i) for i in range(r))
     if keys:
-        plus, minus = _run(signals, dictionary, method, k, lam, progress)
+        plus, minus = _run(signals, dictionary, explainer, progress)
+        concepts = explainer.concepts
         group_of = {(key, i): g for key, svd in svds.items() for g in svd.groups for i in g}
         for row, (l, h, side, i) in enumerate(keys):
             for sign, ex in ((1, plus), (-1, minus)):

@@ -109,28 +109,31 @@ def _sign(c: float) -> str:
 
 
 def score_by_query(model, queries, *, tokenizer=None, weights: VisionWeights | None = None, layers=None,
-                   heads=None, by: str = "joint", vocabulary=None, image_mean=None, alpha: float = 0.0,
-                   method: str = "comp", k: int = 5, lam: float = 0.3, fold_ln: bool = BASIS["fold_ln"],
-                   center_write: bool = BASIS["center_write"], rtol: float = BASIS["rtol"],
-                   progress: bool = True) -> list[Edit]:
-    """Every unit of the chosen layers/heads scored against the queries, best first (see select_by_query)."""
+                   heads=None, by: str = "joint", explainer=None, image_mean=None, alpha: float = 0.0,
+                   basis: dict | None = None, progress: bool = True) -> list[Edit]:
+    """Every unit of the chosen layers/heads scored against the queries, best first (see select_by_query).
+
+    explainer: a ``ConceptExplainer`` whose vocabulary centres the queries and, with by="explanation", explains
+    the directions (its method, k, lambda; SpLiCE-normalised atoms); None: no centring. basis: the direction
+    basis options {fold_ln, center_write, rtol} (default ``edit.BASIS``)."""
     from ..models.adapters import describe_model
 
     queries = _texts(queries, "queries")
     if by not in BY:
         raise WeightscopeError(f"unknown scoring {by!r}: expected one of {', '.join(BY)}")
+    vocabulary = None if explainer is None or explainer.vocabulary is None else explainer.concepts
     if by == "explanation" and vocabulary is None:
         raise WeightscopeError("scoring by explanation needs a concept vocabulary (e.g. vocabulary='general')")
     weights = weights if weights is not None else describe_model(_module(model))
-    units = direction_units(weights, layers, heads, image_mean=image_mean, fold_ln=fold_ln,
-                            center_write=center_write, rtol=rtol, progress=progress)
+    units = direction_units(weights, layers, heads, image_mean=image_mean, progress=progress,
+                            **{**BASIS, **(basis or {})})
     if not units:
         return []
     Q = embed_texts(model, queries, tokenizer, vocabulary)  # (nq, E)
     if by == "joint":
         scored = [_joint_score(u, Q, queries) for u in units]
     else:
-        scored = _explanation_scores(model, units, Q, queries, tokenizer, vocabulary, method, k, lam, progress)
+        scored = _explanation_scores(model, units, Q, queries, tokenizer, explainer, progress)
     edits = [Edit(u.layer, u.head, u.indices if len(u.indices) > 1 else u.indices[0], alpha, reason, float(score))
              for u, (score, reason) in zip(units, scored)]
     return sorted(edits, key=lambda e: (-e.score, e.layer, e.head, e.indices))
@@ -150,17 +153,15 @@ def _joint_score(u: Unit, Q: np.ndarray, queries: list[str]) -> tuple[float, str
                             f'with "{queries[j]}"')
 
 
-def _explanation_scores(model, units, Q, queries, tokenizer, vocabulary, method, k, lam, progress):
+def _explanation_scores(model, units, Q, queries, tokenizer, explainer, progress):
     """Cosine between each direction's sparse explanation (c D_S, both signs) and the query; group: best member."""
     from ..concepts.embed import embed_concepts
-    from ..concepts.solvers import explain
-    from ..concepts.vocab import load_vocabulary
 
-    concepts = load_vocabulary(vocabulary) if isinstance(vocabulary, str) else list(vocabulary)
+    concepts = explainer.concepts
     D = embed_concepts(_module(model), _tokenizer(model, tokenizer), concepts, normalize="splice",
-                       progress=progress).astype(np.float64)
+                       cache_dir=explainer.cache_dir, progress=progress).astype(np.float64)
     Z = np.concatenate([u.joint for u in units])
-    ex = explain(Z, D, method=method, k=k, lam=lam, both_signs=True, progress=progress)
+    ex = explainer.explain(Z, D, both_signs=True, progress=progress)
     idx = np.where(ex.indices >= 0, ex.indices, 0)
     rec = normalize_rows(np.einsum("nk,nke->ne", ex.coefficients * (ex.indices >= 0), D[idx]))
     cos = rec @ Q.T  # (2n, nq)
@@ -186,8 +187,8 @@ def select_by_query(model, queries, *, alpha: float = 0.0, top: int | None = Non
     model: LoadedModel (or an open_clip CLIP with ``tokenizer=``). queries: one string or several (a direction
     scores its best query). by="joint" (default): |cos| between the query embedding and the joint image of the
     write direction (both signs count); by="explanation": cosine between the query and the direction's sparse
-    explanation over ``vocabulary`` (COMP, k, lam). layers / heads restrict the search. vocabulary also centres
-    the query (see :func:`embed_texts`); image_mean is passed to ``to_joint``.
+    explanation by ``explainer`` (a ``ConceptExplainer``). layers / heads restrict the search. The explainer's
+    vocabulary also centres the query (see :func:`embed_texts`); image_mean is passed to ``to_joint``.
     top: keep the N best; threshold: keep scores >= T (both: the best N above T; neither: top 5).
     """
     _check_limits(top, threshold)  # before the scoring, which is the slow part
@@ -261,13 +262,14 @@ def select_by_concepts(inspection, concepts, *, alpha: float = 0.0, sides: Seque
 
 
 def select_by_relevance(inspection, class_pool, *, embed: Callable[[list[str]], np.ndarray] | None = None,
-                        model=None, tokenizer=None, vocabulary=None, floor: float = 0.8, offset: float = 0.3,
+                        model=None, tokenizer=None, explainer=None, floor: float = 0.8, offset: float = 0.3,
                         sides: Sequence[str] = ("write",)) -> list[Edit]:
     """SITH's classification boost: every explained direction gets ``alpha = max(floor, R + offset)`` with
     ``R = sum_k c_k max_{g in pool} cos(concept_k, g)`` (a pair explained on several sides/signs: its largest R).
 
     Concept and class texts are embedded by ``embed`` (list[str] -> (n, E)), else by the model's text tower
-    (:func:`embed_texts`, centred on ``vocabulary`` when given: use the vocabulary the explanations came from).
+    (:func:`embed_texts`, centred on the ``explainer``'s vocabulary when given: use the ``ConceptExplainer`` the
+    explanations came from).
     """
     pool = _texts(class_pool, "class_pool")
     dirs = list(_directions(inspection, sides))
@@ -275,6 +277,7 @@ def select_by_relevance(inspection, class_pool, *, embed: Callable[[list[str]], 
     if embed is None:
         if model is None:
             raise WeightscopeError("select_by_relevance needs embed= or model= (to embed concepts and classes)")
+        vocabulary = None if explainer is None or explainer.vocabulary is None else explainer.concepts
         emb = embed_texts(model, needed, tokenizer, vocabulary)
     else:
         emb = normalize_rows(np.asarray(embed(needed), dtype=np.float64))

@@ -11,8 +11,27 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..core.errors import WeightscopeError
-from ..decompose.linear_heads import DEFAULT_TEMPLATES, LinearHead, head_from_arrays
+from ..models.linear_heads import DEFAULT_TEMPLATES, LinearHead, head_from_arrays
 from ..models.adapters import encode_image, encode_text
+
+
+# OpenAI CLIP's normalisation, open_clip's default (the shapes-vit config does not override it), so that
+# open_clip.create_model_and_transforms' own preprocess gives the same tensors for uint8 images already at size.
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def images_to_tensor(images: np.ndarray, mean=MEAN, std=STD):
+    """uint8 images (N, S, S, 3) -> normalised float32 torch tensor (N, 3, S, S)."""
+    import torch
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise WeightscopeError(f"expected uint8 images of shape (N, S, S, 3), got {images.dtype} {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
 
 
 def build_classifier(model, tokenizer, classnames: Sequence, templates: Sequence[str],

@@ -150,6 +150,17 @@ def check_solver_arguments(args: argparse.Namespace) -> None:
         raise WeightscopeError(f"--directions must be at least 1, got {args.directions}")
 
 
+def explainer_from_args(args: argparse.Namespace):
+    """The one ``ConceptExplainer`` of a command, from its shared options (--vocab, --method, --k, --lambda,
+    --normalize); what a command does not offer keeps the library's default, and None leaves the choice of
+    vocabulary and normalisation to the analysis (its default for the model)."""
+    from ..concepts.explainer import DEFAULT_K, DEFAULT_LAM, DEFAULT_METHOD, ConceptExplainer
+
+    return ConceptExplainer(vocabulary=getattr(args, "vocab", None), method=getattr(args, "method", DEFAULT_METHOD),
+                            k=getattr(args, "k", DEFAULT_K), lam=getattr(args, "lam", DEFAULT_LAM),
+                            normalize=getattr(args, "normalize", None))
+
+
 # ------------------------------------------------------------------------------------------ inputs vs outputs
 
 def _spec_path(text) -> Path | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..core.defaults import CHECKPOINT_SUFFIXES, SPEC_HELP
 from ..core.defaults import COMPARE_DEFAULTS as DEFAULTS
 from ..core.errors import WeightscopeError
-from . import add_directions_argument, add_layer_head_arguments, add_output_argument, add_quiet_argument, add_trust_argument, add_vocab_argument, check_outputs, parse_indices
+from . import add_directions_argument, add_layer_head_arguments, add_output_argument, add_quiet_argument, add_trust_argument, add_vocab_argument, check_outputs, explainer_from_args, parse_indices
 
 
 def register(subparsers) -> None:
@@ -119,6 +119,8 @@ def run(args) -> int:
     specs, model = split_specs([args.base, *args.tuned])
 
     from ..analyses.harness import read_manifest, run_harness
+    from ..bundled import explainer_for_spec, spec_loading
+    from ..reports.compare import write_report
 
     tuned = [(t, s) for t, s in zip(args.tuned, specs[1:])]
     if args.manifest:
@@ -128,12 +130,14 @@ def run(args) -> int:
     for spec in (specs[0], *(s for _, s in tuned)):  # a missing file is bad input: say so before any loading
         if spec.lower().endswith(CHECKPOINT_SUFFIXES) and not Path(spec).exists():
             raise WeightscopeError(f"checkpoint {spec} does not exist; check the path")
+    explainer = explainer_for_spec(specs[0], explainer_from_args(args)) if args.label else None
+    loading = spec_loading(args.trust_checkpoint, model)
     result = run_harness(
-        specs[0], tuned, args.out, model=model, scheduler=args.scheduler, workers=args.workers,
-        in_process=args.in_process, label=args.label, vocabulary=args.vocab, n_directions=args.directions,
-        layers=layers, heads=heads, kind=args.what, progress=not args.quiet, cos_threshold=args.cos_threshold,
+        specs[0], tuned, args.out, scheduler=args.scheduler, workers=args.workers, in_process=args.in_process,
+        explainer=explainer, n_directions=args.directions, progress=not args.quiet, report=write_report,
+        loading=loading, layers=layers, heads=heads, kind=args.what, cos_threshold=args.cos_threshold,
         ratio_tol=args.ratio_tol, change_tol=args.change_tol, noise_factor=args.noise_factor,
-        tie_factor=args.tie_factor, epsilon=args.epsilon, trust_checkpoint=args.trust_checkpoint,
+        tie_factor=args.tie_factor, epsilon=args.epsilon,
     )
     if len(result.comparisons) <= 3:
         for c in result.comparisons:

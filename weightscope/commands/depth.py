@@ -54,7 +54,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..analyses.depth import classifier_head, cosine_similarity, read_classes, read_matrix, shapes_confusion, similarity_depth
+    from ..analyses.depth import classifier_head, cosine_similarity, read_matrix, similarity_depth
+    from ..bundled import read_depth_classes as read_classes, shape_classes, shapes_confusion
     from ..reports.depth import write_report
     from ..concepts.wordnet import load_wordnet, read_overrides
 
@@ -89,16 +90,14 @@ def run(args) -> int:
         similarity, source = cosine_similarity(head), f"classifier {args.classifier}"
     else:
         from ..analyses.zeroshot import zero_shot_head
-        from ..models.load import load_model
+        from ..bundled import load_model
 
         loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer)
         shapes = bundled and spec == "shapes"
         if shapes and confusion is None:  # the shapes world makes labelled images: measure the errors too
             head, confusion, accuracy = shapes_confusion(loaded)
         elif shapes:
-            from ..shapes.evaluate import TASKS
-
-            head = zero_shot_head(loaded, names, TASKS["shape"][1])
+            head = zero_shot_head(loaded, names, shape_classes().templates)
         else:
             head = zero_shot_head(loaded, names)
         source = (f"bundled shapes-world CLIP ({loaded.name}), zero-shot shape head" if shapes

@@ -62,8 +62,10 @@ def register(subparsers) -> None:
 
 def _select_by_concepts(loaded, args, alpha):
     """Edits for --concept: directions whose explanation (from --inspection, or computed now) names a concept."""
-    from ..analyses.inspection import Inspection, inspect_model
+    from ..analyses.inspection import Inspection
     from ..analyses.select import best_edits, select_by_concepts
+    from ..bundled import inspect_model
+    from ..concepts.explainer import ConceptExplainer
 
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     if args.inspection:
@@ -78,8 +80,8 @@ def _select_by_concepts(loaded, args, alpha):
     else:
         if str(args.vocab).lower() == "none":
             raise WeightscopeError("--concept needs a vocabulary to explain directions with; drop --vocab none")
-        inspection = inspect_model(loaded, None if args.vocab == AUTO else args.vocab, layers=layers, heads=heads,
-                                   progress=not args.quiet)
+        explainer = ConceptExplainer(vocabulary=None if args.vocab == AUTO else args.vocab)
+        inspection = inspect_model(loaded, explainer, layers=layers, heads=heads, progress=not args.quiet)
     top = args.top if args.top is not None else (None if args.threshold is not None else 5)
     edits = best_edits(select_by_concepts(inspection, args.concept, alpha=alpha), top, args.threshold)
     if not edits:
@@ -97,11 +99,10 @@ def _select_by_concepts(loaded, args, alpha):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.load import load_model
-    from ..models.adapters import describe_model
-    from ..decompose.head_svd import decompose_head
-    from ..analyses.edit import apply_edits, parse_edit, resolve_edits, save_checkpoint
+    from ..analyses.edit import apply_edits, parse_edit, plan_edits, save_checkpoint
     from ..analyses.select import select_by_query
+    from ..bundled import load_model
+    from ..concepts.explainer import ConceptExplainer
 
     if args.out is None and not args.dry_run:
         raise WeightscopeError("--out PATH is required (where to save the edited .safetensors), or pass --dry-run")
@@ -149,27 +150,31 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
                         trust_checkpoint=args.trust_checkpoint)
-    weights = describe_model(loaded.model)
-    print(f"model: {loaded.identity} ({weights.n_layers} layers x {weights.n_heads} heads, width {weights.width})")
-
     selection: dict = {"mode": mode}
+    layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     if mode == "direction":
-        edits = [parse_edit(t, alpha=alpha) for t in args.direction]
         selection["directions"] = list(args.direction)
-    elif mode == "concept":
-        edits, selection = _select_by_concepts(loaded, args, alpha)
-    else:
+    elif mode != "concept":
         vocab = args.vocab
         if vocab == AUTO:
             vocab = "shapes_world" if loaded.name == "shapes-vit" else "general"  # bundled, edited or not
         vocab = None if str(vocab).lower() == "none" else vocab
-        layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
-        edits = select_by_query(loaded, queries, alpha=alpha, top=args.top, threshold=args.threshold,
-                                weights=weights, layers=layers, heads=heads, by=args.by, vocabulary=vocab,
-                                progress=not args.quiet)
         selection.update(queries=queries, by=args.by, vocabulary=vocab, layers=layers, heads=heads,
                          top=args.top if args.top is not None or args.threshold is not None else 5,
                          threshold=args.threshold)
+
+    def choose(weights):
+        print(f"model: {loaded.identity} ({weights.n_layers} layers x {weights.n_heads} heads, width {weights.width})")
+        if mode == "direction":
+            return [parse_edit(t, alpha=alpha) for t in args.direction]
+        if mode == "concept":
+            edits, chosen = _select_by_concepts(loaded, args, alpha)
+            selection.update(chosen)
+            return edits
+        explainer = ConceptExplainer(vocabulary=selection["vocabulary"])
+        edits = select_by_query(loaded, queries, alpha=alpha, top=args.top, threshold=args.threshold,
+                                weights=weights, layers=layers, heads=heads, by=args.by, explainer=explainer,
+                                progress=not args.quiet)
         if not edits:
             raise WeightscopeError(f"no direction scored at least {args.threshold} for {queries}; "
                                    "lower --threshold or use --top N")
@@ -177,9 +182,11 @@ def run(args: argparse.Namespace) -> int:
         where = f"layers {args.layers}" if args.layers else "all layers"
         print(f"{mode}: directions closest to {' / '.join(repr(q) for q in queries)} "
               f"(by {args.by}, {how}, {where}, alpha {alpha:g})")
-    resolved = resolve_edits(weights, edits)
-    for e in resolved:
-        s = decompose_head(weights, e.layer, e.head).s[list(e.indices)]
+        return edits
+
+    plan = plan_edits(loaded, choose)
+    weights, resolved = plan.weights, plan.edits
+    for e, s in zip(resolved, plan.sigmas):
         score = f"score {e.score:.3f}  " if e.score is not None else ""
         print(f"  {e.label():<14} sigma {' '.join(f'{x:.3g}' for x in s):<6} alpha {e.alpha:<4g} {score}{e.reason}")
     if args.dry_run:
@@ -193,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     size = path.stat().st_size / 2**20
     print(f"saved edited checkpoint: {path} ({size:.1f} MiB)")
     print(f"edit record: {side}")
-    hint = "weightscope.shapes.bundled.register(); " if loaded.name == "shapes-vit" else ""
+    hint = "weightscope.bundled.load_model(PATH), or " if loaded.name == "shapes-vit" else ""
     options = "".join(f", {k}={v!r}" for k, v in
                       loaded.model._weightscope_provenance["architecture"]["options"].items())
     print(f"load it with: weightscope inspect {path}, or {hint}"

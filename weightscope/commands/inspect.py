@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import WeightscopeError
-from . import add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, parse_indices
+from . import add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, explainer_from_args, parse_indices
 
 OUTPUTS = ("inspection.json", "report.html")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # those image_mean_from_folder reads
@@ -98,8 +98,8 @@ def run(args) -> int:
         else:
             raise WeightscopeError(f"--image-mean {path}: give a .npy file or a folder of images")
 
-    from ..analyses.inspection import image_mean_from_folder, inspect_model
-    from ..models.load import load_model
+    from ..analyses.inspection import image_mean_from_folder
+    from ..bundled import inspect_model, load_model
     from ..reports.inspection import write_report
 
     loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
@@ -116,9 +116,8 @@ def run(args) -> int:
                                    f"this model's joint space has {width}")
     elif args.image_mean:
         image_mean = image_mean_from_folder(loaded, args.image_mean, progress=not args.quiet)
-    result = inspect_model(loaded, args.vocab, layers=layers, heads=heads, method=args.method, k=args.k,
-                           lam=args.lam, n_directions=args.directions, image_mean=image_mean,
-                           what=what, progress=not args.quiet)
+    result = inspect_model(loaded, explainer_from_args(args), layers=layers, heads=heads,
+                           n_directions=args.directions, image_mean=image_mean, what=what, progress=not args.quiet)
     print(result.summary(n_directions=args.show))
     from ..core.fileio import outputs
 

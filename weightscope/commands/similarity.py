@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from . import add_directions_argument, add_model_arguments, add_output_argument, add_quiet_argument, add_vocab_argument, parse_indices
+from . import add_directions_argument, add_model_arguments, add_output_argument, add_quiet_argument, add_vocab_argument, explainer_from_args, parse_indices
 
 
 def register(subparsers) -> None:
@@ -50,27 +50,53 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _model_specs(args) -> list:
-    """MODEL (with --pretrained/--checkpoint) and MODEL_B as LoadedModels or checkpoint specs."""
+def _models(args) -> list:
+    """MODEL (with --pretrained/--checkpoint) and MODEL_B as LoadedModels (default: the bundled base and tuned)."""
     from ..analyses.compare import load_checkpoint
+    from ..analyses.similarity import load_models
+    from ..bundled import load_model, spec_loading
     from ..core.errors import WeightscopeError
-    from ..models.load import load_model
 
+    loading = spec_loading(args.trust_checkpoint)
     if args.model is None:
         if args.model_b is not None or args.pretrained or args.checkpoint:
             raise WeightscopeError("give MODEL_A before MODEL_B, --pretrained or --checkpoint")
-        return ["bundled", "bundled:tuned"]
+        return load_models(["bundled", "bundled:tuned"], loading)[0]
     from .compare import split_specs
 
     specs, arch = split_specs([s for s in (args.model, args.model_b) if s])  # NAME:PATH names the architecture
     first = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
                        trust_checkpoint=args.trust_checkpoint) \
-        if (args.pretrained or args.checkpoint) else load_checkpoint(specs[0], arch, args.trust_checkpoint)
-    second = [load_checkpoint(specs[1], arch, args.trust_checkpoint)] if args.model_b and arch else specs[1:]
-    return [first] + second
+        if (args.pretrained or args.checkpoint) else load_checkpoint(specs[0], arch, loading)
+    second = [load_checkpoint(specs[1], arch, loading)] if args.model_b and arch else specs[1:]
+    return load_models([first] + second, loading)[0]
+
+
+def _probes(args):
+    """The data-based probes --concepts names (None: none), checked before any model is loaded."""
+    from ..core.errors import WeightscopeError
+
+    if args.concepts == "cifar10" and args.images is None:
+        raise WeightscopeError("--concepts cifar10 needs the test images: pass --images DIR (one subfolder per class)")
+    if args.images is not None and args.concepts != "cifar10":
+        raise WeightscopeError("--images is read only with --concepts cifar10")
+    if args.n_images is not None and args.n_images < 20:
+        raise WeightscopeError(f"n_images must be an integer of at least 20, got {args.n_images!r}")
+    if args.concepts is None and not args.data_free:
+        return None
+    if args.concepts == "shapes":
+        from ..bundled import shapes_probes
+
+        return shapes_probes(args.n_images or 2000, seed=7)
+    if args.concepts == "cifar10":
+        from ..analyses.similarity import folder_probes
+
+        return folder_probes(args.images, args.n_images, 0)
+    return None
 
 
 def run(args) -> int:
+    from ..bundled import explainer_for
     from ..core.errors import WeightscopeError
     from ..reports.similarity import write_report
     from ..analyses.similarity import layer_similarity
@@ -78,11 +104,14 @@ def run(args) -> int:
     if args.directions < 1:
         raise WeightscopeError(f"--directions must be at least 1, got {args.directions}")
     layers = parse_indices(args.layers, "--layers")
-    sim = layer_similarity(
-        _model_specs(args), concepts=args.concepts, data_free=True if args.data_free else None, images=args.images,
-        n_images=args.n_images, layers=layers, vocabulary=args.vocab, k=args.k, lam=args.lam,
-        n_directions=args.directions, progress=not args.quiet,
-    )
+    explainer = explainer_from_args(args)
+    if args.vocab is not None:
+        explainer.check()
+    probes = _probes(args)
+    models = _models(args)
+    sim = layer_similarity(models, explainer_for(models[0], explainer, "inspect"), probes=probes,
+                           data_free=True if args.data_free else None, layers=layers, n_directions=args.directions,
+                           progress=not args.quiet)
     print(sim.summary_text())
     if args.out:
         written = write_report(sim, args.out, per_concept=args.per_concept)

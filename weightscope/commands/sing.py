@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import WeightscopeError
-from . import add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_solver_arguments
+from . import add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_solver_arguments, explainer_from_args
 
 
 def register(sub) -> None:
@@ -70,7 +70,8 @@ def _write_outputs(out: Path, json_text: str, html: str) -> tuple[Path, Path]:
 
 def _load_classifier(spec: str, trust: bool):
     """The Classifier --classifier names, or None for a plain state dict (FILE[:KEY]: the geometry-only path)."""
-    from ..models.classifiers import StateDictOnly, load_classifier
+    from ..bundled import load_classifier
+    from ..models.classifiers import StateDictOnly
 
     path, _, key = spec.rpartition(":")
     if not Path(spec).exists() and path and key and Path(path).is_file():
@@ -84,8 +85,10 @@ def _load_classifier(spec: str, trust: bool):
 def _run_classifier(args, clf, rtol: float) -> int:
     from ..core.fileio import check_writable, outputs, write_atomic
     from ..reports.sing import render_classifier_report
-    from ..analyses.sing.classifier import TRANSLATOR_KINDS, classifier_analysis, read_texts
+    from ..analyses.sing import SingOptions
+    from ..analyses.sing.classifier import TRANSLATOR_KINDS, read_texts
     from ..analyses.sing.translator import save_translator
+    from ..bundled import ModelSpec, classifier_analysis
 
     if args.classes is not None:
         raise WeightscopeError("--classes does not apply with --classifier: the classes are the classifier's own "
@@ -94,12 +97,11 @@ def _run_classifier(args, clf, rtol: float) -> int:
         raise WeightscopeError("--image does not apply with --classifier: give a folder of images with --images")
     texts = (read_texts(args.texts) if args.texts else []) + list(args.text or [])
     check_writable(args.out, kind="dir")
-    result = classifier_analysis(clf, args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
-                                 translator=args.translator, images=args.images, texts=texts or None,
-                                 gallery=args.gallery, image_score=args.image_score, rtol=rtol,
-                                 trust=args.trust_checkpoint, vocabulary=args.vocab, n_directions=args.directions,
-                                 method=args.method, k=args.k, lam=args.lam, normalize=args.normalize,
-                                 progress=not args.quiet)
+    options = SingOptions(image_score=args.image_score, rtol=rtol, n_directions=args.directions)
+    model = ModelSpec(args.model, args.pretrained, args.checkpoint, args.trust_checkpoint)
+    result = classifier_analysis(clf, model, translator=args.translator, images=args.images, texts=texts or None,
+                                 gallery=args.gallery, explainer=explainer_from_args(args), options=options,
+                                 trust=args.trust_checkpoint, progress=not args.quiet)
     out = Path(args.out)
     json_text, html, summary = result.to_json(), render_classifier_report(result), result.summary()
     # the translator the run used is always written beside its reports (no stale one from an earlier run), except
@@ -119,7 +121,7 @@ def _run_classifier(args, clf, rtol: float) -> int:
 
 def _run_head(args, rtol: float) -> int:
     from ..core.fileio import dump_json
-    from ..decompose.linear_heads import linear_head
+    from ..models.linear_heads import linear_head
     from ..models.checkpoints import read_checkpoint
     from ..reports.sing import render_head_page
     from ..analyses.sing import head_geometry
@@ -170,8 +172,9 @@ def run(args) -> int:
         if getattr(args, opt) is not None:
             raise WeightscopeError(f"--{opt} needs --classifier (the classifier whose null space is read through a "
                                    "translator)")
+    from ..analyses.sing import SingOptions, parse_classes
+    from ..bundled import ModelSpec, shape_classes, sing_analysis
     from ..reports.sing import render_report
-    from ..analyses.sing import parse_classes, sing_analysis
 
     classes = args.classes
     if classes is None:
@@ -179,11 +182,12 @@ def run(args) -> int:
             raise WeightscopeError("give --classes for a model other than the bundled one, e.g. --classes cifar10 "
                                    "or --classes cat,dog,bird")
         classes = "shapes"
+    classes = shape_classes() if classes == "shapes" else classes
     parse_classes(classes)           # bad class lists fail before the model loads
-    result = sing_analysis(args.model, classes, args.vocab, pretrained=args.pretrained, checkpoint=args.checkpoint,
-                           image=args.image, texts=args.text, gallery=args.gallery, image_score=args.image_score,
-                           n_directions=args.directions, method=args.method, k=args.k, lam=args.lam,
-                           normalize=args.normalize, rtol=rtol, progress=not args.quiet)
+    options = SingOptions(image_score=args.image_score, rtol=rtol, n_directions=args.directions)
+    model = ModelSpec(args.model, args.pretrained, args.checkpoint, args.trust_checkpoint)
+    result = sing_analysis(model, classes, explainer_from_args(args), image=args.image, texts=args.text,
+                           gallery=args.gallery, options=options, progress=not args.quiet)
     print(result.summary())
     paths = _write_outputs(Path(args.out), result.to_json(), render_report(result))
     print(f"\nwrote {paths[0]} and {paths[1]}")

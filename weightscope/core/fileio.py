@@ -281,3 +281,16 @@ def parse_json(text_or_path: str | Path, what: str, build: Callable[[Any], Any])
         return build(json.loads(text))
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise WeightscopeError(f"not a weightscope {what} JSON ({type(err).__name__}: {err})") from None
+
+
+def json_default(x):
+    """``json.dumps(default=...)`` for numpy scalars and arrays and paths (the sidecars and records we write)."""
+    import numpy as np  # here, not at the top: the CLI's --help imports this module and must stay fast
+
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

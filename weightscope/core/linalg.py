@@ -250,3 +250,12 @@ def solve_rows(M: np.ndarray, Z: np.ndarray) -> np.ndarray:
     Z = np.asarray(Z, dtype=np.float64)
     X = np.linalg.lstsq(np.asarray(M, dtype=np.float64).T, np.atleast_2d(Z).T, rcond=None)[0].T
     return X[0] if Z.ndim == 1 else X
+
+
+def symmetric_eigh(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and orthonormal eigenvectors (columns) of a symmetric matrix (k, k), float64.
+
+    The one symmetric eigendecomposition of the package (LAPACK ``syevd`` through numpy); callers choose the order
+    and signs they need, since a symmetric problem has no canonical sign convention of its own.
+    """
+    return np.linalg.eigh(np.asarray(S, dtype=np.float64))

@@ -292,17 +292,21 @@ def architecture(sidecar: dict | None) -> dict | None:
         return None
     arch = sidecar.get("architecture")
     if isinstance(arch, dict) and isinstance(arch.get("name"), str):
-        return {"name": arch["name"], "options": dict(arch.get("options") or {})}
+        config = arch.get("config") if isinstance(arch.get("config"), dict) else None
+        return {"name": arch["name"], "options": dict(arch.get("options") or {}), "config": config}
     name = (sidecar.get("source") or {}).get("model") if isinstance(sidecar.get("source"), dict) else None
-    return {"name": name, "options": {}} if isinstance(name, str) else None
+    return {"name": name, "options": {}, "config": None} if isinstance(name, str) else None
 
 
-def record_provenance(module: torch.nn.Module, name: str, options: dict, source: dict) -> None:
+def record_provenance(module: torch.nn.Module, name: str, options: dict, source: dict, config: dict | None = None) -> None:
     """Note on ``module`` where its weights came from, for the sidecar of any copy saved later: architecture
     ``name`` with open_clip create_model ``options``, and ``source`` ({"model", "source"[, "checkpoint",
     "pretrained"]}). load_model and the shapes trainer call this; apply_edits extends it."""
     module._weightscope_name = name
-    module._weightscope_provenance = {"architecture": {"name": name, "options": dict(options)}, "source": source}
+    arch = {"name": name, "options": dict(options)}
+    if config:
+        arch["config"] = config
+    module._weightscope_provenance = {"architecture": arch, "source": source}
 
 
 def provenance(module: torch.nn.Module) -> dict:

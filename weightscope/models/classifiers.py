@@ -3,9 +3,6 @@
 SING (METHODS.md section 8; seed 000) needs a classifier as logits = f W^T + b with f the input of its last
 linear layer. :func:`load_classifier` gives a :class:`Classifier` from
 
-- ``bundled-cnn`` / ``bundled-vit``: the shapes-world shape classifiers shipped in the package
-  (``weightscope.shapes.classifiers``; model card ``weightscope/shapes/assets/CLASSIFIERS.md``);
-- a weightscope classifier file (``NAME.safetensors`` + ``NAME.json`` config, ``shapes.classifiers.save_classifier``);
 - a whole ``nn.Module`` pickled by ``torch.save(model, path)``, with ``trust=True`` (unpickling runs code). Its
   preprocessing (image_size, mean, std, class_names; each optional) comes from a JSON sidecar ``<path>.json`` or
   ``<stem>.json`` when there is one, else ImageNet's (224 px, ImageNet mean / std).
@@ -14,6 +11,10 @@ Refused with one line: plain state dicts (weights without the architecture canno
 archives (a scripted module takes no Python forward hooks), modules without an ``nn.Linear``, and modules whose
 output is not the output of the last ``nn.Linear`` their forward calls (a softmax, a scale or another layer after
 it). The last check is by construction: :func:`load_classifier` runs a 2-image probe batch and compares.
+
+The shipped shapes classifiers (``bundled-cnn`` / ``bundled-vit``) and weightscope classifier files
+(``NAME.safetensors`` + ``NAME.json``) are read by ``weightscope.bundled.load_classifier``, which builds their
+architectures and hands the module to :func:`classifier_from_module`.
 """
 from __future__ import annotations
 
@@ -29,12 +30,11 @@ import numpy as np
 import torch
 
 from ..core.errors import WeightscopeError
-from ..decompose.linear_heads import LinearHead, linear_head
+from .linear_heads import LinearHead, linear_head
 
 IMAGENET_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BUNDLED = ("bundled-cnn", "bundled-vit")
 TRUST_FLAG = "--trust-checkpoint"
 _FORMS = ("give a weightscope classifier (.safetensors with its .json config), a whole nn.Module saved with "
           "torch.save(model, path) (with --trust-checkpoint), or bundled-cnn / bundled-vit")
@@ -153,37 +153,24 @@ def load_classifier(spec: str, *, trust: bool = False, class_names: Sequence[str
     unreadable file, a state dict, a TorchScript archive, an untrusted pickle, or a module whose output is
     not its last nn.Linear's.
     """
-    spec = str(spec)
-    if spec.startswith("bundled-") and not Path(spec).exists():
-        module, config, source = _bundled(spec)
-        name = spec
-    else:
-        path = Path(spec)
-        if path.is_dir():
-            raise WeightscopeError(f"classifier {path} is a folder; {_FORMS}")
-        if not path.is_file():
-            raise WeightscopeError(f"classifier file not found: {path}; {_FORMS}")
-        module, config, source = _from_file(path, trust)
-        name = path.name
-    return _finish(name, module.eval().cpu().float(), config, source, class_names)
-
-
-def _bundled(spec: str):
-    from ..shapes.classifiers import bundled_path, load_classifier_file
-
-    if spec not in BUNDLED:
-        raise WeightscopeError(f"unknown bundled classifier {spec!r}; choose one of {', '.join(BUNDLED)}")
-    path = bundled_path(spec.removeprefix("bundled-"))
+    path = Path(str(spec))
+    if path.is_dir():
+        raise WeightscopeError(f"classifier {path} is a folder; {_FORMS}")
     if not path.is_file():
-        raise WeightscopeError(f"bundled classifier {path} is missing; reinstall weightscope or recreate it with "
-                               "`python -m weightscope.shapes.train_classifiers --reproduce DIR`")
-    module, config = load_classifier_file(path)
-    return module, config, "bundled"
+        raise WeightscopeError(f"classifier file not found: {path}; {_FORMS}")
+    module, config, source = _from_file(path, trust)
+    return classifier_from_module(path.name, module, config, source, class_names)
+
+
+def classifier_from_module(name: str, module: torch.nn.Module, config: dict, source: str,
+                           class_names: Sequence[str] | None = None) -> Classifier:
+    """A :class:`Classifier` of a module already built: ``config`` holds its preprocessing (image_size, mean, std,
+    class_names); source: where it came from. The head is found and checked as :func:`load_classifier` says."""
+    return _finish(name, module.eval().cpu().float(), config, source, class_names)
 
 
 def _from_file(path: Path, trust: bool):
     from .checkpoints import _sniff
-    from ..shapes.classifiers import load_classifier_file, read_config
 
     try:
         kind = _sniff(path)
@@ -191,11 +178,8 @@ def _from_file(path: Path, trust: bool):
         raise WeightscopeError(f"cannot read classifier {path}: {err.strerror}") from None
     no_arch = (f"{path} holds only weights (a state dict), not the architecture, so its features cannot be "
                f"computed; save the whole module with torch.save(model, path) and load it with {TRUST_FLAG}")
-    if kind == "safetensors":
-        if read_config(path) is None:
-            raise StateDictOnly(no_arch)
-        module, config = load_classifier_file(path)
-        return module, config, str(path)
+    if kind == "safetensors":  # weightscope classifier files are read by weightscope.bundled.load_classifier
+        raise StateDictOnly(no_arch)
     if kind == "torchscript":
         raise WeightscopeError(f"{path} is a TorchScript archive: a scripted module takes no Python forward hooks, "
                                "so the input of its last nn.Linear cannot be read; save the Python module with "

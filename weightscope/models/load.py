@@ -12,7 +12,6 @@ import difflib
 import json
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +19,9 @@ import torch
 
 from .checkpoints import SUFFIXES, architecture, fit_state_dict, load_strict, read_checkpoint, read_sidecar, record_provenance, unwrap_module
 from ..core.errors import WeightscopeError
+from .loaded import LoadedModel  # noqa: F401  (re-exported: load_model returns it)
 
 BUNDLED = "bundled"
-
-
-@dataclass
-class LoadedModel:
-    """An open_clip model in eval mode with what is needed to use it.
-
-    model: the open_clip CLIP module; tokenizer: callable list[str] -> LongTensor (N, context);
-    preprocess: PIL image -> tensor transform (None when unknown); name: architecture name (open_clip config);
-    source: where the weights came from (pretrained tag, checkpoint path, "random-init", or "object").
-    """
-
-    model: torch.nn.Module
-    tokenizer: Any
-    preprocess: Any
-    name: str
-    source: str
-
-    @property
-    def identity(self) -> str:
-        """A human-readable id: architecture plus weight source."""
-        return f"{self.name}:{self.source}"
 
 
 def _open_clip():
@@ -52,16 +31,15 @@ def _open_clip():
 
 
 def _check_model_name(name: str) -> None:
-    from ..shapes import bundled
-
     open_clip = _open_clip()
     if name.startswith(("hf-hub:", "local-dir:")):
         return
-    if name == bundled.MODEL_NAME:
-        bundled.register()
     known = open_clip.list_models()
+    if name == BUNDLED:
+        raise WeightscopeError("the bundled shapes-world model is loaded by weightscope.load_model() (the top-level "
+                               "API) or the command line, not by weightscope.models.load")
     if name not in known:
-        close = difflib.get_close_matches(name, [*known, BUNDLED, bundled.MODEL_NAME], n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see open_clip.list_models() for the names"
         if Path(name).is_dir():
             hint = f"{name} is a folder: write local-dir:{name} for a folder holding an open_clip_config.json"
@@ -82,9 +60,8 @@ def load_model(
 ) -> LoadedModel:
     """Load a CLIP model for inspection.
 
-    - ``load_model()`` or ``load_model("bundled")``: the shapes-world model shipped with weightscope (offline).
-      ``load_model("bundled", pretrained="tuned")`` gives its fine-tuned sibling; ``shapes-vit`` is its
-      architecture name, usable like any open_clip name.
+    - The bundled shapes-world model is loaded by ``weightscope.load_model()`` (``weightscope.bundled``), which
+      hands every other spec to this function.
     - ``load_model("ViT-B-16", pretrained="openai")``: open_clip's own download path (needs the model hub). Tags
       trained with QuickGELU build the model with QuickGELU (a warning says so).
     - ``load_model("ViT-B-16")``: the architecture with random weights (``source == "random-init"``).
@@ -92,8 +69,9 @@ def load_model(
       loads (nested ``state_dict``/``model``/``ema`` dicts, ``module.``/``_orig_mod.``/shared prefixes,
       OpenAI's TorchScript archives). A file saved for another image size or context length builds the model at
       the saved size (a warning says so).
-    - ``load_model("edited.safetensors")``: a checkpoint weightscope wrote, architecture from its sidecar;
-      ``load_model(checkpoint=...)`` (no name) does the same and falls back to the bundled architecture.
+    - ``load_model("edited.safetensors")``: a checkpoint weightscope wrote, architecture from its sidecar (with the
+      architecture's config when it is not a registered open_clip name); ``load_model(checkpoint=...)`` (no name)
+      does the same.
     - ``load_model(clip_module)``: an already-constructed open_clip model (used as is, not copied; a
       DataParallel or torch.compile wrapper is looked through).
     - Hugging Face transformers CLIP (``pip install -e ".[hf]"``): a ``CLIPModel`` /
@@ -127,25 +105,20 @@ def load_model(
     if model is not None and _is_path(model):
         if pretrained is not None or checkpoint is not None:
             raise WeightscopeError(f"model {model} is a checkpoint file; give no pretrained/checkpoint with it")
-        return _load_file(None, model, tokenizer, trust_checkpoint, by_path=True)
-    from ..shapes import bundled
-
+        return _load_file(None, model, tokenizer, trust_checkpoint)
     tag = pretrained if pretrained is not None and not Path(str(pretrained)).is_file() else None
     if pretrained is not None and tag is None:
         checkpoint = pretrained  # open_clip takes a file as pretrained too
-    if model in (None, BUNDLED, bundled.MODEL_NAME) and tag is not None:
-        return _load_bundled(tag, tokenizer)
     if model is None and checkpoint is not None:
-        return _load_file(None, checkpoint, tokenizer, trust_checkpoint, by_path=False)
-    if model in (None, BUNDLED):
-        if checkpoint is None:
-            return _load_bundled("base", tokenizer)
-        model = bundled.MODEL_NAME
+        return _load_file(None, checkpoint, tokenizer, trust_checkpoint)
+    if model is None:
+        raise WeightscopeError("give a model: an open_clip name, a checkpoint file, a transformers folder or a module "
+                               "(weightscope.load_model() with no argument loads the bundled shapes-world model)")
     _check_model_name(model)
     if tag is not None:
         return _load_pretrained(model, tag, tokenizer)
     if checkpoint is not None:
-        return _load_file(model, checkpoint, tokenizer, trust_checkpoint, by_path=False)
+        return _load_file(model, checkpoint, tokenizer, trust_checkpoint)
     net, preprocess, tok = _build(model, {}, tokenizer, quiet=False)
     source = _schema_source(model) if model.startswith(("hf-hub:", "local-dir:")) else "random-init"
     return _loaded(net, tok, preprocess, model, {}, {"model": model, "source": source})
@@ -167,9 +140,31 @@ def _load_transformers(model, pretrained, checkpoint, tokenizer) -> LoadedModel 
     return hf_clip.load_folder(model, tokenizer) if Path(model).is_dir() else hf_clip.load_hub(model, tokenizer)
 
 
+def register_config(name: str, config: dict) -> None:
+    """Make ``name`` an open_clip model name with ``config`` (its model_cfg: embed_dim, vision_cfg, text_cfg), unless
+    open_clip already knows it. Used for architectures that are no registered name (a custom config, the bundled
+    model): their checkpoints' sidecars carry the config, so they load by path alone."""
+    import tempfile
+
+    open_clip = _open_clip()
+    if name in open_clip.list_models():
+        return
+    if not isinstance(config, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(config):
+        raise WeightscopeError(f"the recorded config of {name!r} is not an open_clip model config "
+                               "(embed_dim, vision_cfg, text_cfg)")
+    with tempfile.TemporaryDirectory() as tmp:  # open_clip reads configs from files, named after the model
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        open_clip.add_model_config(path)
+
+
 def _loaded(net, tok, preprocess, name: str, options: dict, source: dict) -> LoadedModel:
-    """The LoadedModel, with the provenance a saved copy records (weightscope.models.checkpoints.sidecar_record)."""
-    record_provenance(net, name, options, source)
+    """The LoadedModel, with the provenance a saved copy records (weightscope.models.checkpoints.sidecar_record),
+    including the architecture's config so that a copy loads by path even where the name is not registered."""
+    config = None
+    if not name.startswith(("hf-hub:", "local-dir:")):
+        config = _open_clip().get_model_config(name)
+    record_provenance(net, name, options, source, config=config)
     return LoadedModel(net.eval(), tok, preprocess, name, source["source"])
 
 
@@ -269,10 +264,8 @@ def _hub_problem(name: str, err: Exception) -> str:
     return f"{type(cause).__name__}: {detail} (no cached copy and no access to the model hub?)"
 
 
-def _load_file(name: str | None, path, tokenizer, trust: bool, by_path: bool) -> LoadedModel:
-    """A checkpoint file, with architecture ``name`` (None: from its sidecar, else the bundled one)."""
-    from ..shapes import bundled
-
+def _load_file(name: str | None, path, tokenizer, trust: bool) -> LoadedModel:
+    """A checkpoint file, with architecture ``name`` (None: from its sidecar)."""
     raw = read_checkpoint(path, trust=trust)
     try:
         recorded = architecture(read_sidecar(path))
@@ -282,13 +275,14 @@ def _load_file(name: str | None, path, tokenizer, trust: bool, by_path: bool) ->
         warnings.warn(f"weightscope: {err}; loading as {name}", stacklevel=3)  # the name given is enough
         recorded = None
     if name is None:
-        shipped = Path(path).resolve() in {p.resolve() for p in bundled.CHECKPOINTS.values()}
-        if recorded is None and by_path and not shipped:
+        if recorded is None:
             raise WeightscopeError(
                 f"checkpoint {path} has no weightscope sidecar ({Path(path).name}.json) that names its "
                 f"architecture; give the open_clip model name: load_model(NAME, checkpoint=PATH), on the command line "
                 f"NAME --checkpoint {path}")
-        name = recorded["name"] if recorded else bundled.MODEL_NAME
+        name = recorded["name"]
+    if recorded and recorded["name"] == name and recorded.get("config"):
+        register_config(name, recorded["config"])  # a custom architecture: the sidecar carries its config
     _check_model_name(name)
     options = dict(recorded["options"]) if recorded and recorded["name"] == name else {}
     if raw.quick_gelu and not options.get("force_quick_gelu"):
@@ -351,15 +345,3 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
                                "elsewhere and pass checkpoint=PATH") from None
     tok = model_tokenizer(name, tokenizer)
     return _loaded(net, tok, preprocess, name, options, {"model": name, "source": tag, "pretrained": tag})
-
-
-def _load_bundled(which: str, tokenizer) -> LoadedModel:
-    from ..shapes import bundled
-
-    if which not in ("base", "tuned"):
-        raise WeightscopeError(f"the bundled model has checkpoints 'base' and 'tuned', not {which!r} "
-                               "(a file goes in checkpoint=)")
-    bundled.register()
-    loaded = _load_file(bundled.MODEL_NAME, bundled.checkpoint_path(which), tokenizer, False, by_path=False)
-    loaded.source = loaded.model._weightscope_provenance["source"]["source"] = f"bundled:{which}"
-    return loaded

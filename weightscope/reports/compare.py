@@ -185,14 +185,6 @@ def comparison_rows(comparisons: list[Comparison], n_concepts: int = 3) -> tuple
     return list(SUMMARY_HEADER), rows
 
 
-def text_table(header: list[str], rows: list[list]) -> str:
-    """A plain fixed-width table."""
-    cells = [[str(x) for x in header]] + [[str(x) for x in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells[1:]])
-
-
 def _head_rows(c: Comparison, n: int) -> list[list]:
     rows = []
     eps = c.settings.get("epsilon", 0.5)

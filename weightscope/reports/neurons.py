@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analyses.inspection import Inspection
-from .page import esc, figure_to_img, table
+from .page import figure_to_img, table
 
 
 def _position_figure(result: Inspection):

@@ -8,7 +8,7 @@
   LayerNorm, the class token's output as the feature.
 
 Both end in ``fc = nn.Linear(64, n_classes)``, registered last, so the penultimate feature width is 64 (the
-bundled CLIP's embedding width) and ``weightscope.decompose.linear_heads.linear_head`` finds ``fc``; nothing follows it.
+bundled CLIP's embedding width) and ``weightscope.models.linear_heads.linear_head`` finds ``fc``; nothing follows it.
 
 A classifier is described by a JSON-able config dict (:func:`default_config`): ``format``, ``arch`` with its
 hyper-parameters, ``class_names``, ``image_size``, ``mean`` / ``std`` (input normalisation of RGB in [0, 1]),

@@ -110,12 +110,18 @@ def save_fp16(model, path: Path, metadata: dict) -> None:
     write_atomic(sidecar_path(path), json.dumps(record, indent=2) + "\n")
 
 
-def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: float = 1e-3,
-          warmup: int = 40, weight_decay: float = 0.1, spurious_strength: float | None = 0.9,
-          p_background: float = 0.5, init=None, threads: int = 1, save_every: int = 100,
-          log_every: int = 20, pos_init_scale: float = 10.0, neg_mix=(0.5, 0.3, 0.1, 0.1),
-          contrast: dict | None = None, device: str = "cpu") -> dict:
+#: the training recipe's settings and their defaults (``train``'s ``recipe``)
+RECIPE_DEFAULTS = dict(seed=0, steps=500, batch_size=128, lr=1e-3, warmup=40, weight_decay=0.1, spurious_strength=0.9,
+                       p_background=0.5, pos_init_scale=10.0, neg_mix=(0.5, 0.3, 0.1, 0.1), contrast=None)
+
+
+def train(out, recipe: dict | None = None, *, init=None, threads: int = 1, save_every: int = 100,
+          log_every: int = 20, device: str = "cpu") -> dict:
     """Train for ``steps`` steps and save fp16 weights to ``out``; returns the run's metadata dict.
+
+    recipe: any of ``RECIPE_DEFAULTS`` (seed, steps, batch_size, lr, warmup, weight_decay, spurious_strength,
+    p_background, pos_init_scale, neg_mix, contrast); the rest keep their defaults. Raises WeightscopeError for an
+    unknown setting.
 
     init: optional checkpoint to start from (fine-tuning); otherwise a fresh model seeded by ``seed``.
     spurious_strength / p_background: the data distribution (see ``world.generate``).
@@ -134,7 +140,14 @@ def train(out, *, seed: int = 0, steps: int = 500, batch_size: int = 128, lr: fl
 
     from weightscope.models.checkpoints import record_provenance
 
-    contrast = dict(contrast or {})
+    unknown_settings = sorted(set(recipe or {}) - set(RECIPE_DEFAULTS))
+    if unknown_settings:
+        raise WeightscopeError(f"unknown recipe setting(s) {unknown_settings}; choose from {sorted(RECIPE_DEFAULTS)}")
+    r = {**RECIPE_DEFAULTS, **(recipe or {})}
+    seed, steps, batch_size, lr, warmup = r["seed"], r["steps"], r["batch_size"], r["lr"], r["warmup"]
+    weight_decay, spurious_strength, p_background = r["weight_decay"], r["spurious_strength"], r["p_background"]
+    pos_init_scale, neg_mix = r["pos_init_scale"], r["neg_mix"]
+    contrast = dict(r["contrast"] or {})
     if steps <= 0 or batch_size < 2:
         raise WeightscopeError(f"need steps > 0 and batch_size >= 2, got steps={steps}, batch_size={batch_size}")
     unknown = sorted(set(contrast) - set(world.ATTRIBUTES))
@@ -230,8 +243,8 @@ def reproduce(out_dir) -> dict:
     out_dir = Path(out_dir)
     base = out_dir / f"{bundled.MODEL_NAME}-base.safetensors"
     tuned = out_dir / f"{bundled.MODEL_NAME}-tuned.safetensors"
-    train(base, **BASE_RECIPE)
-    train(tuned, **TUNED_RECIPE, init=base)
+    train(base, BASE_RECIPE)
+    train(tuned, TUNED_RECIPE, init=base)
     return {"base": base, "tuned": tuned}
 
 
@@ -279,10 +292,11 @@ def main(argv=None) -> int:
     if not a.out:
         raise SystemExit("give --out PATH (or --reproduce DIR)")
     strength = None if a.spurious_strength.lower() == "none" else float(a.spurious_strength)
-    meta = train(a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
-                 weight_decay=a.weight_decay, spurious_strength=strength, p_background=a.p_background,
-                 init=a.init, threads=a.threads, save_every=a.save_every, pos_init_scale=a.pos_init_scale,
-                 neg_mix=tuple(float(v) for v in a.neg_mix.split(",")), contrast=a.contrast, device=a.device)
+    recipe = dict(seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
+                  weight_decay=a.weight_decay, spurious_strength=strength, p_background=a.p_background,
+                  pos_init_scale=a.pos_init_scale, neg_mix=tuple(float(v) for v in a.neg_mix.split(",")),
+                  contrast=a.contrast)
+    meta = train(a.out, recipe, init=a.init, threads=a.threads, save_every=a.save_every, device=a.device)
     print(json.dumps(meta, indent=1))
     return 0
 

@@ -50,7 +50,7 @@ between the top-k base and tuned write subspaces and the distribution of log2 si
 Labels: ``label_comparison`` attaches the concept explanations of both models (``inspect_model`` results, write
 side) to every direction; ``amplified_concepts`` / ``suppressed_concepts`` rank them.
 """
-from .checkpoints import DEFAULTS, SPEC_HELP, PreparedBase, architecture_of, check_same_architecture, check_settings, compare_decompositions, compare_models, compare_weights, compare_with_base, load_checkpoint, parse_checkpoint_spec, prepare_base
+from .checkpoints import DEFAULTS, SPEC_HELP, PreparedBase, architecture_of, check_same_architecture, check_settings, compare_decompositions, compare_models, compare_weights, compare_with_base, load_checkpoint, parse_checkpoint_spec, prepare_base, split_options, SpecLoading
 from .labels import inspect_for_labels, label_comparison
 from .matching import compare_heads
 from .noise import rounding_noise, storage_precision
@@ -58,8 +58,8 @@ from .results import EPSILONS, FORMAT, KINDS, Comparison, DirectionChange, HeadC
 
 __all__ = [
     "DEFAULTS", "EPSILONS", "FORMAT", "KINDS", "SPEC_HELP", "Comparison", "DirectionChange", "HeadChange",
-    "PreparedBase", "architecture_of", "check_same_architecture", "check_settings", "compare_decompositions",
+    "PreparedBase", "SpecLoading", "architecture_of", "check_same_architecture", "check_settings", "compare_decompositions",
     "compare_heads", "compare_models", "compare_weights", "compare_with_base", "comparisons_to_json",
     "inspect_for_labels", "label_comparison", "load_checkpoint", "load_comparisons", "parse_checkpoint_spec",
-    "prepare_base", "rounding_noise", "storage_precision",
+    "prepare_base", "rounding_noise", "split_options", "storage_precision",
 ]

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from threadpoolctl import threadpool_limits
@@ -240,33 +241,48 @@ def parse_checkpoint_spec(spec: str, model: str | None = None) -> dict:
     return {"model": name, "pretrained": tag or None, "checkpoint": None}
 
 
-def load_checkpoint(spec: str, model: str | None = None, trust_checkpoint: bool = False):
-    """``load_model`` for a checkpoint spec (see :func:`parse_checkpoint_spec`); returns a LoadedModel.
-    trust_checkpoint: as :func:`weightscope.models.load.load_model` (unpickle torch files in full; never by default)."""
-    from ...models.load import BUNDLED, load_model
-    from ...shapes import bundled
+@dataclass(frozen=True)
+class SpecLoading:
+    """How checkpoint specs become loaded models.
 
+    trust_checkpoint: unpickle torch files in full (as ``load_model``; never by default). load: the loader, with
+    ``weightscope.models.load.load_model``'s signature (default that function; ``weightscope.bundled.load_model``
+    adds the bundled model). model: the architecture of bare checkpoint paths (default: the base's). named_files:
+    {tag: file} of the checkpoints a "bundled:TAG" spec names, so that
+    saved results are keyed by the file's content.
+    """
+
+    trust_checkpoint: bool = False
+    load: Callable | None = None
+    model: str | None = None
+    named_files: Mapping[str, str] = field(default_factory=dict)
+
+
+def load_checkpoint(spec: str, model: str | None = None, loading: SpecLoading | None = None):
+    """``load_model`` for a checkpoint spec (see :func:`parse_checkpoint_spec`); returns a LoadedModel.
+    loading: how specs are loaded (:class:`SpecLoading`; default: ``load_model``, nothing unpickled in full)."""
+    from ...models.load import BUNDLED, load_model
+
+    loading = loading or SpecLoading()
+    load = loading.load or load_model
     args = parse_checkpoint_spec(spec, model)
-    if args["model"] == bundled.MODEL_NAME:
-        bundled.register()  # a bare path with the bundled architecture
     if args["model"] == BUNDLED:
-        return load_model(BUNDLED, pretrained=args["pretrained"])
-    return load_model(args["model"], pretrained=args["pretrained"], checkpoint=args["checkpoint"],
-                      trust_checkpoint=trust_checkpoint)
+        return load(BUNDLED, pretrained=args["pretrained"])
+    return load(args["model"], pretrained=args["pretrained"], checkpoint=args["checkpoint"],
+                trust_checkpoint=loading.trust_checkpoint)
 
 
 def architecture_of(loaded) -> str:
     """The architecture name to use for bare checkpoint paths compared with ``loaded``."""
-    from ...shapes import bundled
-
-    return bundled.MODEL_NAME if loaded.source.startswith("bundled") else loaded.name
+    return loaded.name
 
 
 def compare_models(base, tuned, *, model: str | None = None, base_inspection=None, tuned_inspection=None,
-                   progress: bool = True, **options) -> Comparison:
+                   progress: bool = True, loading: SpecLoading | None = None, **options) -> Comparison:
     """Compare two checkpoints given as LoadedModels, open_clip modules or specs (see :data:`SPEC_HELP`).
 
-    model: architecture for bare checkpoint paths (default: the base's). options: as :func:`compare_weights`.
+    model: architecture for bare checkpoint paths (default: the base's). loading: how specs are loaded
+    (:class:`SpecLoading`). options: as :func:`compare_weights`.
     base_inspection / tuned_inspection: optional ``inspect_model`` results for :func:`label_comparison`.
     """
     from ...models.adapters import describe_model
@@ -281,7 +297,7 @@ def compare_models(base, tuned, *, model: str | None = None, base_inspection=Non
         if isinstance(x, LoadedModel):
             return x
         if isinstance(x, str):
-            return load_checkpoint(x, arch)
+            return load_checkpoint(x, arch, loading)
         return load_model(x)
 
     base_loaded = resolve(base, model)

@@ -42,9 +42,10 @@ def label_comparison(comparison: Comparison, base_inspection=None, tuned_inspect
     return comparison
 
 
-def inspect_for_labels(loaded, vocabulary, n_directions, layers=None, heads=None, progress=True):
-    """``inspect_model`` on the write side with the options a comparison's labels need."""
+def inspect_for_labels(loaded, explainer, n_directions, layers=None, heads=None, progress=True):
+    """``inspect_model`` on the write side with the options a comparison's labels need (``explainer``: the
+    ``ConceptExplainer`` of the labels)."""
     from ..inspection import inspect_model
 
-    return inspect_model(loaded, vocabulary, layers=layers, heads=heads, n_directions=n_directions,
+    return inspect_model(loaded, explainer, layers=layers, heads=heads, n_directions=n_directions,
                          sides=("write",), progress=progress)

@@ -8,7 +8,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ...decompose.head_svd import HeadSVD
 from ...core.errors import WeightscopeError
-from ...core.linalg import angles_from_cosines, factored_singular_values, linked_runs, nearest_orthogonal
+from ...core.linalg import angles_from_cosines, factored_singular_values, linked_runs, nearest_orthogonal, symmetric_eigh
 from .results import DirectionChange, HeadChange
 
 
@@ -19,7 +19,7 @@ def _eigenbasis_near_identity(S: np.ndarray) -> np.ndarray:
     A group whose basis already diagonalises S keeps its indices, and ties broken by the tuning keep as much of
     each direction's identity as the new axes allow.
     """
-    _, E = np.linalg.eigh(S)
+    _, E = symmetric_eigh(S)
     _, cols = linear_sum_assignment(-np.abs(E))
     E = E[:, cols]
     signs = np.sign(np.diag(E))

@@ -400,3 +400,11 @@ def load_comparisons(text_or_path: str | Path) -> list[Comparison]:
 def comparisons_to_json(comparisons: list[Comparison], path: str | Path | None = None) -> str:
     """The compare.json format: ``{"format": ..., "comparisons": [one dict per tuned checkpoint]}``."""
     return dump_json({"format": FORMAT, "comparisons": [c.to_dict() for c in comparisons]}, path)
+
+
+def text_table(header: list[str], rows: list[list]) -> str:
+    """A plain fixed-width table."""
+    cells = [[str(x) for x in header]] + [[str(x) for x in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells[1:]])

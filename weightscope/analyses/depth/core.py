@@ -6,7 +6,7 @@ authors' code (MatZar01/DeepHierarchy) where the paper leaves a choice open.
 
 Pipeline, for C classes:
 1. Class templates = rows of a linear head (C, F) (a torch classifier's last layer, or a CLIP zero-shot
-   head's class text embeddings: :mod:`weightscope.decompose.linear_heads`); cosine similarity (C, C); or a similarity
+   head's class text embeddings: :mod:`weightscope.models.linear_heads`); cosine similarity (C, C); or a similarity
    matrix given directly. Min-max normalised over the whole matrix, diagonal set to 1 (:func:`normalise`).
 2. Clusters of classes (:func:`class_graph`): Affinity Propagation on the affinities (default; sklearn,
    preference = median, seeded), Louvain communities of the weighted graph (networkx, seeded), OPTICS or

@@ -1,6 +1,6 @@
-"""Inputs of Similarity Depth: class lists, matrices from files, a classifier's head, the shapes-world confusion.
+"""Inputs of Similarity Depth: class lists, matrices from files, a classifier's head, a zero-shot confusion.
 
-Class lists (:func:`read_classes`): ``shapes`` (the bundled model's 8 shapes), ``cifar10``, ``cifar100``,
+Class lists (:func:`read_classes`; ``weightscope.bundled`` adds ``shapes``, the bundled model's 8 shapes): ``cifar10``, ``cifar100``,
 ``imagenet`` (names from ``concepts/imagenet.txt``, synsets from the shipped ILSVRC-2012 wnids), or a text
 file with one class a line: ``name``, ``name<TAB>synset`` (a WordNet id or an nltk-style sense), or a bare
 WordNet id (shown by its synset's first lemma).
@@ -23,10 +23,6 @@ def read_classes(spec: str) -> tuple[list[str], list[str]]:
     from ...concepts.vocab import load_vocabulary
     from ...concepts.wordnet import imagenet_wnids, is_wnid, load_wordnet
 
-    if spec == "shapes":
-        from ...shapes.world import SHAPES
-
-        return list(SHAPES), list(SHAPES)
     if spec in ("cifar10", "cifar100"):
         names = load_vocabulary(spec)
         return names, names
@@ -103,9 +99,9 @@ def classifier_head(path: str | Path, class_names: list[str], key: str | None = 
     """The linear head of a torch classifier saved as a state dict (.pt/.pth/.th/.bin/.safetensors).
 
     key: the weight's name; by default the last 2-D tensor whose rows match the number of classes
-    (a classifier's output layer). Returns a :class:`weightscope.decompose.linear_heads.LinearHead`.
+    (a classifier's output layer). Returns a :class:`weightscope.models.linear_heads.LinearHead`.
     """
-    from ...decompose.linear_heads import linear_head
+    from ...models.linear_heads import linear_head
     from ...models.checkpoints import read_checkpoint
 
     sd = read_checkpoint(path).state_dict
@@ -121,21 +117,15 @@ def classifier_head(path: str | Path, class_names: list[str], key: str | None = 
     return head
 
 
-def shapes_confusion(loaded, n_images: int = 2000, seed: int = 20_000, batch_size: int = 500):
-    """Zero-shot shape classification of the bundled shapes-world model on n generated one-object images.
+def zero_shot_confusion(loaded, names, templates, images: np.ndarray, labels: np.ndarray, batch_size: int = 500):
+    """Zero-shot classification of labelled uint8 images (N, S, S, 3) at the model's input size by the
+    prompt-ensembled head of ``names`` x ``templates``: (head, confusion counts (C, C) with row = true class,
+    accuracy)."""
+    from ...models.linear_heads import head_from_arrays
+    from ..zeroshot import build_classifier, images_to_tensor, zero_shot_accuracy
 
-    Returns (head, confusion counts (8, 8) with row = true shape, accuracy); the head's rows are the
-    prompt-ensembled class embeddings the model's own evaluation uses (``shapes.evaluate.TASKS['shape']``).
-    """
-    from ...decompose.linear_heads import head_from_arrays
-    from ...shapes import evaluate, world
-    from ..zeroshot import build_classifier, zero_shot_accuracy
-
-    names, templates = evaluate.TASKS["shape"]
     W = build_classifier(loaded.model, loaded.tokenizer, names, templates)
-    images, scenes = world.single_objects(n_images, seed)
-    labels = evaluate.task_labels("shape", scenes)
-    res = zero_shot_accuracy(loaded.model, evaluate.images_to_tensor(images), labels, W, batch_size=batch_size)
+    res = zero_shot_accuracy(loaded.model, images_to_tensor(images), labels, W, batch_size=batch_size)
     confusion = np.zeros((len(names), len(names)))
     np.add.at(confusion, (labels, res["predictions"]), 1)
     head = head_from_arrays(W.astype(np.float64), None, names, feature_space="joint (normalised image embedding)")

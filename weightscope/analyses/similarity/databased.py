@@ -49,32 +49,33 @@ class ProbedModel:
     test: np.ndarray
 
 
-def probe_model(
-    model: torch.nn.Module,
-    inputs,
-    concepts: Concepts,
-    layers: Sequence[str],
-    *,
-    name: str,
-    forward: Callable | None = None,
-    reduce: Callable | None = None,
-    test_fraction: float = 0.5,
-    seed: int = 0,
-    mask_threshold: float = 0.05,
-    C: float = 1.0,
-    cka: bool = True,
-    batch_size: int = 256,
-    progress: bool = True,
-) -> ProbedModel:
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How concept probes are fitted: the held-out share, the mask-cell threshold of a positive patch, the logistic
+    regression's inverse penalty C, whether linear CKA features are kept, and the activation batch size."""
+
+    test_fraction: float = 0.5
+    mask_threshold: float = 0.05
+    C: float = 1.0
+    cka: bool = True
+    batch_size: int = 256
+
+
+def probe_model(model: torch.nn.Module, inputs, concepts: Concepts, layers: Sequence[str], *, name: str,
+                forward: Callable | None = None, reduce: Callable | None = None, seed: int = 0,
+                options: ProbeOptions = ProbeOptions(), progress: bool = True) -> ProbedModel:
     """Concept vectors of every concept in every layer of one model, fitted on a seeded split of the inputs.
 
     inputs: (N, ...) tensor, array or lazy sliceable loader; concepts: their annotations (len N). reduce: per-batch
     reducer of a layer's output (default: ``channels_last`` for masked concepts, global average pooling otherwise).
+    options: :class:`ProbeOptions`.
     Only reduced features are kept, and only until the layer's probes are fitted. Raises WeightscopeError for
     unknown layer names, len(inputs) != len(concepts), or a concept with one class in either split.
     """
     if len(inputs) != len(concepts):
         raise WeightscopeError(f"{len(inputs)} images but {len(concepts)} rows of concept labels; give one per image")
+    test_fraction, mask_threshold, C, cka = options.test_fraction, options.mask_threshold, options.C, options.cka
+    batch_size = options.batch_size
     train, test = split_indices(len(concepts), test_fraction, seed)
     feats = collect_activations(model, inputs, layers, reduce=reduce or (channels_last if concepts.spatial else pool_spatial),
                                 forward=forward, batch_size=batch_size, progress=progress, desc=f"activations {name}")

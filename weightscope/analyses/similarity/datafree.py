@@ -44,14 +44,18 @@ def layer_subspaces(weights, layers: list[int], n_directions: int, progress: boo
             for layer in layers]
 
 
-def datafree_similarity(models: list, names: list[str], *, layers=None, vocabulary=None, k: int = 5,
-                        lam: float = 0.3, n_directions: int = 4, progress: bool = True, cache_dir=None) -> Similarity:
+def datafree_similarity(models: list, names: list[str], explainer=None, *, layers=None, n_directions: int = 4,
+                        progress: bool = True) -> Similarity:
     """Profile and subspace layer matrices of every pair of models (LoadedModels), each model with itself too.
 
-    names: one distinct name per model; layers: block indices (default all); vocabulary, k, lam: the explanation
-    (``inspect_model``); n_directions: leading singular directions per head that form a layer's profile and
-    subspace. Layer names are the blocks' module names, as the data-based measures use them.
+    names: one distinct name per model; explainer: the ``ConceptExplainer`` of the profiles (``inspect_model``'s
+    default when None); layers: block indices (default all); n_directions: leading singular directions per head
+    that form a layer's profile and subspace. Layer names are the blocks' module names, as the data-based measures
+    use them.
     """
+    from ...concepts.explainer import ConceptExplainer
+
+    explainer = explainer or ConceptExplainer()
     spaces, layer_names = [], {}
     insps = []
     for loaded, name in zip(models, names):
@@ -59,14 +63,14 @@ def datafree_similarity(models: list, names: list[str], *, layers=None, vocabula
         chosen = list(range(weights.n_layers)) if layers is None else \
             sorted({check_index(i, weights.n_layers, "layer") for i in layers})
         layer_names[name] = [block_modules(loaded)["names"][i] for i in chosen]
-        insps.append((chosen, inspect_model(loaded, vocabulary, layers=chosen, k=k, lam=lam, n_directions=n_directions,
-                                            sides=("write",), cache_dir=cache_dir, progress=progress)))
+        insps.append((chosen, inspect_model(loaded, explainer, layers=chosen, n_directions=n_directions,
+                                            sides=("write",), progress=progress)))
         spaces.append(layer_subspaces(weights, chosen, n_directions, progress))
     vocab = sorted({c for _, insp in insps for rep in insp.heads.values() for d in rep.directions for c in d.concepts})
     index = {c: i for i, c in enumerate(vocab)}
     profiles = [layer_profiles(insp, chosen, index) for chosen, insp in insps]
-    result = Similarity(layer_names, settings={"vocabulary": insps[0][1].vocabulary, "k": k, "lam": lam,
-                                               "n_directions": n_directions})
+    result = Similarity(layer_names, settings={"vocabulary": insps[0][1].vocabulary, "k": int(explainer.k),
+                                               "lam": float(explainer.lam), "n_directions": n_directions})
     for i, a in enumerate(names):
         for j in range(i, len(names)):
             same = i == j

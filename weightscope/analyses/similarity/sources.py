@@ -1,7 +1,9 @@
-"""Where activations and concepts come from: the shapes world (pixel masks), a folder of class subfolders
-(image-level concepts), and the hook points of an open_clip vision tower."""
+"""Where activations and concepts come from: images with pixel-mask concepts (``ProbeData``; the bundled
+defaults build the shapes world's), a folder of class subfolders (image-level concepts), and the hook points of an
+open_clip vision tower."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ class ArrayInputs:
         return len(self.images)
 
     def __getitem__(self, sl: slice) -> torch.Tensor:
-        from ...shapes.evaluate import images_to_tensor
+        from ..zeroshot import images_to_tensor
 
         x = images_to_tensor(self.images[sl])
         if self.size is not None and tuple(x.shape[2:]) != tuple(self.size):
@@ -50,31 +52,45 @@ class FolderInputs:
         return torch.stack(out)
 
 
-def shapes_concepts(n: int = 2000, seed: int = 7, mask_size: int = 12) -> tuple[np.ndarray, Concepts]:
-    """n shapes-world images (uint8 (n, 48, 48, 3), up to two objects, background independent of shape) and their
-    mask concepts (``world.concept_names``), masks area-averaged to mask_size x mask_size (a multiple of every
-    feature-map size used with them keeps the averaging exact; 12 serves 3 x 3, 4 x 4, 6 x 6 and 12 x 12 maps)."""
-    from ...shapes import world
+@dataclass(frozen=True)
+class ProbeData:
+    """Images with concept annotations for the data-based probes.
 
-    if not isinstance(n, int) or n < 20:
-        raise WeightscopeError(f"the shapes concepts need at least 20 images, got {n!r}")
-    rng = np.random.default_rng(seed)
-    scenes = world.sample_scenes(n, rng, spurious_strength=None)
-    images = world.render(scenes, rng)
-    masks = np.empty((n, len(world.concept_names()), mask_size, mask_size), dtype=np.float32)
+    images: uint8 array (N, S, S, 3), or image files read with each model's own preprocessing; concepts: their
+    :class:`Concepts`; spatial: probe patch tokens against pixel masks (True) or the class token against
+    image-level labels (False); name: how results record the source ("shapes", "cifar10" ...).
+    """
+
+    images: object
+    concepts: Concepts
+    spatial: bool
+    name: str
+
+
+def mask_concepts(names: list[str], n: int, full_masks, mask_size: int = 12, chunk: int = 250) -> Concepts:
+    """Pixel-mask concepts of n images: ``full_masks(slice)`` gives the full-resolution bool masks (n', C, H, W) of
+    a slice of the images; masks are area-averaged to mask_size x mask_size (a multiple of every feature-map size
+    used with them keeps the averaging exact; 12 serves 3 x 3, 4 x 4, 6 x 6 and 12 x 12 maps)."""
+    masks = np.empty((n, len(names), mask_size, mask_size), dtype=np.float32)
     labels = np.empty(masks.shape[:2], dtype=bool)
-    for start in range(0, n, 250):  # full-resolution masks of 250 images at a time
-        sub = _subset(scenes, slice(start, start + 250))
-        full = world.concept_masks(sub)
-        labels[start:start + 250] = full.any(axis=(2, 3))
-        masks[start:start + 250] = downsample_masks(full.astype(np.float32), (mask_size, mask_size))
-    return images, Concepts(world.concept_names(), labels, masks)
+    for start in range(0, n, chunk):  # full-resolution masks of a chunk of images at a time
+        full = full_masks(slice(start, start + chunk))
+        labels[start:start + chunk] = full.any(axis=(2, 3))
+        masks[start:start + chunk] = downsample_masks(full.astype(np.float32), (mask_size, mask_size))
+    return Concepts(names, labels, masks)
 
 
-def _subset(scenes, sl: slice):
+def subset_scenes(scenes, sl: slice):
+    """A slice of a dataclass of per-image arrays (every field but ``image_size``)."""
     from dataclasses import fields, replace
 
     return replace(scenes, **{f.name: getattr(scenes, f.name)[sl] for f in fields(scenes) if f.name != "image_size"})
+
+
+def folder_probes(folder: str | Path, n_images: int | None = None, seed: int = 0) -> ProbeData:
+    """:func:`folder_concepts` as probe data (image-level concepts, probes on the class token)."""
+    files, concepts = folder_concepts(folder, n_images, seed)
+    return ProbeData(files, concepts, spatial=False, name="cifar10")
 
 
 def folder_concepts(folder: str | Path, n_images: int | None = None, seed: int = 0) -> tuple[list[Path], Concepts]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ...core.errors import WeightscopeError
 from ...core.fileio import dump_json
-from ...decompose.linear_heads import DEFAULT_TEMPLATES, LinearHead
+from ...models.linear_heads import DEFAULT_TEMPLATES, LinearHead
 from ...core.linalg import RANK_RTOL
 from .gallery import Gallery
 from .geometry import HeadGeometry, steer
@@ -38,30 +38,43 @@ def class_text(name: str) -> str:
     return CLASS_PROMPT.format(f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}")
 
 
-def shapes_families() -> dict[str, list[str]]:
-    """The shapes world's attribute families as concept names of the shapes_world vocabulary."""
-    from ...shapes import world
+@dataclass(frozen=True)
+class ClassSet:
+    """Classes of a zero-shot head: names, the prompt templates averaged per class, and how they were given."""
 
-    return {"shape": list(world.SHAPES), "colour": list(world.COLOUR_NAMES), "size": list(world.SIZES),
-            "position": list(world.POSITIONS), "background": [f"{b} background" for b in world.BACKGROUND_NAMES]}
+    names: list[str]
+    templates: tuple[str, ...]
+    description: str
+
+
+@dataclass(frozen=True)
+class SingOptions:
+    """The settings SING's analyses share (parts 1 and 2).
+
+    image_score: IS in degrees at which |AS| is reported (SING: 40); rtol: relative rank tolerance of the head;
+    n_directions: leading row / null directions explained with concepts; n_neighbours: gallery neighbours shown.
+    """
+
+    image_score: float = 40.0
+    rtol: float = RANK_RTOL
+    n_directions: int = 4
+    n_neighbours: int = 6
 
 
 def parse_classes(spec) -> tuple[list[str], tuple[str, ...], str]:
     """(class names, prompt templates, description) from a class spec.
 
-    spec: "shapes" (the shapes world's 8 shapes with the bundled evaluation prompts); a built-in vocabulary name
-    (e.g. "cifar10"); a file with one class per line; "a,b,c"; or a sequence of names. At least 2 classes, no
-    duplicates (compared case-insensitively). Raises WeightscopeError naming the problem.
+    spec: a :class:`ClassSet` (used as it is; ``weightscope.bundled.shape_classes`` gives the shapes world's); a
+    built-in vocabulary name (e.g. "cifar10"); a file with one class per line; "a,b,c"; or a sequence of names. At
+    least 2 classes, no duplicates (compared case-insensitively). Raises WeightscopeError naming the problem.
     """
-    from ...shapes.evaluate import TASKS
     from ...concepts.vocab import concept_key, list_vocabularies, load_vocabulary, validate_concepts
 
     templates = tuple(DEFAULT_TEMPLATES)
-    if isinstance(spec, str):
+    if isinstance(spec, ClassSet):
+        names, templates, desc = list(spec.names), tuple(spec.templates), spec.description
+    elif isinstance(spec, str):
         text = spec.strip()
-        if text == "shapes":
-            names, tmpl = TASKS["shape"]
-            return list(names), tuple(tmpl), "shapes"
         if "," in text:
             names, desc = [part.strip() for part in text.split(",")], "list"
         elif Path(text).is_file():
@@ -243,64 +256,64 @@ def leakage(head: LinearHead, geom: HeadGeometry, features: np.ndarray, class_te
             "median_abs_as": float(np.median(vals)) if vals else None}
 
 
-def sing_analysis(model=None, classes="shapes", vocabulary=None, *, pretrained: str | None = None,
-                  checkpoint=None, image=None, texts=None, gallery=None, image_score: float = 40.0,
-                  n_directions: int = 4, method: str = "comp", k: int = 5, lam: float = 0.3,
-                  normalize: str = "splice", rtol: float = RANK_RTOL, n_neighbours: int = 6, cache_dir=None,
-                  progress: bool = True) -> SingResult:
-    """Run SING's null-space analysis on a CLIP zero-shot head (module docstring).
-
-    model: a LoadedModel, a name (with pretrained / checkpoint) or None for the bundled model. classes: see
-    :func:`parse_classes`. vocabulary: a spec as ``weightscope.analyses.inspection.parse_vocabulary_spec`` reads it (default
-    "shapes_world" for the bundled model, "general" otherwise). image: an image file for f (default: the first
-    gallery image, else the text embedding of the first class prompt). texts: texts to steer towards / away from
-    (default: the concept the head is most blind to). gallery: a folder of images (default: the shapes-world gallery
-    for the bundled model, none otherwise). image_score: IS in degrees at which |AS| is reported (SING: 40).
-    normalize: the concept normalisation ("splice" default). rtol: relative rank tolerance.
-    """
-    from ...concepts.embed import NORMALIZATIONS, embed_concepts
-    from ..zeroshot import zero_shot_head
-    from ..inspection import parse_vocabulary_spec
-    from ...models.load import LoadedModel, load_model
+def check_sing_inputs(classes, explainer=None, *, image=None, texts=None, gallery=None,
+                      options: SingOptions = SingOptions()) -> tuple[list[str], tuple[str, ...], list[str] | None]:
+    """Every argument of :func:`sing_analysis` that a user can get wrong, checked before any model is loaded:
+    (class names, templates, texts). Raises WeightscopeError (one line)."""
     from . import gallery as gal
-    from .geometry import head_geometry
-    from .semantics import concept_visibility, explain_subspaces, normalized_dictionary
 
-    # every argument is checked before the model is loaded or anything is embedded
     names, templates, _ = parse_classes(classes)
-    if normalize not in NORMALIZATIONS:
-        raise WeightscopeError(f"normalize={normalize!r}; use one of {', '.join(NORMALIZATIONS)}")
-    if not 0.0 <= float(image_score) < 180.0:
-        raise WeightscopeError(f"image score {image_score} deg must lie in [0, 180)")
+    if explainer is not None and explainer.vocabulary is not None:
+        explainer.check()
+    if not 0.0 <= float(options.image_score) < 180.0:
+        raise WeightscopeError(f"image score {options.image_score} deg must lie in [0, 180)")
     if texts is not None:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
             raise WeightscopeError("texts must be non-empty strings, e.g. 'a blue background'")
     if image is not None:
         gal._open_image(Path(image))
-    if gallery is not None and not Path(gallery).is_dir():
+    if isinstance(gallery, (str, os.PathLike)) and not Path(gallery).is_dir():
         raise WeightscopeError(f"gallery folder not found: {gallery}")
-    if vocabulary is not None:
-        concepts, vocab_desc = parse_vocabulary_spec(vocabulary)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained, checkpoint=checkpoint)
-    bundled = loaded.source.startswith("bundled")
-    if vocabulary is None:          # the default depends on the model
-        concepts, vocab_desc = parse_vocabulary_spec(BUNDLED_VOCAB if bundled else GENERAL_VOCAB)
+    return names, templates, texts
+
+
+def sing_analysis(model, classes, explainer=None, *, image=None, texts=None, gallery=None, families=None,
+                  options: SingOptions = SingOptions(), progress: bool = True) -> SingResult:
+    """Run SING's null-space analysis on a CLIP zero-shot head (module docstring; SING, seed 000, METHODS.md 8).
+
+    model: a LoadedModel (or a spec ``load_model`` takes). classes: a :class:`ClassSet` or a spec
+    :func:`parse_classes` reads. explainer: the ``ConceptExplainer`` of the visibility and the row / null
+    explanations (default: vocabulary "general", SpLiCE normalisation). image: an image file for f (default: the
+    first gallery image, else the text embedding of the first class prompt). texts: texts to steer towards / away
+    from (default: the concept the head is most blind to). gallery: a ``Gallery`` or a folder of images (default
+    none). families: {family: [concept, ...]} whose mean visibilities are reported (default none). options:
+    :class:`SingOptions`. Raises WeightscopeError (one line) for bad input, before the model is used.
+    """
+    from ..zeroshot import zero_shot_head
+    from ...concepts.explainer import ConceptExplainer
+    from ...models.load import LoadedModel, load_model
+    from . import gallery as gal
+    from .geometry import head_geometry
+    from .semantics import concept_visibility, explain_subspaces, normalized_dictionary
+
+    names, templates, texts = check_sing_inputs(classes, explainer, image=image, texts=texts, gallery=gallery,
+                                                options=options)
+    explainer = (explainer or ConceptExplainer()).with_defaults("general", "splice").check()
+    concepts, vocab_desc, normalize = explainer.concepts, explainer.description, explainer.normalize
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    image_score, n_neighbours = options.image_score, options.n_neighbours
 
     head = zero_shot_head(loaded, names, templates)
-    geom = head_geometry(head, rtol)
-    raw = embed_concepts(loaded.model, loaded.tokenizer, concepts, normalize="none", model_name=loaded.name,
-                         cache_dir=cache_dir, progress=progress)
+    geom = head_geometry(head, options.rtol)
+    raw = explainer.raw_embeddings(loaded, progress)
     vis = concept_visibility(geom, raw, concepts, normalize)
-    directions = explain_subspaces(geom, normalized_dictionary(raw, normalize), concepts, n_directions,
-                                   method=method, k=k, lam=lam)
+    directions = explain_subspaces(geom, normalized_dictionary(raw, normalize), concepts, options.n_directions,
+                                   method=explainer.method, k=explainer.k, lam=explainer.lam)
 
-    if gallery is not None:
-        gallery_obj = gal.folder_gallery(loaded, gallery, cache_dir=cache_dir, progress=progress)
-    elif bundled:
-        gallery_obj = gal.shapes_gallery(loaded, cache_dir=cache_dir, progress=progress)
-    else:
-        gallery_obj = None
+    gallery_obj = gallery
+    if isinstance(gallery, (str, os.PathLike)):
+        gallery_obj = gal.folder_gallery(loaded, gallery, cache_dir=explainer.cache_dir, progress=progress)
     f_image = None
     if image is not None:
         f, feature = gal.embed_image(loaded, image), f"image {Path(image).name}"
@@ -339,7 +352,7 @@ def sing_analysis(model=None, classes="shapes", vocabulary=None, *, pretrained: 
         model=loaded.identity, classes=list(names), feature_space=head.feature_space,
         singular_values=[float(x) for x in geom.s], rank=geom.rank, null_dim=geom.null_dim, rtol=geom.rtol,
         vocabulary=f"{vocab_desc} ({len(concepts)} concepts)", normalize=normalize, visibility=vis,
-        families=vis.family_means(shapes_families()) if bundled else {}, directions=directions,
+        families=vis.family_means(families) if families else {}, directions=directions,
         image_score=float(image_score), feature=feature, main_text=texts[0], steering=rows, curve=curve,
         logit_change=logit_change, leakage=leak, neighbours=neighbours, gallery=gallery_obj,
         f_image=f_image)

@@ -29,15 +29,41 @@ import numpy as np
 
 from ...core.errors import WeightscopeError
 from ...core.fileio import dump_json
-from ...core.linalg import RANK_RTOL
-from .analysis import BUNDLED_VOCAB, GENERAL_VOCAB, class_text, shapes_families
-from .inputs import MAX_FOLDER_IMAGES, _clip_embed_pil, _generated, clip_image_embeddings, folder_images, read_texts, shapes_texts
+from .analysis import SingOptions, class_text, text_embeddings
+from .inputs import MAX_FOLDER_IMAGES, _clip_embed_pil, clip_image_embeddings, folder_images, read_texts
 
-N_FIT_IMAGES = 8000          # generated images the shipped classifiers' translators are fitted on
-FIT_SEED = 70_000
-N_IMAGES = 256               # generated images analysed for the shipped classifiers
-IMAGE_SEED = 80_000
 TRANSLATOR_KINDS = ("linear", "mlp")
+
+
+@dataclass
+class ImageSet:
+    """Images SING part 2 reads: uint8 arrays (N, S, S, 3) at the classifier's and CLIP's input size, or PIL
+    images (each model's own preprocessing); description: how results name them; labels: (N,) true classes when
+    known (the accuracy is then reported); n_found: images the source held when only some were used."""
+
+    images: object
+    description: str
+    labels: np.ndarray | None = None
+    n_found: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def first_image(self) -> np.ndarray:
+        return self.images[0] if isinstance(self.images, np.ndarray) else np.asarray(self.images[0].convert("RGB"))
+
+
+def folder_image_set(folder, max_images: int = MAX_FOLDER_IMAGES) -> ImageSet:
+    """The images under ``folder`` as an :class:`ImageSet` (see :func:`.inputs.folder_images`)."""
+    _, pil, n_found = folder_images(folder, max_images)
+    return ImageSet(pil, f"folder {Path(folder).name}", None, n_found)
+
+
+def paired_features(classifier, loaded, images: ImageSet, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(classifier features (N, F), CLIP's normalised image embeddings (N, E)) of the same images."""
+    if isinstance(images.images, np.ndarray):
+        return classifier.features(images.images, progress=progress), clip_image_embeddings(loaded, images.images)
+    return classifier.features(images.images, progress=progress), _clip_embed_pil(loaded, images.images)
 
 
 @dataclass
@@ -212,139 +238,126 @@ def check_translator_spec(spec) -> None:
                                f"file or one of {', '.join(TRANSLATOR_KINDS)}{hint}")
 
 
-def shipped_translator(classifier, loaded, kind: str = "linear", n_images: int | None = None,
-                       progress: bool = False):
-    """The translator of a shipped shapes classifier (its name, or the loaded ``Classifier``) into ``loaded``'s
-    image space, fitted on ``n_images`` generated scenes (default ``N_FIT_IMAGES``; seed ``FIT_SEED``, every
-    attribute uniform; disjoint from the analysed images)."""
-    from ...models.classifiers import Classifier, load_classifier
-    from .translator import fit_translator
-
-    clf = classifier if isinstance(classifier, Classifier) else load_classifier(classifier)
-    images, _ = _generated(N_FIT_IMAGES if n_images is None else n_images, FIT_SEED)
-    return fit_translator(clf.features(images, progress=progress), clip_image_embeddings(loaded, images), kind=kind)
-
-
 # ---------------------------------------------------------------------------------------------------- analysis
 
-def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None, checkpoint=None, translator=None,
-                        images=None, texts=None, gallery=None, image_score: float = 40.0, rtol: float = RANK_RTOL,
-                        trust: bool = False, n_images: int | None = None, n_fit_images: int | None = None,
-                        max_images: int = MAX_FOLDER_IMAGES, vocabulary=None, n_directions: int = 4,
-                        method: str = "comp", k: int = 5, lam: float = 0.3, normalize: str = "splice",
-                        n_neighbours: int = 6, cache_dir=None, progress: bool = True) -> ClassifierSingResult:
-    """SING through a translator (module docstring).
-
-    classifier: "bundled-cnn", "bundled-vit", a classifier file (``weightscope.models.classifiers.load_classifier``), or a
-    ``Classifier``. model: the CLIP model T maps into (a LoadedModel, a name with pretrained / checkpoint, or None:
-    the bundled model). translator: a saved translator file (``save_translator``) or a Translator, or "linear"
-    (default) / "mlp" to fit one on paired images (generated scenes for the shipped classifiers, else ``images``).
-    images: a folder of images to analyse; required unless the classifier is a shipped one. texts: a list of texts or
-    a file (one per line); default: the shapes world's attribute texts (shipped classifiers), else "an image of a
-    <class>" per class. gallery: a folder for equivalent images by retrieval (default: the shapes-world gallery for
-    the bundled CLIP model). image_score: IS in degrees at which |AS| is reported (SING: 40). n_images / n_fit_images:
-    generated scenes analysed / the translator is fitted on (shipped classifiers; default ``N_IMAGES`` /
-    ``N_FIT_IMAGES``); max_images: the most images read
-    from ``images`` (evenly spaced over the sorted paths when there are more). vocabulary, n_directions, method, k, lam, normalize: the concepts whose
-    visibility through T is measured and the COMP explanations of the seen and null directions in E, as in
-    :func:`.analysis.sing_analysis` (affine T only: an MLP's null-space image is not a subspace).
-    Every argument is checked before any model is loaded; bad input raises WeightscopeError (one line).
-    """
-    from ...models.classifiers import Classifier, load_classifier
-    from ...concepts.embed import NORMALIZATIONS
-    from ...decompose.linear_heads import placeholder_class_names
-    from ..inspection import parse_vocabulary_spec
-    from ...models.load import LoadedModel, load_model
-    from .analysis import text_embeddings
+def translator_provenance(classifier) -> dict:
+    """What a translator records of the classifier it is fitted for: name, SHA-256 of its tensors, preprocessing."""
     from .gallery import model_hash
-    from .geometry import head_geometry
-    from .statistics import attribute_statistics
-    from .translator import Translator, fit_translator, load_translator
 
-    # ----- everything a user can get wrong, before any loading
-    n_images = N_IMAGES if n_images is None else n_images
-    n_fit_images = N_FIT_IMAGES if n_fit_images is None else n_fit_images
-    if not 0.0 < float(image_score) < 180.0:
-        raise WeightscopeError(f"image score (--image-score) {image_score:g} deg must lie in (0, 180); SING reports 40")
-    for what, n in (("n_images", n_images), ("n_fit_images", n_fit_images), ("max_images", max_images)):
-        if not isinstance(n, (int, np.integer)) or n < (5 if what == "n_fit_images" else 1):
-            raise WeightscopeError(f"{what} = {n!r}; give a positive integer (at least 5 to fit a translator)")
-    if not isinstance(translator, Translator):
-        check_translator_spec(translator)
-    text_list, families = None, None
-    if texts is not None:
+    preprocessing = {"image_size": classifier.image_size, "mean": [float(x) for x in classifier.mean],
+                     "std": [float(x) for x in classifier.std]}
+    return {"classifier": classifier.name, "classifier_sha256": model_hash(classifier.module),
+            "preprocessing": preprocessing}
+
+
+def load_checked_translator(spec, classifier):
+    """A saved translator (file or ``Translator``) checked against ``classifier`` before any CLIP model is loaded;
+    None for a kind to fit ("linear", "mlp") or None. Raises WeightscopeError (one line)."""
+    from .translator import Translator, load_translator
+
+    if isinstance(spec, Translator):
+        T = spec
+    else:
+        check_translator_spec(spec)
+        if spec is None or spec in TRANSLATOR_KINDS:
+            return None
+        T = load_translator(spec)
+    _check_translator(T, spec, translator_provenance(classifier), classifier.head.n_features)
+    return T
+
+
+def fit_or_check_translator(spec, classifier, loaded, pairs: tuple[np.ndarray, np.ndarray], fit_images=None,
+                            progress: bool = True):
+    """(T, how it was obtained): the given or saved translator checked against this run, or one fitted ("linear"
+    ridge by default, "mlp") on ``fit_images`` (an :class:`ImageSet`) or else on the analysed ``pairs``
+    (features, CLIP embeddings). Its provenance (classifier, preprocessing, CLIP model) is recorded."""
+    from .translator import Translator, fit_translator
+
+    provenance = {**translator_provenance(classifier), "clip_model": loaded.identity}
+    T = load_checked_translator(spec, classifier)
+    if T is not None:
+        _check_translator(T, spec, provenance, pairs[0].shape[1], pairs[1].shape[1])
+        source = "given" if isinstance(spec, Translator) else f"loaded from {Path(spec).resolve()}"
+    elif fit_images is not None:
+        T = fit_translator(*paired_features(classifier, loaded, fit_images, progress), kind=spec or "linear")
+        source = f"fitted on {len(fit_images)} {fit_images.description}"
+    else:
+        T = fit_translator(*pairs, kind=spec or "linear")
+        source = f"fitted on the {len(pairs[0])} analysed images"
+    if T.provenance is None:
+        T.provenance = provenance
+    return T, source
+
+
+def check_classifier_inputs(classifier, images, texts, *, translator=None, gallery=None,
+                            options: SingOptions = SingOptions()) -> list[str] | None:
+    """What :func:`classifier_analysis` checks before any CLIP model is loaded; returns the texts as a list (None
+    when none were given). Raises WeightscopeError (one line)."""
+    from ...models.linear_heads import placeholder_class_names
+
+    if not 0.0 < float(options.image_score) < 180.0:
+        raise WeightscopeError(f"image score (--image-score) {options.image_score:g} deg must lie in (0, 180); "
+                               "SING reports 40")
+    if not isinstance(options.n_directions, (int, np.integer)) or options.n_directions < 1:
+        raise WeightscopeError(f"n_directions = {options.n_directions!r}; give a positive integer")
+    text_list = None
+    if isinstance(texts, dict):
+        text_list = [t for group in texts.values() for t in group]
+    elif texts is not None:
         text_list = read_texts(texts) if isinstance(texts, (str, Path)) else [" ".join(str(t).split()) for t in texts]
         if not text_list or not all(text_list):
             raise WeightscopeError("texts must be non-empty strings, e.g. 'a red object'")
-    if gallery is not None and not Path(gallery).is_dir():
+    if isinstance(gallery, (str, Path)) and not Path(gallery).is_dir():
         raise WeightscopeError(f"gallery folder not found: {gallery}")
-    if normalize not in NORMALIZATIONS:
-        raise WeightscopeError(f"normalize={normalize!r}; use one of {', '.join(NORMALIZATIONS)}")
-    if not isinstance(n_directions, (int, np.integer)) or n_directions < 1:
-        raise WeightscopeError(f"n_directions = {n_directions!r}; give a positive integer")
-    if vocabulary is not None:
-        concepts, vocab_desc = parse_vocabulary_spec(vocabulary)
-    pil, n_found = (folder_images(images, max_images)[1:] if images is not None else (None, 0))
-    clf = classifier if isinstance(classifier, Classifier) else load_classifier(str(classifier), trust=trust)
-    shipped = clf.source == "bundled"
-    if pil is None and not shipped:
-        raise WeightscopeError(f"{clf.name} is not a shipped shapes classifier: give a folder of images (--images DIR) "
-                               "to fit the translator on and to analyse")
-    named = clf.class_names != placeholder_class_names(len(clf.class_names))
-    if text_list is None and not shipped and not named:
-        raise WeightscopeError(f"{clf.name} has no class names, so there are no class texts to score: give texts "
-                               "(--texts FILE) or class_names in its JSON sidecar")
-    T = None
-    if isinstance(translator, Translator):
-        T = translator
-    elif translator is not None and translator not in TRANSLATOR_KINDS:
-        T = load_translator(translator)
-    preprocessing = {"image_size": clf.image_size, "mean": [float(x) for x in clf.mean],
-                     "std": [float(x) for x in clf.std]}
-    provenance = {"classifier": clf.name, "classifier_sha256": model_hash(clf.module), "preprocessing": preprocessing}
-    if T is not None:
-        _check_translator(T, translator, provenance, clf.head.n_features)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained,
-                                                                    checkpoint=checkpoint)
-    if text_list is None:
-        if shipped:
-            families = shapes_texts()
-            text_list = [t for group in families.values() for t in group]
-        else:
-            text_list = [class_text(n) for n in clf.class_names]
+    if images is None:
+        raise WeightscopeError(f"{classifier.name} is not a shipped shapes classifier: give a folder of images "
+                               "(--images DIR) to fit the translator on and to analyse")
+    named = classifier.class_names != placeholder_class_names(len(classifier.class_names))
+    if text_list is None and not named:
+        raise WeightscopeError(f"{classifier.name} has no class names, so there are no class texts to score: give "
+                               "texts (--texts FILE) or class_names in its JSON sidecar")
+    load_checked_translator(translator, classifier)
+    return text_list
 
-    # ----- paired features and CLIP embeddings
-    labels = None
-    if pil is None:
-        an_images, labels = _generated(n_images, IMAGE_SEED)
-        feats, embs = clf.features(an_images, progress=progress), clip_image_embeddings(loaded, an_images)
-        images_desc = f"generated shapes-world scenes (seed {IMAGE_SEED}, every attribute uniform)"
-        example_image = an_images[0]
-    else:
-        feats, embs = clf.features(pil, progress=progress), _clip_embed_pil(loaded, pil)
-        images_desc = f"folder {Path(images).name}"
-        example_image = np.asarray(pil[0].convert("RGB"))
-    provenance["clip_model"] = loaded.identity
-    if T is not None:
-        _check_translator(T, translator, provenance, feats.shape[1], embs.shape[1])
-        source = "given" if isinstance(translator, Translator) else f"loaded from {Path(translator).resolve()}"
-    elif shipped:
-        T = shipped_translator(clf, loaded, translator or "linear", n_fit_images, progress=progress)
-        source = f"fitted on {n_fit_images} generated scenes (seed {FIT_SEED})"
-    else:
-        T = fit_translator(feats, embs, kind=translator or "linear")
-        source = f"fitted on the {len(feats)} analysed images"
-    if T.provenance is None:
-        T.provenance = provenance
+
+def classifier_analysis(classifier, loaded, images: ImageSet, texts=None, explainer=None, *, translator=None,
+                        fit_images: ImageSet | None = None, gallery=None, concept_families=None,
+                        options: SingOptions = SingOptions(), progress: bool = True) -> ClassifierSingResult:
+    """SING through a translator (module docstring; SING, seed 000, METHODS.md section 8).
+
+    classifier: a ``Classifier`` (``weightscope.models.classifiers.load_classifier``; the shipped ones through
+    ``weightscope.bundled.load_classifier``). loaded: the CLIP model T maps into. images: the analysed
+    :class:`ImageSet`. texts: a list of texts, a file (one per line) or {family: [text, ...]} (statistics are then
+    aggregated per family); default "an image of a <class>" per class. explainer: the ``ConceptExplainer`` of the
+    visibility through T and the COMP explanations of the seen and null directions in E (affine T only: an MLP's
+    null-space image is not a subspace; default vocabulary "general"). translator: a saved translator file or a
+    Translator, or "linear" (default) / "mlp" to fit one on ``fit_images`` (default: the analysed images).
+    gallery: a ``Gallery`` or a folder for equivalent images by retrieval. concept_families: {family: [concept]}
+    whose mean visibilities are reported. Raises WeightscopeError (one line) for bad input.
+    """
+    from ...concepts.explainer import ConceptExplainer
+    from ...models.linear_heads import placeholder_class_names
+    from .geometry import head_geometry
+    from .statistics import attribute_statistics
+
+    text_list = check_classifier_inputs(classifier, images, texts, translator=translator, gallery=gallery,
+                                        options=options)
+    families = texts if isinstance(texts, dict) else None
+    clf, names = classifier, list(classifier.class_names)
+    named = clf.class_names != placeholder_class_names(len(clf.class_names))
+    if text_list is None:
+        text_list = [class_text(n) for n in clf.class_names]
+    feats, embs = paired_features(clf, loaded, images, progress)
+    T, source = fit_or_check_translator(translator, clf, loaded, (feats, embs), fit_images, progress)
+    image_score = options.image_score
 
     text_embs = text_embeddings(loaded, text_list)
-    names = list(clf.class_names)
     notes = []
-    if images is not None and n_found > len(pil):
-        notes.append(f"the folder holds {n_found} images; {len(pil)} of them, evenly spaced over the sorted paths, "
-                     "were used (max_images)")
+    if images.n_found is not None and images.n_found > len(images):
+        notes.append(f"the folder holds {images.n_found} images; {len(images)} of them, evenly spaced over the sorted "
+                     "paths, were used (max_images)")
     head = clf.head
-    geom = head_geometry(head, rtol)
+    geom = head_geometry(head, options.rtol)
     stats = attribute_statistics(geom, head, T, feats, text_list, text_embs, families=families,
                                  image_score=image_score, path="gradient", progress=progress)
     optimal = (attribute_statistics(geom, head, T, feats, text_list, text_embs, families=families,
@@ -357,14 +370,16 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
                                        image_score=image_score, path="gradient", progress=progress)
     semantics = {}
     if T.kind != "mlp":
-        if vocabulary is None:          # the default depends on the CLIP model, as in part 1
-            concepts, vocab_desc = parse_vocabulary_spec(BUNDLED_VOCAB if loaded.source.startswith("bundled")
-                                                         else GENERAL_VOCAB)
-        semantics = _semantics(loaded, geom, T, concepts, vocab_desc, n_directions, method, k, lam, normalize,
-                               cache_dir, progress)
-    gallery_obj = _gallery(loaded, gallery, cache_dir, progress)
-    example = _example(geom, head, T, feats[0], stats, text_list, text_embs, gallery_obj, n_neighbours)
-    accuracy = float(np.mean(stats.predicted == labels)) if labels is not None else None
+        explainer = (explainer or ConceptExplainer()).with_defaults("general", "splice").check()
+        semantics = _semantics(loaded, geom, T, explainer, options.n_directions, concept_families, progress)
+    gallery_obj = gallery
+    if isinstance(gallery, (str, Path)):
+        from .gallery import folder_gallery
+
+        gallery_obj = folder_gallery(loaded, gallery, cache_dir=explainer.cache_dir if explainer else None,
+                                     progress=progress)
+    example = _example(geom, head, T, feats[0], stats, text_list, text_embs, gallery_obj, options.n_neighbours)
+    accuracy = float(np.mean(stats.predicted == images.labels)) if images.labels is not None else None
     counts = np.bincount(stats.predicted, minlength=len(names))
     if len(names) > 2 and len(feats) >= 20 and counts.max() >= 0.9 * len(feats):
         notes.append(f"the classifier predicts {names[int(counts.argmax())]!r} for {counts.max()} of {len(feats)} "
@@ -372,47 +387,36 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, pretrained=None
     if not named:
         notes.append("the classifier has no class names (give class_names in its JSON sidecar), so SING's class "
                      "leakage ('an image of a <class>') is not measured")
+    preprocessing = translator_provenance(clf)["preprocessing"]
     return ClassifierSingResult(
         classifier=clf.name, clip_model=loaded.identity, class_names=names, n_features=geom.n_features,
         rank=geom.rank, null_dim=geom.null_dim, rtol=geom.rtol, singular_values=[float(s) for s in geom.s],
         translator={"kind": T.kind, "source": source, "report": None if T.report is None else asdict(T.report)},
-        n_embed=embs.shape[1], images=images_desc, n_images=len(feats), accuracy=accuracy,
+        n_embed=embs.shape[1], images=images.description, n_images=len(feats), accuracy=accuracy,
         classifier_source=clf.source, preprocessing=preprocessing, notes=notes,
         image_score=float(image_score), statistics=stats, optimal=optimal, classes=classes, example=example,
-        **semantics, gallery=gallery_obj, example_image=example_image, translator_object=T)
+        **semantics, gallery=gallery_obj, example_image=images.first_image(), translator_object=T)
 
 
-def _semantics(loaded, geom, T, concepts, vocab_desc, n_directions, method, k, lam, normalize, cache_dir,
-               progress) -> dict:
+def _semantics(loaded, geom, T, explainer, n_directions, concept_families, progress) -> dict:
     """Part 1's visibility and explanations, in E, on the translated geometry: its null space is T(null space) (what
     null moves can change), its row space the complement (what they cannot: what the classifier sees through T)."""
-    from ...concepts.embed import embed_concepts
     from .geometry import HeadGeometry
     from .semantics import Visibility, concept_visibility, explain_subspaces, normalized_dictionary
     from .steering import translated_geometry
 
+    concepts, normalize = explainer.concepts, explainer.normalize
     egeom, _ = translated_geometry(geom, T)
-    raw = embed_concepts(loaded.model, loaded.tokenizer, concepts, normalize="none", model_name=loaded.name,
-                         cache_dir=cache_dir, progress=progress)
+    raw = explainer.raw_embeddings(loaded, progress)
     # egeom.s are the singular values of N M (its null side); the seen side has none, so there is no gain to report
     seen = HeadGeometry(np.ones(egeom.rank), egeom.row, egeom.null, egeom.rtol)
     vis = concept_visibility(seen, raw, concepts, normalize)
     vis = Visibility(vis.concepts, vis.visibility, np.full(len(vis.concepts), np.nan))
     directions = explain_subspaces(egeom, normalized_dictionary(raw, normalize), concepts, n_directions,
-                                   method=method, k=k, lam=lam, row_order="dictionary")
-    return {"vocabulary": f"{vocab_desc} ({len(concepts)} concepts)", "visibility": vis,
-            "families": vis.family_means(shapes_families()) if loaded.source.startswith("bundled") else {},
+                                   method=explainer.method, k=explainer.k, lam=explainer.lam, row_order="dictionary")
+    return {"vocabulary": f"{explainer.description} ({len(concepts)} concepts)", "visibility": vis,
+            "families": vis.family_means(concept_families) if concept_families else {},
             "directions": directions, "seen_dim": egeom.rank}
-
-
-def _gallery(loaded, folder, cache_dir, progress):
-    from . import gallery as gal
-
-    if folder is not None:
-        return gal.folder_gallery(loaded, folder, cache_dir=cache_dir, progress=progress)
-    if loaded.source.startswith("bundled"):
-        return gal.shapes_gallery(loaded, cache_dir=cache_dir, progress=progress)
-    return None
 
 
 def _example(geom, head, T, f, stats, texts, text_embs, gallery, n_neighbours) -> dict:

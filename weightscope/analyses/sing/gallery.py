@@ -108,26 +108,25 @@ def _cached(loaded, spec: dict, n: int, build, cache_dir, use_cache: bool) -> np
     return emb
 
 
-def shapes_gallery(loaded, n: int = 1024, seed: int = 90_000, *, cache_dir=None, use_cache: bool = True,
-                   progress: bool = True) -> Gallery:
-    """A seeded sample of n one-object shapes-world scenes (shape, colour, size, position and background all
-    uniform: no spurious correlation), embedded with the model's image tower. Captions name every attribute."""
-    from ...shapes import world
-    from ...shapes.evaluate import MEAN, STD, images_to_tensor
+def array_gallery(loaded, images: np.ndarray, captions, spec: dict, *, cache_dir=None, use_cache: bool = True,
+                  progress: bool = True) -> Gallery:
+    """A gallery of uint8 images (N, S, S, 3) already at the model's input size, normalised with CLIP's mean and
+    std and embedded with the model's image tower. spec: what identifies the images in the cache key (their pixels
+    and the normalisation are added); captions: N strings."""
+    from ..zeroshot import MEAN, STD, images_to_tensor
 
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise WeightscopeError(f"gallery size must be a positive integer, got {n!r}")
-    images, scenes = world.single_objects(int(n), seed, spurious_strength=None)
-    captions = tuple(world.full_caption(scenes, i) for i in range(len(scenes)))
-    spec = {"kind": "shapes", "n": int(n), "seed": seed, "pixels": zlib.crc32(images.tobytes()),
-            "mean": list(MEAN), "std": list(STD)}
+    if len(images) < 1 or len(captions) != len(images):
+        raise WeightscopeError(f"a gallery needs at least one image and one caption per image, got {len(images)} "
+                               f"images and {len(captions)} captions")
+    spec = {**spec, "pixels": zlib.crc32(np.ascontiguousarray(images).tobytes()), "mean": list(MEAN),
+            "std": list(STD)}
 
     def build():
         batches = (images_to_tensor(images[i:i + 256]) for i in range(0, len(images), 256))
         return _encode(loaded, batches, len(images), progress)
 
     emb = _cached(loaded, spec, len(images), build, cache_dir, use_cache)
-    return Gallery(emb, captions, images=images)
+    return Gallery(emb, tuple(captions), images=images)
 
 
 def folder_gallery(loaded, folder, *, max_images: int | None = None, cache_dir=None, use_cache: bool = True,

@@ -34,7 +34,7 @@ import numpy as np
 
 from ...core import linalg
 from ...core.errors import WeightscopeError
-from ...decompose.linear_heads import LinearHead
+from ...models.linear_heads import LinearHead
 
 _TINY = 1e-12
 

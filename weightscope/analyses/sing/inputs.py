@@ -1,8 +1,8 @@
 """What SING part 2 reads: the texts it scores and the images it embeds (``sing.classifier`` uses these).
 
-- texts: the shapes world's attribute texts, a texts file (SING's class text is ``analysis.class_text``);
-- images: generated shapes-world scenes, a folder of images (sampled evenly when large), and their CLIP image
-  embeddings.
+- texts: a texts file, one per line (SING's class text is ``analysis.class_text``);
+- images: uint8 arrays or a folder of images (sampled evenly when large), and their CLIP image embeddings. The
+  bundled defaults (``weightscope.bundled``) supply generated shapes-world scenes and the attribute texts.
 """
 from __future__ import annotations
 
@@ -13,19 +13,6 @@ import numpy as np
 from ...core.errors import WeightscopeError
 
 MAX_FOLDER_IMAGES = 2000
-
-
-def shapes_texts() -> dict[str, list[str]]:
-    """The shapes world's attribute families as texts: {family: [text, ...]} (shape, colour, size, position,
-    background), each value phrased with the first prompt template of ``shapes.evaluate.TASKS``."""
-    from ...shapes.evaluate import TASKS
-
-    def phrase(template: str, name: str) -> str:
-        text = template.format(name)
-        return "an " + text[2:] if text.startswith("a ") and text[2] in "aeiou" else text
-
-    return {fam: [phrase(TASKS[fam][1][0], name) for name in TASKS[fam][0]]
-            for fam in ("shape", "colour", "size", "position", "background")}
 
 
 def read_texts(path) -> list[str]:
@@ -51,16 +38,9 @@ def read_texts(path) -> list[str]:
     return texts
 
 
-def _generated(n: int, seed: int):
-    from ...shapes import world
-
-    images, scenes = world.single_objects(int(n), seed, spurious_strength=None)
-    return images, scenes.shape[:, 0]
-
-
 def clip_image_embeddings(loaded, images: np.ndarray) -> np.ndarray:
-    """Normalised image embeddings (N, E) float64 of shapes-world uint8 images (N, S, S, 3) by a LoadedModel."""
-    from ...shapes.evaluate import images_to_tensor
+    """Normalised image embeddings (N, E) float64 of uint8 images (N, S, S, 3) at the model's input size."""
+    from ..zeroshot import images_to_tensor
     from ..zeroshot import encode_images
 
     return np.concatenate([encode_images(loaded.model, images_to_tensor(images[i:i + 500]))

@@ -21,7 +21,7 @@ import numpy as np
 
 from ...core import linalg
 from ...core.errors import WeightscopeError
-from ...decompose.linear_heads import LinearHead
+from ...models.linear_heads import LinearHead
 from .geometry import HeadGeometry, steer
 from .steering import gradient_flow, translated_geometry
 from .translator import FitReport, Translator, check_widths

@@ -295,7 +295,7 @@ def loaded_from_object(model, tokenizer=None):
 
 def _loaded(model, tokenizer, name: str, source: str, folder: Path | None):
     from ..checkpoints import record_provenance
-    from ..load import LoadedModel
+    from ..loaded import LoadedModel
     from .hf_clip_text import default_tokenizer
 
     if getattr(model, "_weightscope_provenance", None) is None:
@@ -338,7 +338,7 @@ def save_folder(model, out, *, selection: dict | None = None, source_folder=None
     Raises WeightscopeError when ``out`` exists (unless ``overwrite``) or is the source folder.
     """
     from ..checkpoints import sidecar_record, unwrap_module
-    from ...analyses.edit import _json_default
+    from ...core.fileio import json_default
 
     out = Path(out)
     module = unwrap_module(getattr(model, "model", model))
@@ -357,7 +357,7 @@ def save_folder(model, out, *, selection: dict | None = None, source_folder=None
         for shard in sorted(tmp.glob("*.safetensors")):  # one file, or transformers' shards of a large model
             digest.update(shard.read_bytes())
         record = sidecar_record(module, digest.hexdigest(), selection)
-        (tmp / RECORD).write_text(json.dumps(record, indent=2, default=_json_default) + "\n", encoding="utf-8")
+        (tmp / RECORD).write_text(json.dumps(record, indent=2, default=json_default) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
