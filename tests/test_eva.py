@@ -221,3 +221,15 @@ def test_open_clip_scale_attn_inner_is_described_with_the_same_convention(tmp_pa
     assert _rel(prediction, _embed(model, x)) > 1e-3 and _rel(_embed(edited, x), prediction) <= 1e-5
     with pytest.raises(WeightscopeError, match="shared by all heads"):
         apply_edits(model, [Edit(0, 1, 0, 0.0)])
+
+
+@pytest.mark.slow
+def test_real_size_cli_inspect_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from weightscope.cli import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["inspect", "EVA02-B-16", "--vocab", "shapes_world", "--layers", "11", "--heads", "0",
+                 "--out", str(tmp_path / "insp")]) == 0
+    assert json.loads((tmp_path / "insp" / "inspection.json").read_text())

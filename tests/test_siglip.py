@@ -269,3 +269,15 @@ def test_real_size_vit_b16_siglip_describe_and_decompose():
     record = w.meta["joint_map"]  # random init: the MLP linearisation is poor; its measured error is what counts
     assert pool_key_directions(w).shape == (1, 12, 768) and np.isfinite(record["error"]) and record["error"] > 0
     assert record["error_before_mlp"] < 0.05  # near-even attention: the heads' sum is almost exact before the MLP
+
+
+@pytest.mark.slow
+def test_real_size_cli_inspect_offline_with_a_local_tokenizer(tokenizer_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from weightscope.cli import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["inspect", "ViT-B-16-SigLIP", "--tokenizer", str(tokenizer_dir), "--vocab", "shapes_world",
+                 "--layers", "11", "--heads", "0", "--out", str(tmp_path / "insp")]) == 0
+    assert json.loads((tmp_path / "insp" / "inspection.json").read_text())
