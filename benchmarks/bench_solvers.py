@@ -66,6 +66,9 @@ def main():
     ap.add_argument("--signal-kind", choices=["planted", "shared", "random"], default="planted")
     ap.add_argument("--sklearn-signals", type=int, default=96)
     ap.add_argument("--repeat", type=int, default=2, help="runs per solver (best time counts)")
+    ap.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"],
+                    help="also time the torch backend on this device against one bare GEMM there, and compare its "
+                         "supports and coefficients with the Numba results")
     args = ap.parse_args()
 
     t_import, _ = timed(__import__, "weightscope.concepts.solvers")
@@ -140,6 +143,45 @@ def main():
     print(f"  OMP / GEMM     = {ratio['omp']:6.2f}  [{cpu_ratio['omp']:5.2f}]")
     print(f"  sklearn / OMP  = {t_sk_full / times['omp']:6.1f}   (goal >= 10)")
     print("  (Numba compile time excluded; sklearn time scaled linearly from the subsample)")
+    if args.device:
+        device_path(args.device, X, D, K, args.lam, results, args.repeat)
+
+
+def device_path(device, X, D, K, lam, cpu_results, repeat):
+    """The torch backend on ``device``: each method's time / one bare GEMM of the same size there, and agreement
+    with the Numba results (same supports; max |coefficient difference|)."""
+    import torch
+
+    from weightscope.concepts.solvers import explain
+    from weightscope.core.compute import Compute
+
+    compute = Compute(device=device, backend="torch")
+    dev = compute.torch_device()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    Xt = torch.as_tensor(X, dtype=torch.float32, device=dev)
+    Dt = torch.as_tensor(D, dtype=torch.float32, device=dev)
+    gemm = []
+    for _ in range(3):
+        sync()
+        t0 = time.perf_counter()
+        (Xt @ Dt.T).max()
+        sync()
+        gemm.append(time.perf_counter() - t0)
+    t_gemm = min(gemm)
+    print(f"device path: {name}; bare GEMM {X.shape[0]} x {D.shape[1]} x {D.shape[0]} fp32: {t_gemm * 1e3:.1f} ms")
+    explain(X[:64], D, method="comp", k=K, backend=compute, progress=False)  # warm-up (kernels, allocator)
+    for method in ("comp", "nnomp", "omp"):
+        best, ex = np.inf, None
+        for _ in range(repeat):
+            sync()
+            t, ex = timed(explain, X, D, method=method, k=K, lam=lam, progress=False, backend=compute)
+            best = min(best, t)
+        ref = cpu_results[method]
+        same = np.mean((ex.indices == ref.indices).all(1))
+        dc = np.abs(ex.coefficients - ref.coefficients)[(ex.indices == ref.indices).all(1)].max()
+        print(f"  {method:>6} torch/{dev.type}: {best:.3f} s = {best / t_gemm:.2f} x GEMM (goal for COMP <= 2 on a GPU); "
+              f"same supports as Numba: {same:.2%}, max |coef diff| {dc:.1e}")
 
 
 if __name__ == "__main__":

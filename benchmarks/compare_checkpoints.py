@@ -34,7 +34,8 @@ from weightscope.models.adapters import write_attention
 from weightscope.analyses.compare import architecture_of, compare_heads, load_checkpoint
 from weightscope.core.fileio import write_atomic
 from weightscope.analyses.harness import run_harness
-from weightscope.reports.compare import comparison_rows, text_table, write_report
+from weightscope.analyses.compare.results import text_table
+from weightscope.reports.compare import comparison_rows, write_report
 from weightscope.decompose import head_factors
 
 

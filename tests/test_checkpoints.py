@@ -519,7 +519,11 @@ def test_quickgelu_other_tags_keep_gelu_and_saved_copies_keep_quickgelu(tiny_nam
         qg = load_model(tiny_name, pretrained="qg")
     assert _activations(qg.model) == {"quick_gelu"}
     path, side = save_checkpoint(apply_edits(qg, [Edit(0, 0, 0, 0.0)]), tmp_path / "copy.safetensors")
-    assert json.loads(side.read_text())["architecture"] == {"name": tiny_name, "options": {"force_quick_gelu": True}}
+    import open_clip
+
+    recorded = json.loads(side.read_text())["architecture"]
+    assert recorded == {"name": tiny_name, "options": {"force_quick_gelu": True},
+                        "config": open_clip.get_model_config(tiny_name)}     # the config: loads by path anywhere
     for again in (load_model(str(path)), load_model(tiny_name, checkpoint=path)):
         assert _activations(again.model) == {"quick_gelu"}
 
@@ -544,7 +548,7 @@ def test_one_sidecar_whichever_route_wrote_it(tiny_name, tmp_path, capsys):
     assert [{**e, "reason": ""} for e in py["edits"]] == [{**e, "reason": ""} for e in cli["edits"]]
     assert py["source"] == {"model": tiny_name, "source": str(src), "checkpoint": str(src),
                             "checkpoint_sha256": sha256_file(src)}
-    assert py["architecture"] == {"name": tiny_name, "options": {}}
+    assert {k: py["architecture"][k] for k in ("name", "options")} == {"name": tiny_name, "options": {}}
     assert [(e["layer"], e["head"], e["index"], e["alpha"]) for e in py["edits"]] == [(1, 2, 3, 0.5), (0, 0, 0, 0.0)]
     assert py["selection"] == {} and cli["selection"]["mode"] == "direction"
     assert py["checkpoint_sha256"] == sha256_file(py_path) and cli["checkpoint_sha256"] == sha256_file(cli_path)

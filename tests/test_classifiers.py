@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from weightscope.models.classifiers import load_classifier
+from weightscope.bundled import load_classifier
 from weightscope.core.errors import WeightscopeError
 from weightscope.shapes import world
 from weightscope.shapes.classifiers import (bundled_path, build_classifier, config_path, default_config,

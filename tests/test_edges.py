@@ -262,7 +262,7 @@ def test_kind3_dead_head_is_reported_dead_not_explained(tiny_model, tmp_path):
 def test_kind3_empty_and_zero_weight_explanations_are_not_printed(tiny_model, tmp_path, monkeypatch):
     """The solver's raw output may hold padding (-1), exact zeros from the refit, coefficients that round to zero
     and empty explanations; none of them becomes a printed concept, and an empty one reads as such."""
-    import weightscope.analyses.inspection as inspection
+    import weightscope.concepts.explainer as explainer_module
 
     def fake_explain(signals, dictionary, **_):
         n = 2 * len(signals)  # both signs: rows are +signals then -signals
@@ -274,7 +274,7 @@ def test_kind3_empty_and_zero_weight_explanations_are_not_printed(tiny_model, tm
         fid[0] = 0.0
         return Explanation(idx, coef, 1 - fid, fid, np.ones(n), "comp", True)
 
-    monkeypatch.setattr(inspection, "explain", fake_explain)
+    monkeypatch.setattr(explainer_module, "explain", fake_explain)
     vocab = ["red", "blue", "green", "circle"]
     result = inspect_model(load_model(tiny_model), ConceptExplainer(vocab, k=2, cache_dir=tmp_path), layers=[0], heads=[0], progress=False)
     rep = result[0, 0]

@@ -11,7 +11,7 @@ from weightscope import describe_model
 from weightscope.models.adapters import write_attention
 from weightscope.analyses.compare import compare_models, load_comparisons
 from weightscope.core.errors import WeightscopeError
-from weightscope.analyses.harness import read_manifest, run_harness
+from weightscope.analyses.harness import merge_harness, read_manifest, run_harness
 from weightscope.bundled import spec_loading
 
 LOADING = spec_loading()
@@ -143,3 +143,136 @@ def test_missing_checkpoint_is_refused_before_anything_loads(tmp_path, capsys, m
     assert main(["compare", "bundled", "bundled:tuned", str(missing), "--quiet", "--in-process"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"weightscope compare: error: checkpoint {missing} does not exist; check the path"]
+
+
+# --------------------------------------------------------------------------------- issue 26, kind 5; issue 32
+
+
+def _rows_without_timing(path):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "status", "note")}
+            for r in csv.DictReader(path.open())]
+
+
+def test_damaged_saved_result_is_recomputed_not_trusted(checkpoints, tmp_path, capsys):
+    """Issue 26 kind 5: a saved result that does not parse or verify is recomputed, the run names the file it
+    replaced, and nothing partial is read as done. Members: a truncated file (the given input), an empty one, a
+    valid JSON result of another checkpoint copied over it, one number changed inside a valid file, a result
+    of the old unverified format."""
+    import json
+    import shutil
+
+    from weightscope.cli import main
+    from weightscope.analyses.harness import read_result
+
+    paths, _ = checkpoints
+    out = tmp_path / "out"
+    argv = ["compare", "bundled", paths["scaled"], paths["tuned"], "--out", str(out), "--quiet", "--in-process"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    good = _rows_without_timing(out / "summary.csv")
+    keys = {r["label"]: r["key"] for r in good}
+    target = out / "results" / f"{keys[paths['scaled']]}.json"
+    other = out / "results" / f"{keys[paths['tuned']]}.json"
+    original = target.read_bytes()
+    expected = read_result(out, keys[paths["scaled"]])[0].to_dict()
+
+    def old_format(p):
+        p.write_text(json.dumps(json.loads(original)["body"]["comparison"]))
+
+    def one_number_changed(p):
+        env = json.loads(original)
+        env["body"]["comparison"]["totals"]["rel_change"] *= 2
+        p.write_text(json.dumps(env))
+
+    damages = {"truncated": lambda p: p.write_bytes(original[: len(original) // 2]),
+               "empty": lambda p: p.write_bytes(b""),
+               "another checkpoint's result": lambda p: shutil.copyfile(other, p),
+               "one number changed": one_number_changed, "old unverified format": old_format}
+    for name, damage in damages.items():
+        damage(target)
+        assert main(argv) == 0, name
+        printed = capsys.readouterr().out
+        assert f"note: {paths['scaled']}: recomputed: {target}" in printed, name
+        assert "1 damaged result(s) recomputed" in printed, name
+        assert _rows_without_timing(out / "summary.csv") == good, name          # the good summary stands
+        assert read_result(out, keys[paths["scaled"]])[0].to_dict() == expected, name
+    # untouched, both are reused
+    assert main(argv) == 0 and "2 reused" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def in_process_reference(checkpoints, tmp_path_factory):
+    paths, manifest = checkpoints
+    out = tmp_path_factory.mktemp("reference")
+    from weightscope.reports.compare import write_report
+
+    res = run_harness("bundled", read_manifest(manifest), out, in_process=True, progress=False, report=write_report,
+                      loading=LOADING)
+    return out, res
+
+
+def test_shards_in_separate_processes_merge_to_the_in_process_run(checkpoints, in_process_reference, tmp_path,
+                                                                   capsys):
+    """Issue 32: `--shard I/N` in separate processes, then `--merge`, gives the in-process run's results; a missing
+    or damaged shard is listed (exit 2), never skipped silently."""
+    import json
+    import os
+    import subprocess
+
+    from weightscope.cli import main
+
+    paths, manifest = checkpoints
+    ref_out, ref = in_process_reference
+    out = tmp_path / "sharded"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(__import__("pathlib").Path(__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    for i in (1, 2):
+        done = subprocess.run([sys.executable, "-m", "weightscope.cli", "compare", "bundled", "--manifest",
+                               str(manifest), "--out", str(out), "--shard", f"{i}/2", "--quiet"],
+                              capture_output=True, text=True, env=env)
+        assert done.returncode == (2 if i == 1 else 0), done.stderr          # shard 1 holds the broken file
+        assert f"merge with: weightscope compare --merge {out}" in done.stdout
+    assert not (out / "summary.csv").exists()
+    assert main(["compare", "--merge", str(out), "--quiet"]) == 2           # the broken checkpoint failed
+    assert "broken: " in capsys.readouterr().err
+    assert _rows_without_timing(out / "summary.csv") == _rows_without_timing(ref_out / "summary.csv")
+    merged = json.loads((out / "compare.json").read_text())
+    assert merged == json.loads((ref_out / "compare.json").read_text())
+    assert [c["tuned"] for c in merged["comparisons"]] == ["scaled", "tuned"]
+
+    # a missing shard: its checkpoints are listed as missing, the others merged
+    (out / "shards" / "2-of-2.json").unlink()
+    assert main(["compare", "--merge", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "tuned: missing (shard 2/2 saved no result: rerun it)" in err
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["label"], r["status"]) for r in rows] == [("scaled", "done"), ("tuned", "missing"), ("broken", "failed")]
+    # a damaged shard record is not read: its checkpoints are missing too
+    (out / "shards" / "1-of-2.json").write_text("{")
+    res = merge_harness(out, progress=False, loading=LOADING)
+    assert [r["status"] for r in res.rows] == ["missing"] * 3 and not res.comparisons
+    assert any("shard 1/2 ignored" in n for n in res.notes)
+    # a shard of another run in the same folder is refused
+    with pytest.raises(WeightscopeError, match="holds shards of another run"):
+        run_harness("bundled", [("scaled", paths["scaled"])], out, in_process="1/2", progress=False, loading=LOADING)
+    with pytest.raises(WeightscopeError, match="1 <= I <= N"):
+        run_harness("bundled", [("scaled", paths["scaled"])], tmp_path / "x", in_process="3/2", progress=False,
+                    loading=LOADING)
+
+
+def test_dask_jobqueue_path_on_its_local_test_cluster(checkpoints, in_process_reference, tmp_path):
+    """Issue 32: --cluster runs through dask-jobqueue; its LocalCluster (jobs as local processes) stands in for
+    SLURM / PBS / SGE. Results equal the in-process run's."""
+    pytest.importorskip("dask_jobqueue", reason="needs the jobqueue extra (in .[dev] too)")
+    import json
+
+    paths, _ = checkpoints
+    _, ref = in_process_reference
+    res = run_harness("bundled", [("scaled", paths["scaled"]), ("tuned", paths["tuned"])], tmp_path,
+                      scheduler=("local", {"cores": 1, "memory": "2GB", "jobs": 1}), progress=False, loading=LOADING)
+    assert res.where == "local cluster (1 job)" and [r["status"] for r in res.rows] == ["done", "done"]
+    assert [c.to_dict() for c in res.comparisons] == [c.to_dict() for c in ref.comparisons]
+    from weightscope.analyses.zoo.jobqueue import check_cluster
+
+    with pytest.raises(WeightscopeError, match="needs cores and memory"):
+        check_cluster("slurm", {})

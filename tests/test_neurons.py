@@ -201,3 +201,16 @@ def test_change_by_kind_locates_a_planted_change(tiny_model):
     dense = [a.read_q[h] @ a.read_k[h].T for h in range(base.n_heads)]
     expected = 0.5 * np.linalg.norm(dense[2]) / np.sqrt(sum(np.linalg.norm(W) ** 2 for W in dense))
     assert np.isclose(ch["qk"][0], expected, rtol=1e-8)
+
+
+def test_change_by_kind_of_a_layer_zero_in_both_checkpoints_is_zero_not_nan(tiny_model):
+    """A layer whose heads write nothing in both checkpoints did not change (0); zero before and not after: inf."""
+    from weightscope.analyses.neurons import change_by_kind
+
+    base = describe_model(tiny_model)
+    base.layers[1].attn.write_o[:] = 0.0          # every head of layer 1 writes nothing
+    tuned = copy.deepcopy(base)
+    ch = change_by_kind(base, tuned)
+    assert ch["vo"].tolist() == [0.0, 0.0] and not np.isnan(ch["vo"]).any()
+    tuned.layers[1].attn.write_o[0] += 1.0        # now head 0 writes something where the base wrote nothing
+    assert change_by_kind(base, tuned)["vo"][1] == np.inf

@@ -59,10 +59,11 @@ def test_no_public_function_takes_more_than_12_parameters():
 def test_every_entry_point_that_explains_directions_takes_the_explainer():
     from weightscope.analyses import compare, harness, inspection, neurons, select
     from weightscope.analyses.similarity import datafree, run
-    from weightscope.analyses.sing import analysis, classifier
+    from weightscope.analyses.sing import analysis, classifier, semantics
 
     entry_points = [inspection.inspect_model, neurons.explain_neurons, neurons.explain_qk, select.score_by_query,
                     select.select_by_relevance, analysis.sing_analysis, classifier.classifier_analysis,
+                    semantics.explain_subspaces,
                     datafree.datafree_similarity, run.layer_similarity, compare.inspect_for_labels,
                     harness.run_harness]
     for fn in entry_points:

@@ -6,6 +6,7 @@ a report that drops, swaps or misformats any of them fails here.
 """
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 
@@ -97,7 +98,12 @@ def check_report_matches(result: Inspection, path, n_directions: int = 4):
     assert page.open_divs == 0 and not page.nested_cards  # every card closed, none inside another
     assert page.title == f"weightscope inspection: {result.model}"
     assert page.headings == [page.title, "Singular-value spectra", "Head themes", "Heads"]
-    assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.images) == 1 and page.images[0].startswith("data:image/png;base64,")  # the spectra
+    # the theme map is an HTML grid: one cell per head, its theme as text, linking to the head's card
+    text = path.read_text(encoding="utf-8")
+    for (l, h), rep in result.heads.items():
+        theme = "dead (writes nothing)" if rep.dead else (rep.theme() or "(no concept)")
+        assert f"<a data-text href='#head-{l}-{h}' title='layer {l}, head {h}: {html.escape(theme)}'" in text
     keys = sorted(result.heads)
     assert len(page.cards) == len(keys)
     for card, key in zip(page.cards, keys):
@@ -192,3 +198,19 @@ def test_report_of_a_real_inspection_from_the_cli(tiny_name, tmp_path, capsys, m
     check_report_matches(result, out / "report.html")
     shown = [r[2] for card in _parse(out / "report.html").cards for r in card["rows"]]
     assert sum(bool(c) for c in shown) >= len(shown) // 2  # concept labels are there to be checked
+
+
+def test_layer_labels_come_from_the_adapters(tiny_model):
+    """Every report names layers through adapters.labels.layer_label (issue 25): each block hook point the adapter
+    gives reads "block i", in the order of the blocks, and the other families' paths read the same way."""
+    from weightscope.models.adapters import block_modules
+    from weightscope.models.adapters.labels import head_label, layer_label
+
+    names = block_modules(tiny_model)["names"]
+    assert [layer_label(n) for n in names] == [f"block {i}" for i in range(len(names))]
+    assert [layer_label(n + ".attn") for n in names][-1] == f"block {len(names) - 1} (attention)"
+    assert layer_label("visual.trunk.blocks.7.mlp") == "block 7 (MLP)"                      # timm ViT
+    assert layer_label("vision_model.encoder.layers.11.self_attn") == "block 11 (attention)"  # transformers CLIP
+    assert layer_label("layer3.1") == "stage 3, block 1"                                      # ResNet
+    assert layer_label(4) == layer_label("4") == "layer 4" and head_label(4, 2) == "layer 4, head 2"
+    assert layer_label("fc") == "fc" and layer_label("features.denseblock1.conv") == "denseblock1.conv"

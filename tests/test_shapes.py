@@ -233,7 +233,8 @@ def test_short_training_is_reproducible(tmp_path):
     outs = []
     for name in ("a", "b"):
         path = tmp_path / f"{name}.safetensors"
-        train.train(path, seed=3, steps=2, batch_size=16, save_every=10, contrast={"position": 0.5, "shape": 0.5})
+        train.train(path, {"seed": 3, "steps": 2, "batch_size": 16, "contrast": {"position": 0.5, "shape": 0.5}},
+                    save_every=10)
         outs.append(load_file(str(path)))
     assert outs[0].keys() == outs[1].keys()
     for k in outs[0]:
@@ -244,7 +245,9 @@ def test_training_arguments_are_checked():
     from weightscope.shapes import train
 
     with pytest.raises(WeightscopeError, match="unknown contrast attribute"):
-        train.train("unused.safetensors", steps=1, contrast={"texture": 1.0})
+        train.train("unused.safetensors", {"steps": 1, "contrast": {"texture": 1.0}})
+    with pytest.raises(WeightscopeError, match="unknown recipe setting"):
+        train.train("unused.safetensors", {"step": 1})
     assert train._parse(["--contrast", "position=0.5,shape=1"]).contrast == {"position": 0.5, "shape": 1.0}
     with pytest.raises(SystemExit):
         train._parse(["--contrast", "position"])

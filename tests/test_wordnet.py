@@ -130,3 +130,37 @@ def test_build_script_reproduces_the_shipped_files():
     out = subprocess.run([sys.executable, str(ROOT / "concepts" / "build_wordnet.py"), "--check"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_resolve_how_says_what_chose_each_synset(wn):
+    assert wn.resolve_how("crane") == (10914447, "first sense")            # crane.n.01, Stephen Crane
+    assert wn.resolve_how("crane.n.04") == (3126707, "sense")              # the lifting device
+    assert wn.resolve_how("n03126707") == (3126707, "wordnet id")
+    assert wn.resolve_how("seal") == (2076196, "shipped override")         # seal.n.09, the mammal
+    assert wn.resolve_how("crane", {"crane": "crane.n.05"}) == (2012849, "override")  # the bird
+
+
+def test_sense_note_names_the_sense_taken_and_how_to_choose_another(wn):
+    """Issue 26, kind 3: object.n.01 is an ancestor of each physical-object sense; crane has five such senses
+    (two writers, the constellation Grus, the machine, the bird), kilogram none."""
+    assert wn.is_physical_object(wn.resolve("crane.n.04")) and not wn.is_physical_object(wn.resolve("kilogram"))
+    note = wn.sense_note("crane", 10914447, "first sense")
+    assert note.startswith("class 'crane' resolved to crane.n.01 (a writer), the first of 5 physical-object senses")
+    assert "crane.n.05 (a wading bird)" in note and "crane.n.03 = grus.n.01 (a constellation)" in note
+    assert note.endswith("add a line such as 'crane<TAB>crane.n.03' to an overrides file (--synsets FILE)")
+    assert "not a physical object" in wn.sense_note("kilogram", wn.resolve("kilogram"), "first sense")
+    # no note when the user or the shipped table chose, or when the only object sense was taken
+    assert wn.sense_note("crane", 10914447, "override") is None
+    assert wn.sense_note("limousine", wn.resolve("limousine"), "first sense") is None
+    assert wn.sense_note("Stephen Crane", 10914447, "first sense") is None
+
+
+def test_shipped_class_lists_were_reviewed(wn):
+    """The lists the CLI ships (cifar10, cifar100, the bundled shapes) never get a sense note: their names were
+    checked when the lists were built (concepts/build_wordnet.py)."""
+    from weightscope.shapes.world import SHAPES
+
+    for names in (load_vocabulary("cifar10"), load_vocabulary("cifar100"), SHAPES):
+        for n in names:
+            off, how = wn.resolve_how(n)
+            assert wn.sense_note(n, off, how) is None, n

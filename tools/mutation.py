@@ -8,6 +8,7 @@ selection then runs against it in a scratch copy of the repository. A mutant is 
     python tools/mutation.py                    # seeded sample of 25 mutants per target, 2 workers
     python tools/mutation.py --per-target 0     # every mutant (a few hours on 2 cores)
     python tools/mutation.py --targets joint,select --jobs 1 --seed 3
+    python tools/mutation.py --targets new --per-target 10 --jobs 1   # the newer modules (issue 27)
     python tools/mutation.py --list             # show the mutants that would run, run nothing
 
 Run from the repository root with the project's virtualenv (``/work/main/.venv/bin/python tools/mutation.py``).
@@ -16,8 +17,9 @@ It never touches the working tree: every worker mutates its own copy under a tem
 original and the mutated code. Triage lives in ``tools/MUTATION.md``; ``EQUIVALENT`` below lists the surviving
 mutants judged equivalent (same behaviour for every input), keyed by target, function, original and mutated code.
 
-Targets and their test selections are in ``TARGETS``. The default sample (seed 0, 25 per target, 7 targets)
-finishes in about 20-25 minutes on 2 busy cores.
+Targets and their test selections are in ``TARGETS`` (``NEW_TARGETS``: sing, depth, similarity, compare, neurons,
+classifiers and the depth report, added for issue 27). The default sample (seed 0, 25 per target) of the first
+8 targets finishes in about 20-25 minutes on 2 busy cores.
 """
 from __future__ import annotations
 
@@ -40,25 +42,64 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: name -> (file, functions to mutate (None: every function in the file), pytest arguments)
 TARGETS = {
-    "linalg": ("weightscope/linalg.py", None,
+    "linalg": ("weightscope/core/linalg.py", None,
                ["tests/test_linalg.py", "tests/test_decompose.py", "-k", "not vit_b16 and not vit_l14"]),
-    "joint": ("weightscope/joint.py", None, ["tests/test_joint.py"]),
-    "decompose": ("weightscope/decompose.py", None,
+    "joint": ("weightscope/decompose/joint.py", None, ["tests/test_joint.py"]),
+    "decompose": ("weightscope/decompose/head_svd.py", None,
                   ["tests/test_decompose.py", "-k", "not vit_b16 and not vit_l14"]),
-    "edit": ("weightscope/edit.py", ["_plan", "resolve_edits", "edit_weights", "apply_edits"],
+    "edit": ("weightscope/analyses/edit.py", ["_plan", "resolve_edits", "edit_weights", "apply_edits"],
              ["tests/test_edit.py", "-k", "(rescales or dense_reference or reference_forward or tiny or layerscale "
               "or degenerate or bad_edits or widens) and not vit"]),
-    "cache_key": ("weightscope/embed.py", ["text_tower_hash", "vocabulary_hash", "cache_key", "cache_path"],
+    "cache_key": ("weightscope/concepts/embed.py", ["text_tower_hash", "vocabulary_hash", "cache_key", "cache_path"],
                   ["tests/test_embed.py", "-k", "cache_key or hashes or cache_hit or misses_the_cache or ulp "
                    "or layout or settings or file_names"]),
-    "text_tensors": ("weightscope/adapters/openclip_text.py",
+    "text_tensors": ("weightscope/models/adapters/openclip_text.py",
                      ["text_tower_tensors", "tensor_signature", "tensor_digest_records", "tokenizer_fingerprint"],
                      ["tests/test_embed.py", "-k", "cache_key or hashes or cache_hit or misses_the_cache or ulp "
                       "or layout or wrapper or fingerprint"]),
-    "select": ("weightscope/select.py", None, ["tests/test_select.py"]),
+    "select": ("weightscope/analyses/select.py", None, ["tests/test_select.py"]),
     "report": ("weightscope/reports/inspection.py", ["_card", "write_report"],
                ["tests/test_report_html.py", "-k", "hand_made"]),
+    # the newer modules (issue 27)
+    "sing_statistics": ("weightscope/analyses/sing/statistics.py",
+                        ["flag_shares", "abs_as", "reachable", "per_text", "per_family", "per_class", "overall",
+                         "leakage", "_optimal_as"],
+                        ["tests/test_pins.py", "tests/test_sing_statistics.py", "-k",
+                         "sing_statistics or hand_checkable or aggregates or thresholds or batched or just_below"]),
+    "sing_geometry": ("weightscope/analyses/sing/geometry.py", None,
+                      ["tests/test_pins.py", "tests/test_sing.py", "-k",
+                       "leakage or just_below or row_null or rank_tolerance or split_energy or equivalent_features or analytic "
+                       "or steered_feature or optimal_against or edge_cases or visibility_matches"]),
+    "sing_leakage": ("weightscope/analyses/sing/analysis.py", ["leakage", "_steering_row", "SteeringRow.abs_as"],
+                     ["tests/test_pins.py", "-k", "leakage"]),  # test_leakage_skips_... included
+    "depth": ("weightscope/analyses/depth/core.py", None,
+              ["tests/test_depth.py", "-k", "hand_built or normalisation or maximum_spanning or authors or order "
+               "or ties or noise or compliance_under or hand_made or bad_matrices or input_order or canonical "
+               "or non_convergence"]),
+    "similarity": ("weightscope/analyses/similarity/measures.py", None,
+                   ["tests/test_pins.py", "tests/test_similarity.py", "-k",
+                    "similarity_summaries or cka or unit_diagonal or subspace_similarity or depth_alignment"]),
+    "compare": ("weightscope/analyses/compare/results.py", None,
+                ["tests/test_pins.py", "tests/test_compare.py", "-k",
+                 "comparison_summaries or ground_truth_reports or energy_split or json_round_trip or labels_rank "
+                 "or identical_checkpoints"]),
+    "neurons": ("weightscope/analyses/neurons.py",
+                ["neuron_vectors", "joint_matrix", "joint_preimage", "neuron_scores", "position_ratio",
+                 "_product_sq_norm", "change_by_kind"],
+                ["tests/test_pins.py", "tests/test_neurons.py", "-k",
+                 "neuron_read or match_the_torch or position_ratio or change_by_kind"]),
+    "classifiers": ("weightscope/models/classifiers.py",
+                    ["preprocess_images", "Classifier.preprocess", "Classifier.features_and_logits",
+                     "Classifier.features", "Classifier.logits", "_finish", "_check_preprocessing"],
+                    ["tests/test_classifiers.py", "-k", "features_through or the_head_is or save_and_load or "
+                     "preprocess or mixed_sizes"]),
+    "reports_depth": ("weightscope/reports/depth.py", ["summary_rows", "edge_rows", "report_html", "write_report"],
+                      ["tests/test_depth.py", "-k", "report or unrelated_sense"]),
 }
+
+#: the targets of the newer modules, sampled by ``--targets new``
+NEW_TARGETS = ("sing_statistics", "sing_geometry", "sing_leakage", "depth", "similarity", "compare", "neurons",
+               "classifiers", "reports_depth")
 
 #: (target, function, original, mutated code) of survivors judged equivalent; the reasons are in tools/MUTATION.md.
 EQUIVALENT: set[tuple[str, str, str, str]] = {
@@ -86,6 +127,10 @@ EQUIVALENT: set[tuple[str, str, str, str]] = {
      'data.element_size() != 1'),
     ('select', 'score_by_query', 'True',
      'False'),
+    ('sing_geometry', 'scores', 'f, f_tilde, t = (np.asarray(x, dtype=np.float64) for x in (f, f_tilde, t))',
+     'pass # statement removed'),
+    ('classifiers', 'Classifier.features_and_logits', '256',
+     '257'),
 }
 
 _SWAP_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.Pow: ast.Mult,
@@ -306,7 +351,7 @@ def main(argv=None) -> int:
     if args.serve:
         serve(args.serve)
         return 0
-    names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    names = [t.strip() for t in args.targets.replace("new", ",".join(NEW_TARGETS)).split(",") if t.strip()]
     unknown = [t for t in names if t not in TARGETS]
     if unknown:
         ap.error(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")

@@ -224,6 +224,16 @@ def shapes_gallery(loaded, n: int = 1024, seed: int = 90_000, *, cache_dir=None,
                          cache_dir=cache_dir, progress=progress)
 
 
+def _shipped_defaults(loaded, gallery, explainer, progress: bool):
+    """(attribute families, gallery) for SING on a shipped bundled checkpoint: the shapes world's families and, unless
+    a gallery was given, the shapes gallery; (None, gallery) for any other model."""
+    if not is_shipped(loaded):
+        return None, gallery
+    if gallery is None:
+        gallery = shapes_gallery(loaded, cache_dir=explainer.cache_dir if explainer else None, progress=progress)
+    return shapes_families(), gallery
+
+
 def sing_analysis(model=None, classes="shapes", explainer: ConceptExplainer | None = None, *, image=None,
                   texts=None, gallery=None, options=None, progress: bool = True):
     """:func:`weightscope.analyses.sing.sing_analysis` with the bundled defaults: the bundled model, its 8 shape
@@ -235,11 +245,7 @@ def sing_analysis(model=None, classes="shapes", explainer: ConceptExplainer | No
     classes = shape_classes() if classes in (None, "shapes") else classes
     check_sing_inputs(classes, explainer, image=image, texts=texts, gallery=gallery, options=options)
     loaded = load_model(model)
-    families = None
-    if is_shipped(loaded):
-        families = shapes_families()
-        if gallery is None:
-            gallery = shapes_gallery(loaded, cache_dir=explainer.cache_dir if explainer else None, progress=progress)
+    families, gallery = _shipped_defaults(loaded, gallery, explainer, progress)
     return run(loaded, classes, explainer_for(loaded, explainer, "sing"), image=image, texts=texts, gallery=gallery,
                families=families, options=options, progress=progress)
 
@@ -301,11 +307,7 @@ def classifier_analysis(classifier="bundled-cnn", model=None, *, translator=None
         texts = shapes_texts() if texts is None else texts
     check_classifier_inputs(clf, analysed, texts, translator=translator, gallery=gallery, options=options)
     loaded = load_model(model)
-    concept_families = None
-    if is_shipped(loaded):
-        concept_families = shapes_families()
-        if gallery is None:
-            gallery = shapes_gallery(loaded, cache_dir=explainer.cache_dir if explainer else None, progress=progress)
+    concept_families, gallery = _shipped_defaults(loaded, gallery, explainer, progress)
     return run(clf, loaded, analysed, texts, explainer_for(loaded, explainer, "sing"), translator=translator,
                fit_images=fit, gallery=gallery, concept_families=concept_families, options=options,
                progress=progress)

@@ -12,9 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.adapters import describe_model, encode_image
-from ..decompose.head_svd import decompose_model
+from tqdm.auto import tqdm
+
+from ..models.adapters import describe_model, encode_image, text_adapter
+from ..decompose.head_svd import _select, decompose_model
+from ..concepts.embed import default_cache_dir, vocabulary_hash
 from ..concepts.explainer import ConceptExplainer
+from ..core.version import __version__
+from .resume import LayerStore, array_digest, run_key
 from ..core.errors import WeightscopeError
 from ..core.fileio import dump_json, parse_json
 from ..decompose.joint import to_joint
@@ -130,6 +135,7 @@ def inspect_model(
     what=("vo",),
     n_neurons: int | None = None,
     progress: bool = True,
+    resume: bool = True,
 ) -> Inspection:
     """Explain the singular directions of chosen heads with concepts from a vocabulary (SITH, seed 001, section 3).
 
@@ -143,6 +149,11 @@ def inspect_model(
     ``Inspection.neurons``; the leading ``n_neurons`` per layer by score, default all); see
     :mod:`weightscope.analyses.neurons`. Raises WeightscopeError (one line) for bad arguments, before the model
     is described.
+    The explainer's device, precision and backend (``ConceptExplainer.compute``) say where the concepts are embedded
+    and the solvers run. resume: a run over several layers saves each finished layer's heads under the cache dir
+    and, rerun after an interruption with the same inputs, starts from there (it says so on stderr); False starts
+    over. Memory: blocks are described one at a time, and a model loaded here (given by name) has its text tower
+    released once the concepts are embedded.
     """
     what = parse_what(what)
     if n_neurons is not None and (isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1):
@@ -156,30 +167,46 @@ def inspect_model(
     explainer = (explainer or ConceptExplainer()).with_defaults(GENERAL_VOCAB, "splice").check()
     concepts, vocab_desc = explainer.concepts, explainer.description
 
-    weights = describe_model(loaded)
-    svds = decompose_model(weights, layers=layers, heads=heads, progress=progress) if "vo" in what else {}
+    compute = explainer.compute
+    free_model = model is None or isinstance(model, str)  # loaded here from a name: ours to release (a module or
+    # LoadedModel the caller passes is theirs, and is left intact)
+    identity = loaded.identity
+    # Memory: blocks are described one at a time, as they are explained (a float64 copy of a whole ViT-L/14
+    # vision tower is 2.4 GB); bad indices are refused before the long work, from the first block alone.
+    n_layers = describe_model(loaded, layers=()).n_layers
+    layer_list = _select(layers, n_layers, "layer")
+    head_list = _select(heads, describe_model(loaded, layers=layer_list[:1]).n_heads, "head")
+    vision = _vision_digest(loaded) if "vo" in what else ""
     dictionary = explainer.dictionary(loaded, progress)
-
-    # one explain call for every direction of every head and side: the solver batches the dictionary products
-    keys, signals = [], []
-    for (l, h), svd in svds.items():
-        # only directions above rounding level are explained: a dead head (rank 0) gets none, and no theme
-        r = svd.rank if n_directions is None else min(n_directions, svd.rank)
-        for side in sides:
-            vectors = svd.write if side == "write" else svd.read
-            signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
-            keys.extend((l, h, side, i) for i in range(r))
-    if keys:  # every chosen head may be dead: then there is nothing to explain
-        result = explainer.explain(np.vstack(signals), dictionary, both_signs=True, progress=progress)
-        plus, minus = result.split_signs()
-
-    reports = {key: HeadReport(key[0], key[1], svd.s.tolist(), svd.groups, [], svd.rank) for key, svd in svds.items()}
-    group_of = {(key, i): g for key, svd in svds.items() for g in svd.groups for i in g}
-    for row, (l, h, side, i) in enumerate(keys):
-        for sign, ex in ((1, plus), (-1, minus)):
-            reports[l, h].directions.append(explained_direction(ex, row, concepts, i, side, sign,
-                                                                group_of.get(((l, h), i))))
-    settings = {**explainer.settings(), "joint_mode": joint_mode, "image_mean": image_mean is not None, "sides": list(sides), "n_directions": n_directions,
+    if free_model:
+        _release_text_tower(loaded)   # the concepts are embedded: the text tower is no longer needed
+    reports: dict = {}
+    if "vo" in what:
+        key = run_key(model=identity, vision=vision, image_mean=array_digest(image_mean),
+                      concepts=vocabulary_hash(concepts), dictionary=array_digest(dictionary),
+                      layers=layer_list, heads=head_list, solver=explainer.settings(),
+                      n_directions=n_directions, sides=list(sides), joint_mode=joint_mode,
+                      compute=[compute.device, compute.precision, compute.solver_backend()], version=__version__)
+        store = LayerStore(Path(explainer.cache_dir) if explainer.cache_dir is not None else default_cache_dir(), key,
+                           enabled=bool(resume) and len(layer_list) > 1)
+        saved = {l: store.load(l) for l in layer_list}
+        store.announce([l for l, v in saved.items() if v is not None], len(layer_list))
+        for l in tqdm(layer_list, desc="explaining heads", unit="layer", disable=not progress):
+            if saved[l] is None:
+                layer_reports = _explain_layer(describe_model(loaded, layers=[l]), l, head_list, dictionary, explainer,
+                                               n_directions, sides, joint_mode, image_mean)
+                store.save(l, [asdict(rep) for rep in layer_reports])
+            else:
+                layer_reports = [HeadReport(r["layer"], r["head"], r["s"], r["groups"],
+                                            [Direction(**d) for d in r["directions"]], r["rank"]) for r in saved[l]]
+            reports.update({(rep.layer, rep.head): rep for rep in layer_reports})
+        store.finish()
+    weights = describe_model(loaded, layers=layer_list) if ("qk" in what or "mlp" in what) else None
+    if free_model:
+        _release(loaded)
+    del loaded
+    settings = {**explainer.settings(), "joint_mode": joint_mode, "image_mean": image_mean is not None,
+                "sides": list(sides), "n_directions": n_directions,
                 "what": list(what), "n_neurons": n_neurons}
     from .neurons import explain_neurons, explain_qk
     common = {"joint_mode": joint_mode, "image_mean": image_mean, "progress": progress}
@@ -187,7 +214,62 @@ def inspect_model(
                     **common) if "qk" in what else {}
     neurons = explain_neurons(weights, dictionary, explainer, layers=layers, n_neurons=n_neurons,
                               **common) if "mlp" in what else {}
-    return Inspection(loaded.identity, vocab_desc, len(concepts), settings, reports, qk, neurons)
+    return Inspection(identity, vocab_desc, len(concepts), settings, reports, qk, neurons)
+
+
+def _explain_layer(weights, l, head_list, dictionary, explainer, n_directions, sides, joint_mode,
+                   image_mean) -> list[HeadReport]:
+    """HeadReports of the chosen heads of layer l: one explain call for every direction, side and sign."""
+    svds = decompose_model(weights, layers=[l], heads=head_list, progress=False)
+    keys, signals = [], []
+    for (_, h), svd in svds.items():
+        # only directions above rounding level are explained: a dead head (rank 0) gets none, and no theme
+        r = svd.rank if n_directions is None else min(n_directions, svd.rank)
+        for side in sides:
+            vectors = svd.write if side == "write" else svd.read
+            signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
+            keys.extend((h, side, i) for i in range(r))
+    reports = {h: HeadReport(l, h, svd.s.tolist(), svd.groups, [], svd.rank) for (_, h), svd in svds.items()}
+    if not keys:  # every chosen head may be dead: then there is nothing to explain
+        return list(reports.values())
+    result = explainer.explain(np.vstack(signals), dictionary, both_signs=True, progress=False)
+    concepts = explainer.concepts
+    plus, minus = result.split_signs()
+    group_of = {(h, i): g for (_, h), svd in svds.items() for g in svd.groups for i in g}
+    for row, (h, side, i) in enumerate(keys):
+        for sign, ex in ((1, plus), (-1, minus)):
+            reports[h].directions.append(explained_direction(ex, row, concepts, i, side, sign, group_of.get((h, i))))
+    return list(reports.values())
+
+
+def _release_text_tower(loaded) -> None:
+    """Empty the text tower's tensors (the caller handed the model over): their memory is returned at once."""
+    import torch
+
+    oct_ = text_adapter(loaded.model)
+    for _, t in oct_.text_tower_tensors(oct_._unwrap(loaded.model)):
+        t.data = torch.empty(0, dtype=t.dtype)
+
+
+def _vision_digest(loaded) -> str:
+    """CRC-32s of every tensor outside the text tower, by name: what the vision weights' partial results depend on."""
+    import torch
+
+    oct_ = text_adapter(loaded.model)
+    root = oct_._unwrap(loaded.model)
+    text = {id(t) for _, t in oct_.text_tower_tensors(root)}
+    items = [(n, t) for n, t in list(root.named_parameters()) + list(root.named_buffers()) if id(t) not in text]
+    return ";".join(f"{n}:{array_digest(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())}"
+                    for n, t in sorted(items, key=lambda x: x[0]))
+
+
+def _release(loaded) -> None:
+    """Empty every tensor of the model (the caller handed it over, and everything needed was read from it)."""
+    import torch
+
+    module = getattr(loaded, "model", loaded)
+    for t in list(module.parameters()) + list(module.buffers()):
+        t.data = torch.empty(0, dtype=t.dtype)
 
 
 def image_mean_from_folder(loaded: LoadedModel, folder: str | Path, batch_size: int = 64,

@@ -202,11 +202,18 @@ def change_by_kind(base: VisionWeights, tuned: VisionWeights) -> dict[str, np.nd
                 A1, B1 = head_factors(tuned, l, h, kind)
                 diff += _product_sq_norm(np.hstack([A1, -A0]), np.vstack([B1, B0]))
                 ref += _product_sq_norm(A0, B0)
-            out[kind][l] = np.sqrt(max(diff, 0.0) / ref) if ref > 0 else np.inf * (diff > 0)
+            out[kind][l] = _relative(np.sqrt(max(diff, 0.0)), np.sqrt(ref))
         (w0, r0), (w1, r1) = neuron_vectors(base, l), neuron_vectors(tuned, l)
-        out["mlp_in"][l] = np.linalg.norm(r1 - r0) / np.linalg.norm(r0)
-        out["mlp_out"][l] = np.linalg.norm(w1 - w0) / np.linalg.norm(w0)
+        out["mlp_in"][l] = _relative(np.linalg.norm(r1 - r0), np.linalg.norm(r0))
+        out["mlp_out"][l] = _relative(np.linalg.norm(w1 - w0), np.linalg.norm(w0))
     return out
+
+
+def _relative(change: float, reference: float) -> float:
+    """change / reference; a zero reference gives 0 when nothing changed (a layer zero in both) and inf otherwise."""
+    if reference > 0:
+        return float(change / reference)
+    return np.inf if change > 0 else 0.0
 
 
 def neurons_to_list(reports: dict) -> list[dict]:

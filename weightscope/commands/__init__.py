@@ -9,6 +9,8 @@ the same everywhere (tests/test_cli.py checks this by introspection of every reg
     --layers LIST --heads LIST                     add_layer_head_arguments (parsed by parse_indices)
     --method M --k K --lambda L --directions N     add_solver_arguments (--directions alone: add_directions_argument)
     --quiet                                        add_quiet_argument
+    --device D --precision P --backend B           add_compute_arguments (read by explainer_from_args)
+    --no-resume                                    add_resume_argument
 
 Nothing here imports torch, numpy or open_clip: ``weightscope --help`` must stay fast.
 """
@@ -127,6 +129,24 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
     add_directions_argument(p)
 
 
+def add_compute_arguments(p: argparse.ArgumentParser) -> None:
+    """--device, --precision, --backend: where the text tower, the solvers and the SVDs run (METHODS.md s.14)."""
+    p.add_argument("--device", default="auto", choices=("cpu", "cuda", "mps", "auto"), metavar="DEVICE",
+                   help="cpu, cuda, mps or auto (default auto: cuda if present, else mps, else cpu)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), metavar="P",
+                   help="text tower and correlation products: fp32 (default), bf16 or fp16; least squares and "
+                        "SVD cores stay float64 where the device has it")
+    p.add_argument("--backend", default=None, choices=("numba", "torch"), metavar="B",
+                   help="sparse solvers: numba (CPU) or torch (any device) (default: numba on the CPU, torch "
+                        "elsewhere)")
+
+
+def add_resume_argument(p: argparse.ArgumentParser) -> None:
+    """--no-resume: ignore (and remove) the partial results of an interrupted run with the same inputs."""
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over instead of resuming an interrupted run with the same inputs")
+
+
 def add_directions_argument(p: argparse.ArgumentParser) -> None:
     """--directions N: explain only each head's N leading singular directions."""
     p.add_argument("--directions", type=int, default=None, metavar="N",
@@ -156,9 +176,12 @@ def explainer_from_args(args: argparse.Namespace):
     vocabulary and normalisation to the analysis (its default for the model)."""
     from ..concepts.explainer import DEFAULT_K, DEFAULT_LAM, DEFAULT_METHOD, ConceptExplainer
 
-    return ConceptExplainer(vocabulary=getattr(args, "vocab", None), method=getattr(args, "method", DEFAULT_METHOD),
-                            k=getattr(args, "k", DEFAULT_K), lam=getattr(args, "lam", DEFAULT_LAM),
-                            normalize=getattr(args, "normalize", None))
+    explainer = ConceptExplainer(vocabulary=getattr(args, "vocab", None), method=getattr(args, "method", DEFAULT_METHOD),
+                                 k=getattr(args, "k", DEFAULT_K), lam=getattr(args, "lam", DEFAULT_LAM),
+                                 normalize=getattr(args, "normalize", None), device=getattr(args, "device", "cpu"),
+                                 precision=getattr(args, "precision", "fp32"), backend=getattr(args, "backend", None))
+    explainer.compute.solver_backend()   # a device that is not here, or numba off the CPU: one line, now
+    return explainer
 
 
 # ------------------------------------------------------------------------------------------ inputs vs outputs

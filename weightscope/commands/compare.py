@@ -7,6 +7,10 @@ Examples::
     weightscope compare --what qk                                 # the query-key matrices instead
     weightscope compare ViT-B-32:openai ft1.safetensors ft2.pt --out cmp/      # paths: the base's architecture
     weightscope compare ViT-B-16:openai --manifest runs.csv --out cmp/ --scheduler tcp://head:8786
+    weightscope compare ViT-B-16:openai --manifest runs.csv --out cmp/ --shard $SLURM_ARRAY_TASK_ID/16
+    weightscope compare --merge cmp/                              # summary and report of the shards' results
+    weightscope compare ViT-B-16:openai --manifest runs.csv --out cmp/ --cluster slurm --cluster-config slurm.toml
+    weightscope compare bundled a.safetensors b.safetensors --out zoo/ --zoo     # + spectra, family tree, zoo.html
 """
 from __future__ import annotations
 
@@ -75,6 +79,18 @@ def register(subparsers) -> None:
     r.add_argument("--workers", type=int, default=None, metavar="N",
                    help="local cluster size (default: sized to CPU cores and memory)")
     r.add_argument("--in-process", action="store_true", help="no Dask: one checkpoint after another here")
+    r.add_argument("--shard", metavar="I/N", default=None,
+                   help="compare only the I-th of N slices of the checkpoints, here (one task of an array job: "
+                        "--shard $SLURM_ARRAY_TASK_ID/N with --array=1-N); needs --out; then --merge")
+    r.add_argument("--merge", metavar="DIR", default=None,
+                   help="build summary.csv/.parquet, compare.json and the reports from the shards' results in DIR; "
+                        "lists the checkpoints of missing shards")
+    r.add_argument("--cluster", choices=("slurm", "pbs", "sge", "local"), default=None,
+                   help="start workers as batch jobs through dask-jobqueue (local: its local test cluster)")
+    r.add_argument("--cluster-config", metavar="FILE", default=None,
+                   help="TOML or JSON settings of --cluster: queue, cores, memory, walltime, jobs, ...")
+    p.add_argument("--zoo", action="store_true",
+                   help="also spectral diagnostics of every checkpoint, the zoo's family tree (MoTHer) and zoo.html")
     p.add_argument("--top", type=int, default=5, metavar="N", help="most changed heads to list (default 5)")
     add_quiet_argument(p)
     add_trust_argument(p)
@@ -99,7 +115,53 @@ def split_specs(specs: list[str]) -> tuple[list[str], str | None]:
     return out, names.pop() if names else None
 
 
+def run_merge(args) -> int:
+    given = [n for n, v in (("TUNED", args.tuned), ("--manifest", args.manifest), ("--out", args.out),
+                            ("--shard", args.shard), ("--cluster", args.cluster), ("--scheduler", args.scheduler))
+             if v] + (["BASE"] if args.base != "bundled" else [])
+    if given:
+        raise WeightscopeError(f"--merge DIR reads the run's checkpoints and options from DIR/plan.json; drop "
+                               f"{', '.join(given)}")
+    from ..analyses.harness import merge_harness
+    from ..bundled import spec_loading
+    from ..reports.compare import write_report
+    from ..reports.zoo import write_zoo_report
+
+    result = merge_harness(args.merge, report=write_report, zoo=write_zoo_report, loading=spec_loading(),
+                           progress=not args.quiet)
+    return _print_result(result, args)
+
+
+def _print_result(result, args) -> int:
+    if len(result.comparisons) <= 3:
+        for c in result.comparisons:
+            print(c.summary(n_heads=args.top))
+            print()
+    print(f"{len(result.rows)} checkpoint(s) {result.where}: {len(result.failed)} failed, "
+          f"{len(result.skipped)} reused from an earlier run" +
+          (f", {len(result.missing)} missing" if result.missing else "") +
+          (f", {len(result.replaced)} damaged result(s) recomputed" if result.replaced else ""))
+    print(result.table())
+    if result.zoo is not None:
+        print(result.zoo.tree.summary())
+    for row in result.replaced:
+        print(f"note: {row['label']}: {row['note']}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.written:
+        print("wrote " + ", ".join(str(p) for k, p in result.written.items()
+                                   if k in ("csv", "parquet", "html", "json", "zoo_html", "zoo_json")))
+    for row in result.failed:
+        print(f"weightscope compare: error: {row['label']}: {row['error']}", file=sys.stderr)
+    for row in result.missing:
+        print(f"weightscope compare: error: {row['label']}: missing ({row['note']})", file=sys.stderr)
+    # a checkpoint that cannot be compared is bad input (2), even when the others finished and were written
+    return 2 if result.failed or result.missing else 0
+
+
 def run(args) -> int:
+    if args.merge is not None:
+        return run_merge(args)
     if args.png and args.out is None:
         raise WeightscopeError("--png needs --out DIR (where the figures go)")
     if args.label and args.what != "vo":
@@ -114,6 +176,23 @@ def run(args) -> int:
         from ..concepts.vocab import check_vocabulary_spec
 
         check_vocabulary_spec(args.vocab)
+    from ..analyses.harness import parse_shard
+
+    placed = [n for n, v in (("--scheduler", args.scheduler), ("--in-process", args.in_process),
+                             ("--cluster", args.cluster), ("--shard", args.shard)) if v]
+    if len(placed) > 1:
+        raise WeightscopeError(f"{' and '.join(placed)} exclude each other: choose one")
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    if shard and args.out is None:
+        raise WeightscopeError("--shard needs --out DIR (the shards' results meet there for --merge)")
+    if args.cluster_config is not None and args.cluster is None:
+        raise WeightscopeError("--cluster-config applies to --cluster; add --cluster slurm|pbs|sge|local")
+    cluster = None
+    if args.cluster is not None:
+        from ..analyses.zoo.jobqueue import check_cluster, read_cluster_config
+
+        cluster = (args.cluster, read_cluster_config(args.cluster_config))
+        check_cluster(*cluster)
     out = Path(args.out) if args.out else None
     check_outputs(args, [out / n for n in ("report.html", "compare.json", "summary.csv")] if out else [], kind="dir")
     specs, model = split_specs([args.base, *args.tuned])
@@ -121,36 +200,36 @@ def run(args) -> int:
     from ..analyses.harness import read_manifest, run_harness
     from ..bundled import explainer_for_spec, spec_loading
     from ..reports.compare import write_report
+    from ..reports.zoo import write_zoo_report
 
     tuned = [(t, s) for t, s in zip(args.tuned, specs[1:])]
     if args.manifest:
         tuned += read_manifest(args.manifest)
     if not tuned:
         tuned = [("bundled:tuned", "bundled:tuned")]
+    from ..analyses.compare.checkpoints import name_and_path
+
     for spec in (specs[0], *(s for _, s in tuned)):  # a missing file is bad input: say so before any loading
-        if spec.lower().endswith(CHECKPOINT_SUFFIXES) and not Path(spec).exists():
-            raise WeightscopeError(f"checkpoint {spec} does not exist; check the path")
+        named = name_and_path(spec)   # NAME:PATH (a manifest's rows may name the architecture)
+        path = named[1] if named is not None else spec
+        if path.lower().endswith(CHECKPOINT_SUFFIXES) and not Path(path).exists():
+            raise WeightscopeError(f"checkpoint {path} does not exist; check the path")
     explainer = explainer_for_spec(specs[0], explainer_from_args(args)) if args.label else None
     loading = spec_loading(args.trust_checkpoint, model)
     result = run_harness(
-        specs[0], tuned, args.out, scheduler=args.scheduler, workers=args.workers, in_process=args.in_process,
+        specs[0], tuned, args.out, scheduler=cluster or args.scheduler, workers=args.workers,
+        in_process=shard or args.in_process,
         explainer=explainer, n_directions=args.directions, progress=not args.quiet, report=write_report,
         loading=loading, layers=layers, heads=heads, kind=args.what, cos_threshold=args.cos_threshold,
         ratio_tol=args.ratio_tol, change_tol=args.change_tol, noise_factor=args.noise_factor,
-        tie_factor=args.tie_factor, epsilon=args.epsilon,
+        tie_factor=args.tie_factor, epsilon=args.epsilon, zoo=write_zoo_report if args.zoo else None,
     )
-    if len(result.comparisons) <= 3:
-        for c in result.comparisons:
-            print(c.summary(n_heads=args.top))
-            print()
-    print(f"{len(result.rows)} checkpoint(s) {result.where}: {len(result.failed)} failed, "
-          f"{len(result.skipped)} reused from an earlier run")
-    print(result.table())
-    for note in result.notes:
-        print(f"note: {note}")
-    if result.written:
-        print("wrote " + ", ".join(str(p) for k, p in result.written.items() if k in ("csv", "parquet", "html", "json")))
-    for row in result.failed:
-        print(f"weightscope compare: error: {row['label']}: {row['error']}", file=sys.stderr)
-    # a checkpoint that cannot be compared is bad input (2), even when the others finished and were written
-    return 2 if result.failed else 0
+    if shard:
+        print(f"shard {shard[0]}/{shard[1]}: {len(result.rows)} checkpoint(s), {len(result.failed)} failed, "
+              f"{len(result.skipped)} reused; merge with: weightscope compare --merge {args.out}")
+        for row in result.replaced:
+            print(f"note: {row['label']}: {row['note']}")
+        for row in result.failed:
+            print(f"weightscope compare: error: {row['label']}: {row['error']}", file=sys.stderr)
+        return 2 if result.failed else 0
+    return _print_result(result, args)

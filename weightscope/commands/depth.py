@@ -46,7 +46,11 @@ def register(subparsers) -> None:
                    help="confusion matrix (.npy or .csv; row = true class); the bundled model's is computed")
     p.add_argument("--clustering", choices=METHODS, action="append", default=None,
                    help="clustering method (repeatable; default: all four, affinity first)")
-    p.add_argument("--seed", type=int, default=42, help="seed of Affinity Propagation and Louvain (default 42)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="seed of Affinity Propagation and Louvain (and of the authors' noise; default 42)")
+    p.add_argument("--protocol", choices=("default", "authors"), default="default",
+                   help="default: results independent of the order of the classes; authors: the authors' noise, "
+                        "python-louvain and class order, to reproduce their figures (pip install -e '.[depth]')")
     add_output_argument(p, default="weightscope-out/depth",
                         help="output folder for report.html, depth.json and the CSV files (default weightscope-out/depth)")
     add_quiet_argument(p)
@@ -73,6 +77,10 @@ def run(args) -> int:
     overrides = read_overrides(args.synsets) if args.synsets else None
     wordnet = load_wordnet()
     wordnet.resolve_all(specs, overrides)
+    if args.protocol == "authors" and "louvain" in (args.clustering or METHODS):
+        from ..analyses.depth.core import require_python_louvain
+
+        require_python_louvain()
     confusion = read_matrix(args.confusion, "confusion matrix") if args.confusion else None
     if confusion is not None:
         from ..analyses.depth import confusion_affinity
@@ -105,7 +113,8 @@ def run(args) -> int:
         similarity = cosine_similarity(head)
     methods = args.clustering or list(METHODS)
     result = similarity_depth(similarity, specs, names=names, confusion=confusion, methods=methods,
-                              overrides=overrides, seed=args.seed, source=source, accuracy=accuracy, wordnet=wordnet)
+                              overrides=overrides, seed=args.seed, source=source, accuracy=accuracy, wordnet=wordnet,
+                              protocol=args.protocol)
     written = write_report(result, args.out, wordnet)
     if not args.quiet:
         print(result.summary())

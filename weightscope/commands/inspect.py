@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import WeightscopeError
-from . import add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, explainer_from_args, parse_indices
+from . import add_compute_arguments, add_layer_head_arguments, add_model_arguments, add_output_argument, add_quiet_argument, add_resume_argument, add_solver_arguments, add_vocab_argument, check_outputs, check_solver_arguments, explainer_from_args, parse_indices
 
 OUTPUTS = ("inspection.json", "report.html")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # those image_mean_from_folder reads
@@ -34,6 +34,8 @@ def register(sub) -> None:
                    help="directions per head in the printed summary (default 2)")
     add_output_argument(p, default="weightscope-out",
                         help="output folder for inspection.json and report.html (default weightscope-out)")
+    add_compute_arguments(p)
+    add_resume_argument(p)
     add_quiet_argument(p)
     p.set_defaults(func=run)
 
@@ -84,6 +86,7 @@ def run(args) -> int:
     what = parse_what(args.what)
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")
     check_solver_arguments(args)
+    explainer = explainer_from_args(args)   # device, precision, backend checked here, before any model is loaded
     if args.vocab is not None:
         check_vocabulary_spec(args.vocab)
     out = Path(args.out)
@@ -116,8 +119,8 @@ def run(args) -> int:
                                    f"this model's joint space has {width}")
     elif args.image_mean:
         image_mean = image_mean_from_folder(loaded, args.image_mean, progress=not args.quiet)
-    result = inspect_model(loaded, explainer_from_args(args), layers=layers, heads=heads,
-                           n_directions=args.directions, image_mean=image_mean, what=what, progress=not args.quiet)
+    result = inspect_model(loaded, explainer, layers=layers, heads=heads, n_directions=args.directions,
+                           image_mean=image_mean, what=what, progress=not args.quiet, resume=not args.no_resume)
     print(result.summary(n_directions=args.show))
     from ..core.fileio import outputs
 

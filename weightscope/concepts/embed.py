@@ -116,8 +116,14 @@ def encode_texts(
     bucketed: bool | None = None,
     on_overlong: str = "error",
     progress: bool = True,
+    compute=None,
 ) -> np.ndarray:
     """Raw text features (M, E) float32 of ``texts`` (no normalisation, no cache), in input order.
+
+    compute: a ``weightscope.core.compute.Compute`` (device and precision) or None = where the model is, in its
+    own precision. With a device, the model runs there for this call and is moved back after; with bf16/fp16
+    the tower runs under torch.autocast (matrix products in that precision, norms and softmax in float32;
+    METHODS.md section 14).
 
     bucketed: True = cut the context per batch (exact, fast; error if the tower does not allow
     it), False = open_clip's ``encode_text`` on the full context, None = bucketed when allowed,
@@ -157,16 +163,23 @@ def encode_texts(
         positions = None
         order = torch.arange(m)
 
-    device = tower.device
+    home = tower.device
+    device = home if compute is None else compute.torch_device()
     out: np.ndarray | None = None
     root = oct_._unwrap(model)
     was_training = root.training
+    from contextlib import nullcontext
+
     from tqdm.auto import tqdm
 
+    autocast = nullcontext() if compute is None or compute.precision == "fp32" else \
+        torch.autocast(device.type, dtype=compute.gemm_dtype())
     root.eval()   # dropout off; restored below so the caller's model is left as it was
+    if device != home:
+        root.to(device)
     try:
-        with torch.inference_mode(), tqdm(total=m, unit="concept", desc="embedding concepts",
-                                          disable=not progress, leave=False) as bar:
+        with torch.inference_mode(), autocast, tqdm(total=m, unit="concept", desc=f"embedding concepts ({device.type})",
+                                                    disable=not progress, leave=False) as bar:
             for start in range(0, m, batch_size):
                 idx = order[start:start + batch_size]
                 batch = tokens[idx]
@@ -183,6 +196,8 @@ def encode_texts(
                 bar.update(len(idx))
     finally:
         root.train(was_training)
+        if device != home:
+            root.to(home)
     return out
 
 
@@ -233,8 +248,9 @@ def vocabulary_hash(concepts: list[str]) -> str:
 
 
 def cache_key(*, model_name: str | None, weights_hash: str, tokenizer_id: str, concepts_hash: str,
-              template: str | None, normalize: str, on_overlong: str) -> str:
-    """Hex key of one cached embedding matrix; changes when any argument changes."""
+              template: str | None, normalize: str, on_overlong: str, precision: str = "fp32") -> str:
+    """Hex key of one cached embedding matrix; changes when any argument changes (precision only when not
+    fp32, so that keys written before it existed stay valid)."""
     payload = {
         "format": _FORMAT,
         "model_name": model_name,
@@ -245,6 +261,8 @@ def cache_key(*, model_name: str | None, weights_hash: str, tokenizer_id: str, c
         "normalize": normalize,
         "on_overlong": on_overlong,
     }
+    if precision != "fp32":
+        payload["precision"] = precision
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -317,7 +335,7 @@ def embed_concepts(
     *,
     use_cache: bool = True,
     on_overlong: str = "error",
-    bucketed: bool | None = None,
+    compute=None,
 ) -> np.ndarray:
     """Embed a concept dictionary with the model's own text tower -> (M, E) float32, row i = concept i.
 
@@ -328,9 +346,11 @@ def embed_concepts(
     template: None (default, the bare concept) or a string with one "{}", e.g. "a photo of {}".
     normalize: "none" / "l2" / "splice" (default). cache_dir: overrides $WEIGHTSCOPE_CACHE_DIR and
     the per-user default; use_cache=False neither reads nor writes. model_name: part of the cache
-    key and file name (the weights hash is always part of the key). on_overlong / bucketed: see
-    :func:`encode_texts`; the bucketed and full-context results agree to float rounding (~1e-6),
-    so ``bucketed`` is not part of the cache key.
+    key and file name (the weights hash is always part of the key). on_overlong: see :func:`encode_texts`;
+    the context is cut per batch when the tower allows it (exact: bucketed and full-context results agree to float
+    rounding, ~1e-6, so the choice is not part of the cache key). compute: device and precision of the text tower (see
+    :func:`encode_texts`); the precision is part of the cache key, the device is not (devices agree to float
+    rounding in fp32).
     """
     if isinstance(concepts, (str, os.PathLike)):
         concepts = load_vocabulary(concepts)
@@ -354,14 +374,15 @@ def embed_concepts(
             template=template,
             normalize=normalize,
             on_overlong=on_overlong,
+            precision="fp32" if compute is None else compute.precision,
         )
         path = cache_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), model_name, key)
         hit = _read_cache(path, key, len(concepts))
         if hit is not None:
             return hit
 
-    raw = encode_texts(model, tokenizer, texts, batch_size=batch_size, bucketed=bucketed,
-                       on_overlong=on_overlong, progress=progress)
+    raw = encode_texts(model, tokenizer, texts, batch_size=batch_size, bucketed=None,
+                       on_overlong=on_overlong, progress=progress, compute=compute)
     emb = normalize_embeddings(raw, normalize)
     if use_cache:
         _write_cache(path, key, emb, {"model_name": model_name, "n_concepts": len(concepts),

@@ -38,6 +38,9 @@ class ConceptExplainer:
     k: concepts per direction (1 <= k <= vocabulary size). lam: COMP's coherence weight (>= 0).
     normalize: "none" | "l2" | "splice" (the concept embeddings; SpLiCE subtracts the vocabulary mean); None leaves
         it to the analysis. cache_dir: the embedding cache (None: ``$WEIGHTSCOPE_CACHE_DIR`` or the user cache).
+    device ("cpu", "cuda", "mps", "auto"), precision ("fp32", "bf16", "fp16"), backend ("numba", "torch", None =
+        numba on the CPU, torch elsewhere): where the concepts are embedded and the solvers run (METHODS.md s.14;
+        ``weightscope.core.compute.Compute``).
     Raises WeightscopeError (one line) for an unknown method or normalisation, k < 1 or lam < 0.
     """
 
@@ -47,6 +50,9 @@ class ConceptExplainer:
     lam: float = DEFAULT_LAM
     normalize: str | None = None
     cache_dir: str | Path | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    backend: str | None = None
     # parsed vocabularies and embeddings, keyed by vocabulary (and model): shared with with_defaults' copies
     _embedded: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -59,6 +65,7 @@ class ConceptExplainer:
             raise WeightscopeError(f"lambda = {self.lam!r} must be >= 0")
         if self.normalize is not None and self.normalize not in NORMALIZATIONS:
             raise WeightscopeError(f"normalize={self.normalize!r}; use one of {', '.join(NORMALIZATIONS)}")
+        self.compute  # checks device, precision and backend
         if self.vocabulary is not None and not isinstance(self.vocabulary, str):
             object.__setattr__(self, "vocabulary", tuple(self.vocabulary))
 
@@ -71,6 +78,18 @@ class ConceptExplainer:
                       normalize=self.normalize if self.normalize is not None else normalize)
         object.__setattr__(out, "_embedded", self._embedded)
         return out
+
+    @property
+    def compute(self):
+        """The device, precision and backend as one ``weightscope.core.compute.Compute``."""
+        from ..core.compute import Compute
+
+        return Compute(self.device, self.precision, self.backend)
+
+    def _embed_compute(self):
+        # None (the text tower where the model is, in fp32) for the CPU default: the embedding cache is shared
+        c = self.compute
+        return None if c.precision == "fp32" and c.torch_device().type == "cpu" else c
 
     @property
     def concepts(self) -> list[str]:
@@ -101,22 +120,23 @@ class ConceptExplainer:
 
     def raw_embeddings(self, loaded, progress: bool = True) -> np.ndarray:
         """(M, E) float32 concept embeddings of the model's text tower, unnormalised; once per model."""
-        key = (self.vocabulary, "none", id(loaded.model), loaded.identity)
+        key = (self.vocabulary, "none", id(loaded.model), loaded.identity, self.precision)
         if key not in self._embedded:
             self._embedded[key] = embed_concepts(loaded.model, loaded.tokenizer, self.concepts, normalize="none",
                                                  model_name=loaded.name, cache_dir=self.cache_dir,
-                                                 progress=progress)
+                                                 progress=progress, compute=self._embed_compute())
         return self._embedded[key]
 
     def dictionary(self, loaded, progress: bool = True) -> np.ndarray:
         """(M, E) float32 concept embeddings normalised as ``normalize`` says (the solver's dictionary)."""
         if self.normalize is None:
             raise WeightscopeError("this explainer has no normalisation yet; give one or call with_defaults")
-        key = (self.vocabulary, self.normalize, id(loaded.model), loaded.identity)
+        key = (self.vocabulary, self.normalize, id(loaded.model), loaded.identity, self.precision)
         if key not in self._embedded:
             self._embedded[key] = embed_concepts(loaded.model, loaded.tokenizer, self.concepts,
                                                  normalize=self.normalize, model_name=loaded.name,
-                                                 cache_dir=self.cache_dir, progress=progress)
+                                                 cache_dir=self.cache_dir, progress=progress,
+                                                 compute=self._embed_compute())
         return self._embedded[key]
 
     def normalized(self, raw: np.ndarray) -> np.ndarray:
@@ -128,7 +148,7 @@ class ConceptExplainer:
         """The sparse explanations (``weightscope.concepts.solvers.explain``) of signals (B, E) by ``dictionary``
         (M, E) with this explainer's method, k and lambda."""
         return explain(signals, dictionary, method=self.method, k=self.k, lam=self.lam, both_signs=both_signs,
-                       coherence_dictionary=coherence_dictionary, progress=progress)
+                       coherence_dictionary=coherence_dictionary, progress=progress, backend=self.compute)
 
     def settings(self) -> dict:
         """The solver settings as results record them."""

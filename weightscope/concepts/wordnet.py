@@ -16,6 +16,12 @@ Class name resolution (:meth:`WordNet.resolve`): a WordNet id ``n02084071``; an 
 ``dog.n.01`` (the lemma's first, second ... noun sense in index.noun order); otherwise a class name, looked
 up in the override table (the caller's, then the shipped ``overrides.tsv``), else the lemma's first noun
 sense (lower case, spaces as underscores; no morphological reduction, so write singular forms).
+:meth:`WordNet.resolve_how` also says which of these chose the synset, and :meth:`WordNet.sense_note`
+warns when a first sense was taken that may not be the pictured thing: it is not a physical object
+(``object.n.01`` is not among its ancestors, e.g. a shape or a unit), or the lemma has several
+physical-object senses (``crane``: the writer Stephen Crane, crane.n.01, comes before the machine and the
+bird). Names of the shipped class lists were checked when they were built (``concepts/build_wordnet.py``)
+and get no note.
 """
 from __future__ import annotations
 
@@ -29,6 +35,11 @@ from .vocab import concept_key, vocabulary_dir
 
 _WNID = re.compile(r"^n(\d{8})$")
 _SENSE = re.compile(r"^(.+)\.n\.(\d{1,2})$")
+PHYSICAL_OBJECT = 2684  # object.n.01, "a tangible and visible entity"
+PERSON = 7846  # person.n.01
+# the bundled shapes world's classes (weightscope.shapes.world.SHAPES; this layer cannot import it) whose first
+# senses are the plane figures; ring, diamond and star have shipped overrides
+_REVIEWED_SHAPES = ("circle", "oval", "crescent", "square", "triangle")
 
 
 def data_dir() -> Path:
@@ -143,9 +154,19 @@ class WordNet:
 
         Raises WeightscopeError naming the class when nothing matches.
         """
+        return self.resolve_how(name, overrides)[0]
+
+    def resolve_how(self, name: str, overrides: dict[str, str] | None = None) -> tuple[int, str]:
+        """(offset, how): how the synset was chosen, one of 'wordnet id', 'sense', 'override' (the
+        caller's), 'shipped override', 'first sense'. Raises as :meth:`resolve`."""
         text = " ".join(str(name).split())
         key = concept_key(text)
         spec = (overrides or {}).get(key) or self.overrides.get(key) or text
+        how = ("override" if key in (overrides or {}) else "shipped override" if key in self.overrides
+               else "wordnet id" if _WNID.match(spec) else "sense" if _SENSE.match(spec) else "first sense")
+        return self._resolve_spec(name, text, spec), how
+
+    def _resolve_spec(self, name: str, text: str, spec: str) -> int:
         m = _WNID.match(spec)
         if m:
             off = int(m.group(1))
@@ -166,6 +187,37 @@ class WordNet:
                 f"in an override file ('{text}<TAB>n01234567' or '{text}<TAB>lemma.n.01')")
         return offs[0]
 
+    def is_physical_object(self, offset: int) -> bool:
+        """True when object.n.01 (a tangible and visible entity) is the synset or one of its ancestors."""
+        return PHYSICAL_OBJECT in self.ancestors(offset)
+
+    def _describe(self, offset: int, spec: str | None = None) -> str:
+        """'crane.n.04 (a lifting device)'; with spec (a lemma's own sense name) when the synset is named otherwise."""
+        ups = self.hypernyms(offset)
+        head = self.name(offset) if spec in (None, self.name(offset)) else f"{spec} = {self.name(offset)}"
+        return head + (f" (a {self.name(ups[0]).rsplit('.', 2)[0].replace('_', ' ')})" if ups else "")
+
+    def sense_note(self, name: str, offset: int, how: str) -> str | None:
+        """A one-line note when a class name's first sense was taken and may not be the pictured thing (module
+        docstring), naming the sense taken, the other physical-object senses and how to choose one; else None."""
+        text = " ".join(str(name).split())
+        if how != "first sense" or text.lower() in _reviewed_names():
+            return None
+        lemma = text.lower().replace(" ", "_")
+        specs = {s: f"{lemma}.n.{k:02d}" for k, s in enumerate(self.senses(lemma), 1)}
+        objects = [s for s in specs if self.is_physical_object(s)]
+        others = [s for s in objects if s != offset]
+        if self.is_physical_object(offset) and not others:
+            return None
+        taken = self._describe(offset, specs.get(offset))
+        what = (f"{taken}, which is not a physical object" if not self.is_physical_object(offset)
+                else f"{taken}, the first of {len(objects)} physical-object senses")
+        also = f"; the others: {', '.join(self._describe(s, specs[s]) for s in others)}" if others else ""
+        # suggest a sense that is not a person: vision classes rarely name one
+        pick = next((specs[s] for s in others if PERSON not in self.ancestors(s)), specs[others[0]] if others else "n01234567")
+        return (f"class {text!r} resolved to {what}{also}; to choose another, add a line such as "
+                f"'{text}<TAB>{pick}' to an overrides file (--synsets FILE)")
+
     def resolve_all(self, names, overrides: dict[str, str] | None = None) -> list[int]:
         """Offsets of every class (in order); the first class that does not resolve raises WeightscopeError."""
         return [self.resolve(n, overrides) for n in names]
@@ -175,6 +227,14 @@ class WordNet:
 def load_wordnet() -> WordNet:
     """The shipped WordNet, read once per process (about 0.3 s)."""
     return WordNet()
+
+
+@lru_cache(maxsize=1)
+def _reviewed_names() -> frozenset[str]:
+    """Class names of the shipped lists, whose senses were checked when the lists were built."""
+    from .vocab import load_vocabulary
+
+    return frozenset(n.lower() for n in (*load_vocabulary("cifar10"), *load_vocabulary("cifar100"), *_REVIEWED_SHAPES))
 
 
 def imagenet_wnids() -> list[str]:

@@ -259,3 +259,68 @@ def symmetric_eigh(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     and signs they need, since a symmetric problem has no canonical sign convention of its own.
     """
     return np.linalg.eigh(np.asarray(S, dtype=np.float64))
+
+
+# ------------------------------------------------------------------------------------------------
+# Spectra of weight matrices (METHODS.md section 13)
+# ------------------------------------------------------------------------------------------------
+
+
+def singular_values(W: np.ndarray) -> np.ndarray:
+    """Singular values (min(N, M),) of W (N, M), descending, in float64 (no singular vectors are formed)."""
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(f"singular_values needs a 2-D matrix, got shape {W.shape}")
+    return np.linalg.svd(W, compute_uv=False)
+
+
+def empirical_spectral_density(W: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """Eigenvalues (M,) of the correlation matrix X = W^T W / N of W (N, M) with N >= M (W is transposed when
+    N < M), ascending: lambda_i = s_i^2 / N (``normalize=False``: s_i^2). The ESD of heavy-tailed
+    self-regularisation (Martin & Mahoney, JMLR 2021, sec. 3)."""
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(f"empirical_spectral_density needs a 2-D matrix, got shape {W.shape}")
+    n = max(W.shape)
+    lam = singular_values(W) ** 2
+    return np.sort(lam / n if normalize else lam)
+
+
+# ------------------------------------------------------------------------------------------------
+# Batched factored SVDs on a torch device (METHODS.md sections 2 and 14)
+# ------------------------------------------------------------------------------------------------
+
+def factored_svd_batched(A, B, device=None, core_dtype=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVDs of ``W_i = A_i @ B_i`` for a batch (heads of one or many layers), without forming any W_i.
+
+    A: (n, D, r), B: (n, r, N) (numpy or torch), r <= min(D, N). Returns numpy float64 U (n, D, r), s (n, r)
+    descending, Vh (n, r, N), signs fixed per item as :func:`fix_signs` does. Same method as
+    :func:`factored_svd` (QR of both factors, SVD of the r x r core), batched in torch: the QRs run in the
+    factors' precision (float64 when given float64: then equal to the per-head path to rounding), the r x r
+    core and its SVD in ``core_dtype`` (default float64, float32 on MPS, which has no float64).
+    device: a torch device or name (default cpu).
+    """
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if core_dtype is None:
+        core_dtype = torch.float32 if dev.type == "mps" else torch.float64
+    A = torch.as_tensor(A).to(dev)
+    B = torch.as_tensor(B).to(dev)
+    if A.ndim != 3 or B.ndim != 3 or A.shape[0] != B.shape[0] or A.shape[2] != B.shape[1]:
+        raise ValueError(f"factored_svd_batched needs A (n, D, r) and B (n, r, N); got {tuple(A.shape)} and "
+                         f"{tuple(B.shape)}")
+    work = A.dtype if A.dtype in (torch.float32, torch.float64) else torch.float32
+    Qa, Ra = torch.linalg.qr(A.to(work))
+    Qb, Rb = torch.linalg.qr(B.to(work).transpose(1, 2))
+    core = Ra.to(core_dtype) @ Rb.to(core_dtype).transpose(1, 2)
+    Uc, s, Vch = torch.linalg.svd(core)
+    U = (Qa.to(core_dtype) @ Uc).double().cpu().numpy()
+    Vh = (Vch @ Qb.to(core_dtype).transpose(1, 2)).double().cpu().numpy()
+    s = s.double().cpu().numpy()
+    # fix_signs per item, vectorised: the largest-|U| entry of each column is made positive
+    n, _, r = U.shape
+    pivot = np.argmax(np.abs(U), axis=1)  # (n, r), first maximum
+    signs = np.sign(np.take_along_axis(U, pivot[:, None, :], axis=1)[:, 0, :])
+    signs[signs == 0] = 1.0
+    return U * signs[:, None, :], s, Vh * signs[:, :, None]

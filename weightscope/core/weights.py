@@ -192,6 +192,8 @@ class VisionWeights:
     ``meta["joint_map"]``, which records how it was built and its measured error); the exact per-head maps are in
     :mod:`weightscope.decompose.pooling`.
     family: which adapter produced this (for messages and reports).
+    layers: one entry per residual block; None for a block left out by ``describe_model(model, layers=...)``
+        (a partial description keeps memory low when only some layers are analysed).
     eps: machine epsilon of the precision the weights are stored in (float32: 1.19e-7); decompositions use
         it to tell directions from rounding noise.
     """
@@ -222,4 +224,4 @@ class VisionWeights:
 
     @property
     def n_heads(self) -> int:
-        return self.layers[0].attn.n_heads
+        return next(l for l in self.layers if l is not None).attn.n_heads

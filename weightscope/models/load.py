@@ -39,7 +39,7 @@ def _check_model_name(name: str) -> None:
         raise WeightscopeError("the bundled shapes-world model is loaded by weightscope.load_model() (the top-level "
                                "API) or the command line, not by weightscope.models.load")
     if name not in known:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, [*known, BUNDLED], n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see open_clip.list_models() for the names"
         if Path(name).is_dir():
             hint = f"{name} is a folder: write local-dir:{name} for a folder holding an open_clip_config.json"

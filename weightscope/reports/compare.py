@@ -46,7 +46,8 @@ def figure_shares(comparisons: list[Comparison]):
     ax.invert_yaxis()
     ax.set_xlim(0, 130)
     ax.set_xlabel("share of ||W_tuned - W_base||_F^2 over all heads (%)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.5 / len(comparisons)), ncol=2, fontsize=8,
+              frameon=False)  # below the axes: never over a bar
     kind = comparisons[0].settings.get("kind", "vo") if comparisons else "vo"
     ax.set_title(f"How the {MATRICES.get(kind, kind)} matrices changed")
     return fig
@@ -100,21 +101,27 @@ def figure_directions(comparison: Comparison):
     return fig
 
 
+def _layer_share(r: dict) -> float:
+    """In-basis share of a layer, NaN (n/a) when nothing in it changed: 0 % would claim an off-basis change."""
+    return 100 * r["in_basis_share"] if r["changed_heads"] and r["energy_total"] > 0 else float("nan")
+
+
 def figure_layers(comparisons: list[Comparison]):
-    """Per layer: change energy (log scale) and its in-basis share, one line per tuned checkpoint."""
+    """Per layer: change energy (linear: unchanged layers sit at 0) and its in-basis share (gaps where n/a)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
     for c in comparisons:
         rows = c.layer_summary()
         x = [r["layer"] for r in rows]
-        axes[0].plot(x, [max(r["energy_total"], 1e-30) for r in rows], marker="o", label=_short(c.tuned, 30))
-        axes[1].plot(x, [100 * r["in_basis_share"] for r in rows], marker="o", label=_short(c.tuned, 30))
-    axes[0].set_yscale("log")
-    axes[0].set_title("change energy per layer", fontsize=9)
-    axes[1].set_title("in-basis share per layer (%)", fontsize=9)
+        axes[0].plot(x, [r["energy_total"] for r in rows], marker="o", label=_short(c.tuned, 30))
+        axes[1].plot(x, [_layer_share(r) for r in rows], marker="o", label=_short(c.tuned, 30))
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_title("change energy per layer ||dW||_F^2", fontsize=9)
+    axes[1].set_title("in-basis share per layer (%; gaps: layer unchanged)", fontsize=9)
     axes[1].set_ylim(-2, 102)
     for ax in axes:
         ax.set_xlabel("layer")
+        ax.xaxis.get_major_locator().set_params(integer=True)
     axes[1].legend(fontsize=7)
     return fig
 
@@ -128,8 +135,11 @@ def figure_checkpoints(comparisons: list[Comparison]):
     values = [([c.rel_change for c in comparisons], "relative change ||dW|| / ||W||"),
               ([100 * c.in_basis_share for c in comparisons], "in-basis share of the change energy (%)"),
               ([c.intruder_counts([eps])[float(eps)] for c in comparisons], f"intruder directions (eps {eps:g})")]
-    for ax, (vals, title) in zip(axes, values):
+    if not any(values[2][0]):  # no intruders anywhere: say so in the text, draw no empty panel
+        axes[2].remove()
+    for k, (ax, (vals, title)) in enumerate(zip(axes, values if any(values[2][0]) else values[:2])):
         ax.barh(y, np.nan_to_num(np.asarray(vals, dtype=float), posinf=0.0), color="#4c72b0")
+        ax.set_xlim(0, 100) if k == 1 else ax.set_xlim(left=0)
         ax.set_title(title, fontsize=9)
     axes[0].set_yticks(y, [_short(c.tuned, 30) for c in comparisons])
     axes[0].invert_yaxis()
@@ -155,11 +165,13 @@ def figure_ratios(comparisons: list[Comparison]):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     data = [np.clip(c.sigma_ratios(), -4, 4) for c in comparisons]
+    reach = max([float(np.abs(d).max()) for d in data if d.size] + [0.0])
+    span = min(2.0, max(0.01, 1.1 * reach))  # the range the ratios cover, at most +-2
     if any(d.size for d in data):
-        ax.hist([d for d in data if d.size], bins=41, range=(-2, 2), histtype="step",
+        ax.hist([d for d in data if d.size], bins=41, range=(-span, span), histtype="step",
                 label=[_short(c.tuned, 30) for c, d in zip(comparisons, data) if d.size])
         ax.legend(fontsize=7)
-    ax.set_xlabel("log2 sigma_tuned / sigma_base (clipped to +-2)")
+    ax.set_xlabel("log2 sigma_tuned / sigma_base" + (" (clipped to +-2)" if span >= 2 else ""))
     ax.set_ylabel("directions")
     ax.set_title("sigma ratios of matched directions", fontsize=9)
     return fig
@@ -202,6 +214,48 @@ def _head_rows(c: Comparison, n: int) -> list[list]:
     return rows
 
 
+def _summary_table(comparisons: list[Comparison]) -> str:
+    """comparison_rows as HTML, each number bound to its place in compare.json."""
+    from .page import Markup, esc, num, table
+
+    header, text_rows = comparison_rows(comparisons)
+    rows = []
+    for i, (c, text) in enumerate(zip(comparisons, text_rows)):
+        t = f"comparisons/{i}/totals"
+        eps = c.settings.get("epsilon", 0.5)
+        key = f"intruders@{eps:g}"
+        intr = num(text[9], "d", f"{t}/{key}" if key in c.totals() else None)  # totals hold the settings' epsilon
+        rows.append([text[0], num(c.rel_change, ".4f", f"{t}/rel_change"),
+                     num(c.in_basis_share, ".1f", f"{t}/in_basis_share", scale=100),
+                     num(c.off_basis_share, ".1f", f"{t}/off_basis_share", scale=100),
+                     num(c.chance_in_basis_share, ".2f", f"{t}/chance_in_basis_share", scale=100),
+                     num(c.mean_match_cos, ".3f", f"{t}/mean_match_cos"), num(text[6], "d", f"{t}/stable"),
+                     num(text[7], "d", f"{t}/reweighted"), num(text[8], "d", f"{t}/rotated"), intr,
+                     Markup(esc(text[10])), text[11], text[12]])
+    return table(header, rows, table_id="summary", sortable=True, name="summary")
+
+
+def _layers_table(c: Comparison, i: int) -> str:
+    """The per-layer table, bound to compare.json (shares read n/a where nothing in the layer changed)."""
+    from .page import Markup, num, table
+
+    eps = c.settings.get("epsilon", 0.5)
+    rows = []
+    for k, r in enumerate(c.layer_summary(eps)):
+        p = f"comparisons/{i}/layers/{k}"
+        changed = bool(r["changed_heads"] and r["energy_total"] > 0)
+        rows.append([num(r["layer"], "d", f"{p}/layer"),
+                     Markup(f"{num(r['changed_heads'], 'd', f'{p}/changed_heads')}/{num(r['heads'], 'd', f'{p}/heads')}"),
+                     num(r["mean_rel_change"], ".4f", f"{p}/mean_rel_change"),
+                     num(r["in_basis_share"] if changed else None, ".1f", f"{p}/in_basis_share", scale=100),
+                     num(r["off_basis_share"] if changed else None, ".1f", f"{p}/off_basis_share", scale=100),
+                     num(r["reweighted"], "d", f"{p}/reweighted"), num(r["rotated"], "d", f"{p}/rotated"),
+                     num(r[f"intruders@{eps:g}"], "d", f"{p}/intruders@{eps:g}")])
+    return table(["layer", "changed heads", "mean rel. change", "in-basis %", "off-basis %", "reweighted dirs",
+                  "rotated dirs", f"intruders (eps {eps:g})"], rows, table_id=f"layers-{i}", sortable=True,
+                 name=f"{_short(c.tuned, 30)}, layers")
+
+
 def definitions_html(s: dict) -> str:
     """How every number of the report is defined (the settings of the first comparison)."""
     return (
@@ -236,43 +290,46 @@ def report_html(comparisons: list[Comparison], figures: dict[str, str] | None = 
     """A self-contained HTML page for one base and several tuned checkpoints; figures: {name: <img> html};
     rows: the harness's per-checkpoint rows (failed checkpoints are listed); per-checkpoint sections for the
     first ``max_sections`` checkpoints."""
-    from .page import esc, page, table
+    from .page import esc, heading, page, table
 
     figures = figures or {}
     base = comparisons[0].base if comparisons else "?"
     parts = [f"<p>Base checkpoint <code>{esc(base)}</code>, {len(comparisons)} tuned checkpoint(s).</p>",
              definitions_html(comparisons[0].settings if comparisons else {}),
-             "<h2>Summary</h2>", table(*comparison_rows(comparisons))]
+             heading("Summary", "summary", "summary"), _summary_table(comparisons)]
     failed = [r for r in rows or [] if r.get("status") == "failed"]
     if failed:
         parts.append("<h3>Failed checkpoints</h3>")
         parts.append(table(["label", "checkpoint", "error"], [[r["label"], r["spec"], r["error"]] for r in failed]))
+    titles = {"checkpoints": "Across checkpoints", "shares": "In-basis and off-basis shares",
+              "intruders": "Intruder dimensions", "ratios": "Singular-value ratios", "layers": "Per layer"}
     for name in ("checkpoints", "shares", "intruders", "ratios", "layers"):
         if name in figures:
-            parts.append(figures[name])
+            parts.append(heading(titles[name], f"fig-{name}", titles[name].lower()) + figures[name])
+    if "intruders" not in figures and comparisons:
+        parts.append("<p class='muted'>No intruder direction at any epsilon in any checkpoint: no intruder figure.</p>")
     for i, c in enumerate(comparisons[:max_sections]):
-        parts.append(f"<h2>{esc(c.tuned)}</h2><pre>{esc(c.summary())}</pre>")
+        parts.append(heading(c.tuned, f"checkpoint-{i}", f"#{i + 1}: {_short(c.tuned, 24)}")
+                     + f"<pre>{esc(c.summary().split(chr(10) + '  per layer:')[0])}</pre>")
         for name in (f"heads_{i}", f"directions_{i}"):
             if name in figures:
                 parts.append(figures[name])
         eps = c.settings.get("epsilon", 0.5)
         parts.append("<h3>Per layer</h3>")
-        parts.append(table(["layer", "changed heads", "mean rel. change", "in-basis %", "off-basis %",
-                            "reweighted dirs", "rotated dirs", f"intruders (eps {eps:g})"],
-                           [[r["layer"], f"{r['changed_heads']}/{r['heads']}", f"{r['mean_rel_change']:.4f}",
-                             f"{100 * r['in_basis_share']:.1f}", f"{100 * r['off_basis_share']:.1f}", r["reweighted"],
-                             r["rotated"], r[f"intruders@{eps:g}"]] for r in c.layer_summary(eps)]))
+        parts.append(_layers_table(c, i))
         parts.append("<h3>Most changed heads</h3>")
         parts.append(table(["head", "rel. change", "in-basis %", "max write angle (deg)",
                             f"top-{c.settings.get('top_k', 8)} write angle (deg)", "# reweighted",
                             "# rotated", "# intruders", "top reweighted (index x ratio)", "top rotated (index, angle)"],
-                           _head_rows(c, n_heads)))
+                           _head_rows(c, n_heads), table_id=f"heads-{i}", sortable=True, filter_box=True,
+                           name=f"{_short(c.tuned, 30)}, heads"))
         if c.labelled:
             lost, gained = c.rotated_concepts(8)
             fmt = lambda items: ", ".join(f"{x} ({v:+.3f})" for x, v in items) or "-"  # noqa: E731
             parts.append(table(["", "concepts"], [["amplified", fmt(c.amplified_concepts(8))],
                                                   ["suppressed", fmt(c.suppressed_concepts(8))],
-                                                  ["rotated away", fmt(lost)], ["rotated in", fmt(gained)]]))
+                                                  ["rotated away", fmt(lost)], ["rotated in", fmt(gained)]],
+                               table_id=f"concepts-{i}", name=f"{_short(c.tuned, 30)}, concepts"))
     return page(f"weightscope compare: {base}", "".join(parts))
 
 
@@ -289,8 +346,11 @@ def write_report(comparisons: list[Comparison], out_dir: str | Path, png: bool =
     out = Path(out_dir)  # the writer makes the folder when the files are committed, not before
     written: dict[str, Path] = {}
     figs = {"checkpoints": lambda: figure_checkpoints(comparisons), "shares": lambda: figure_shares(comparisons),
-            "intruders": lambda: figure_intruders(comparisons), "ratios": lambda: figure_ratios(comparisons),
-            "layers": lambda: figure_layers(comparisons)}
+            "ratios": lambda: figure_ratios(comparisons), "layers": lambda: figure_layers(comparisons)}
+    if any(n for c in comparisons for n in c.intruder_counts(c.settings.get("epsilons") or EPSILONS).values()):
+        figs["intruders"] = lambda: figure_intruders(comparisons)
+    if not any(c.sigma_ratios().size for c in comparisons):
+        del figs["ratios"]
     for i, c in enumerate(comparisons[:max_sections]):
         figs[f"heads_{i}"] = lambda c=c: figure_heads(c)
         figs[f"directions_{i}"] = lambda c=c: figure_directions(c)

@@ -1,8 +1,11 @@
 """Similarity Depth report: per-cluster trees, a depth histogram, tables; CSV and JSON of every number.
 
-Figures follow the seed paper's graph view (seed 003): each cluster's maximum spanning tree over the
+Trees follow the seed paper's graph view (seed 003): each cluster's maximum spanning tree over the
 classifier's class similarities, edges coloured by the WordNet depth of the two classes' lowest common
-hypernym, and drawn thick with a red halo when the same edge is also a tree edge of the confusion graph.
+hypernym, and drawn thick when the same edge is also a tree edge of the confusion graph. The HTML page draws
+them in the browser (``assets/depth.js``, D3): one cluster at a time as a collapsible tidy tree rooted at the
+tree's centre, so labels never overlap at 100 or 1,000 classes. ``figure_trees`` and ``figure_histogram`` draw
+the same views with matplotlib for notebooks.
 """
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analyses.depth.core import DepthResult, MethodResult
+from ..analyses.depth.core import PROTOCOL_NOTES, DepthResult, MethodResult
 from ..core.errors import WeightscopeError
 from ..core.fileio import dump_json, write_atomic
-from .page import esc, figure_to_img, page, table
+from .page import asset, esc, heading, num, page, table
 
 
 def _plt():
@@ -80,8 +83,9 @@ def figure_trees(result: DepthResult, method: str, max_panels: int = 24):
         ax.set_title(f"{len(members)} classes, mean depth {sd:.2f}", fontsize=8)
         ax.margins(0.2)
         ax.axis("off")
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes.ravel().tolist(), shrink=0.6,
-                 label="WordNet depth of the lowest common hypernym")
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes.ravel().tolist(), shrink=0.6,
+                       location="bottom", pad=0.04)  # below the panels: its label is never clipped
+    bar.set_label("WordNet depth of the lowest common hypernym", fontsize=8)
     fig.suptitle(f"{method}: maximum spanning tree per cluster (red halo: also a confusion tree edge)", fontsize=10)
     return fig
 
@@ -100,6 +104,8 @@ def figure_histogram(result: DepthResult):
                     label=f"confusion ({_fmt(r.confusion_sd, 2)})")
         ax.set_title(f"{r.method} ({r.n_clusters} cluster{'' if r.n_clusters == 1 else 's'})", fontsize=9)
         ax.set_xlabel("WordNet depth of the edge's lowest common hypernym", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)  # depths and counts are whole numbers
+        ax.yaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
     axes[0, 0].set_ylabel("tree edges")
     fig.tight_layout()
@@ -116,6 +122,26 @@ def summary_rows(result: DepthResult) -> tuple[list[str], list[list]]:
         rows.append([r.method, r.n_clusters, len(r.depths), _fmt(r.sd), _fmt(r.confusion_sd), "" if d[2] is None else d[2],
                      _fmt(d[0]), _fmt(d[1]), _fmt(e[0]), _fmt(e[1])])
     return header, rows
+
+
+def _summary_table(result: DepthResult) -> str:
+    """The summary as HTML, every number bound to its place in depth.json."""
+    header = summary_rows(result)[0]
+    rows = []
+    for m, r in result.methods.items():
+        p = f"methods/{m}"
+        nan = lambda x: None if x is None or (isinstance(x, float) and math.isnan(x)) else x  # noqa: E731
+        d, e = r.direct or (None, None, None), r.extended or (None, None)
+        rows.append([m, num(r.n_clusters, "d", f"{p}/n_clusters"), num(len(r.depths), "d", f"{p}/edge_depths/#len"),
+                     num(nan(r.sd), ".3f", f"{p}/sd"), num(nan(r.confusion_sd), ".3f", f"{p}/confusion_sd"),
+                     num(d[2], "d", f"{p}/direct/shared_edges"),
+                     num(nan(d[0]), ".3f", f"{p}/direct/similarity_edges_confused"),
+                     num(nan(d[1]), ".3f", f"{p}/direct/confusions_explained"),
+                     num(nan(e[0]), ".3f", f"{p}/extended/similarity_edges_confused"),
+                     num(nan(e[1]), ".3f", f"{p}/extended/confusions_explained")])
+    if all(r.confusion_graph is None for r in result.methods.values()):  # no confusion matrix: no empty columns
+        header, rows = header[:4], [row[:4] for row in rows]
+    return table(header, rows, table_id="summary", sortable=True)
 
 
 def edge_rows(result: DepthResult, wordnet) -> tuple[list[str], list[list]]:
@@ -145,35 +171,58 @@ def _csv(header, rows) -> str:
     return buf.getvalue()
 
 
-def _method_section(result: DepthResult, r: MethodResult, img: str) -> str:
+
+
+def _method_section(result: DepthResult, r: MethodResult) -> str:
+    m = r.method
     names = result.class_names
     singles = [names[c[0]] for c in r.graph.clusters if len(c) == 1]
-    parts = [f"<h2>{esc(r.method)}: SD {_fmt(r.sd)} over {len(r.depths)} edges, {r.n_clusters} cluster{'' if r.n_clusters == 1 else 's'}</h2>"]
+    nc = r.n_clusters
+    parts = [heading(f"{m}: SD {_fmt(r.sd)} over {len(r.depths)} edges, {nc} cluster{'' if nc == 1 else 's'}",
+                     f"trees-{m}", m)]
     if not r.graph.converged:
         parts.append("<p><b>Affinity Propagation did not converge</b>: every class is in one group.</p>")
     if r.graph.noise is not None:
         parts.append(f"<p class='muted'>{len(r.graph.clusters[r.graph.noise])} classes were left as noise by "
-                     f"{esc(r.method)}; as in the authors' code they form one group.</p>")
-    parts.append(img)
+                     f"{esc(m)}; as in the authors' code they form one group.</p>")
+    graph = ("<label>graph <select id='graph-{0}'><option value='similarity'>similarity</option>"
+             "<option value='confusion'>confusion</option></select></label>".format(esc(m))
+             if r.confusion_graph is not None else "")
+    parts.append(f"<div class='controls'>{graph}<label>cluster <select id='cluster-{esc(m)}' style='max-width:48rem'>"
+                 f"</select></label><span id='step-{esc(m)}'><button data-step='-1'>&larr; previous</button> "
+                 f"<button data-step='1'>next &rarr;</button></span> <button id='expand-{esc(m)}'>expand all</button></div>"
+                 f"<div id='tree-{esc(m)}' style='overflow:auto;max-height:80vh;border:1px solid #eee'></div>")
     if singles:
-        parts.append(f"<p class='muted'>single-class clusters: {esc(', '.join(singles))}</p>")
+        parts.append(f"<p class='muted'>single-class clusters ({len(singles)}): {esc(', '.join(singles))}</p>")
     return "".join(parts)
 
 
-def report_html(result: DepthResult, imgs: dict[str, str]) -> str:
-    header, rows = summary_rows(result)
+def report_html(result: DepthResult, data: dict) -> str:
+    """The page: summary, histograms, and per method one cluster's tree at a time (drawn in the page from
+    ``data``, the depth.json content plus the subsumers' names)."""
     body = [f"<p>{esc(result.source)}: {len(result.class_names)} classes"
             + (f", accuracy {100 * result.accuracy:.1f} %" if result.accuracy is not None else "") + ". "
             "Similarity Depth (SD) = mean WordNet depth of the lowest common hypernym over the maximum-spanning-tree "
             "edges of each cluster of class templates (depth as NLTK's Wu-Palmer: entity = 1). Direct compliance: "
             "shared tree edges over the similarity graph's edges (similarities confused) and over the confusion "
             "graph's edges (confusions explained); extended: an edge counts when its classes share a cluster of the "
-            "other graph.</p>", table(header, rows), imgs["histogram"]]
+            "other graph.</p>", f"<p class='muted'>{esc(PROTOCOL_NOTES[result.protocol])}.</p>",
+            heading("Summary", "summary", "summary"), _summary_table(result),
+            heading("Depth of the tree edges", "depth-histograms", "depth histograms"),
+            "<div id='histograms' style='display:flex;flex-wrap:wrap;gap:1rem'></div>"]
     body += [f"<p class='muted'>note: {esc(n)}</p>" for n in result.notes]
+    body.append("<p class='muted'>Trees: each cluster's maximum spanning tree, rooted at its centre, one cluster at a "
+                "time. Hover an edge for the WordNet depth and lowest common hypernym of its two classes; a thick "
+                "edge is also a tree edge of the other graph. Click a node to fold or unfold its branch (red: "
+                "folded). Search a class name at the top to open its cluster.</p><div id='legend'></div>")
     for r in result.methods.values():
-        body.append(_method_section(result, r, imgs[f"trees_{r.method}"]))
+        body.append(_method_section(result, r))
+    if result.senses:  # the WordNet sense each class stands for, and what chose it
+        body.append("<details><summary>WordNet synset of each class</summary>"
+                    + table(["class", "synset", "wnid", "chosen by"],
+                            [[c["class"], c["synset"], c["wnid"], c["chosen_by"]] for c in result.senses]) + "</details>")
     body.append("<p class='muted'>Numbers: depth.json, summary.csv, edges.csv, clusters.csv next to this page.</p>")
-    return page("Similarity Depth", "".join(body))
+    return page("Similarity Depth", "".join(body), data=data, script=asset("depth.js"))
 
 
 def write_report(result: DepthResult, out_dir: str | Path, wordnet=None) -> dict[str, Path]:
@@ -187,22 +236,22 @@ def write_report(result: DepthResult, out_dir: str | Path, wordnet=None) -> dict
     if not result.methods:
         raise WeightscopeError("nothing to report: no clustering method was run")
     wordnet = wordnet or load_wordnet()
-    imgs = {"histogram": figure_to_img(figure_histogram(result), "depth histogram")}
-    for m in result.methods:
-        imgs[f"trees_{m}"] = figure_to_img(figure_trees(result, m), f"{m} trees")
+    data = result.to_json(wordnet)
+    subs = {w for m in data["methods"].values() for w in m["edge_subsumers"]}
+    page_data = {**data, "subsumer_names": {w: wordnet.name(int(w[1:])) for w in sorted(subs)}}
     cluster_rows = []
     for r in result.methods.values():
         for label, g in (("similarity", r.graph), ("confusion", r.confusion_graph)):
             if g is not None:
                 cl = g.cluster_of
-                cluster_rows += [[r.method, label, result.class_names[i], int(cl[i]), int(g.noise == cl[i])]
-                                 for i in range(len(cl))]
+                cluster_rows += [[r.method, label, result.class_names[i], int(cl[i]), int(g.noise == cl[i]),
+                                  f"n{result.synsets[i]:08d}", wordnet.name(result.synsets[i])] for i in range(len(cl))]
     files = {
-        "report.html": report_html(result, imgs),
-        "depth.json": dump_json(result.to_json(wordnet)),
+        "report.html": report_html(result, page_data),
+        "depth.json": dump_json(data),
         "summary.csv": _csv(*summary_rows(result)),
         "edges.csv": _csv(*edge_rows(result, wordnet)),
-        "clusters.csv": _csv(["method", "graph", "class", "cluster", "noise"], cluster_rows),
+        "clusters.csv": _csv(["method", "graph", "class", "cluster", "noise", "wnid", "synset"], cluster_rows),
     }
     out = Path(out_dir)
     return {name: write_atomic(out / name, text) for name, text in files.items()}

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..analyses.inspection import Inspection
-from .page import figure_to_img, table
+from ..models.adapters.labels import layer_label
+from .page import Markup, esc, figure_to_img, heading, num, table
 
 
 def _position_figure(result: Inspection):
@@ -26,27 +27,31 @@ def _position_figure(result: Inspection):
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
     fig.colorbar(im, ax=ax, label="x chance")
     ax.set_xticks(range(len(heads)), [f"H{h}" for h in heads], fontsize=8)
-    ax.set_yticks(range(len(layers)), [f"L{l}" for l in layers], fontsize=8)
+    ax.set_yticks(range(len(layers)), [layer_label(l) for l in layers], fontsize=8)
     ax.set_title("Positional variance along the most positional key direction", fontsize=10)
     return fig
 
 
 def _qk_section(result: Inspection, n_directions: int) -> str:
     rows = []
-    for (l, h), rep in sorted(result.qk.items()):
+    for i_head, ((l, h), rep) in enumerate(sorted(result.qk.items())):
+        index = {(d.index, d.side, d.sign): j for j, d in enumerate(rep.directions)}
         for i in rep.explained("query")[:n_directions]:
             for sign in (1, -1):
                 q, k = rep.direction(i, "query", sign), rep.direction(i, "key", sign)
-                pos = f"{rep.position[i]:.1f}" if i < len(rep.position) else "-"
-                rows.append([f"L{l} H{h}", f"{i}{'+' if sign > 0 else '-'}", f"{rep.s[i]:.3f}", q.label(3),
-                             k.label(3), f"{q.fidelity_label()} / {k.fidelity_label()}", pos])
-    return ("<h2>Query-key directions</h2><p class='muted'>A large attention score needs the query token to contain "
+                fq = num(q.fidelity, ".2f", f"qk/{i_head}/directions/{index[i, 'query', sign]}/fidelity") if q.concepts else "-"
+                fk = num(k.fidelity, ".2f", f"qk/{i_head}/directions/{index[i, 'key', sign]}/fidelity") if k.concepts else "-"
+                pos = num(rep.position[i], ".1f", f"qk/{i_head}/position/{i}") if i < len(rep.position) else "-"
+                rows.append([f"L{l} H{h}", f"{i}{'+' if sign > 0 else '-'}", num(rep.s[i], ".3f", f"qk/{i_head}/s/{i}"),
+                             q.label(3), k.label(3), Markup(f"{fq} / {fk}"), pos])
+    return (heading("Query-key directions", "qk", "query-key")
+            + "<p class='muted'>A large attention score needs the query token to contain "
             "the query concepts and the key token the key concepts (left / right singular vectors of W_QK; the sign "
             "flips both together). Position: the positional embedding's variance along the key direction, relative "
-            "to a random direction's (1 = chance).</p>"
+            "to a random direction's (1 = chance). Click a column to sort; type to filter.</p>"
             + figure_to_img(_position_figure(result), "positional key directions")
             + table(["head", "dir", "sigma", "query: attends from", "key: attends to", "fidelity q / k", "position"],
-                    rows))
+                    rows, table_id="qk-table", sortable=True, filter_box=True))
 
 
 def _score_figure(result: Inspection):
@@ -58,7 +63,7 @@ def _score_figure(result: Inspection):
     fig, ax = plt.subplots(figsize=(6, 3))
     for l in sorted({l for l, _ in result.neurons}):
         scores = sorted((r.score for r in result.neurons.values() if r.layer == l), reverse=True)
-        ax.plot(scores, label=f"L{l}", lw=1)
+        ax.plot(scores, label=layer_label(l), lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("neuron rank")
     ax.set_ylabel("|joint(write)| x |read|")
@@ -70,20 +75,29 @@ def _score_figure(result: Inspection):
 
 def _mlp_section(result: Inspection, n_neurons: int) -> str:
     rows = []
-    for rep in sorted(result.neurons.values(), key=lambda r: (r.layer, r.rank)):
+    ordered = sorted(result.neurons.values(), key=lambda r: (r.layer, r.rank))  # the JSON's order
+    for i_rep, rep in enumerate(ordered):
         if rep.rank >= n_neurons:
             continue
-        cells = {(d.side, d.sign): d for d in rep.directions}
-        label = {key: (d.label(3), d.fidelity_label()) for key, d in cells.items()}
-        rows.append([f"L{rep.layer}", str(rep.neuron), f"{rep.score:.3g}"]
-                    + [f"{label[key][0]} [{label[key][1]}]" if key in label else "-"
-                       for key in (("write", 1), ("write", -1), ("read", 1))])
-    return ("<h2>MLP neurons (data-free labels)</h2><p class='muted'>Per layer, the leading neurons by score = norm "
+        cells = {(d.side, d.sign): (j, d) for j, d in enumerate(rep.directions)}
+
+        def cell(key):
+            if key not in cells:
+                return "-"
+            j, d = cells[key]
+            fid = num(d.fidelity, ".2f", f"neurons/{i_rep}/directions/{j}/fidelity") if d.concepts else "-"
+            return Markup(f"{esc(d.label(3))} [{fid}]")
+
+        rows.append([layer_label(rep.layer), num(rep.neuron, "d", f"neurons/{i_rep}/neuron"), num(rep.score, ".3g", f"neurons/{i_rep}/score")]
+                    + [cell(key) for key in (("write", 1), ("write", -1), ("read", 1))])
+    return (heading("MLP neurons (data-free labels)", "mlp", "MLP neurons")
+            + "<p class='muted'>Per layer, the leading neurons by score = norm "
             "of the write vector's joint-space image before normalisation x norm of the read vector (ln_2's scale "
             "folded in). Write +: what the neuron adds when it fires; write -: what it adds when its activation is "
-            "negative; read +: what makes it fire. [fidelity]</p>"
+            "negative; read +: what makes it fire. [fidelity]. Click a column to sort; type to filter.</p>"
             + figure_to_img(_score_figure(result), "neuron scores")
-            + table(["layer", "neuron", "score", "write +", "write -", "read +"], rows))
+            + table(["layer", "neuron", "score", "write +", "write -", "read +"], rows, table_id="mlp-table",
+                    sortable=True, filter_box=True))
 
 
 def sections(result: Inspection, n_directions: int = 4, n_neurons: int = 8) -> str:

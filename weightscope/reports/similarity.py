@@ -2,7 +2,6 @@
 qualities; a self-contained HTML page plus the matrices as JSON and CSV."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,8 @@ from ..core.errors import WeightscopeError
 from ..core.fileio import write_atomic
 from ..analyses.similarity.measures import best_match_depths
 from ..analyses.similarity.result import Similarity, describe_measure
-from .page import esc, figure_to_img, page, table
+from ..models.adapters.labels import layer_label
+from .page import esc, figure_to_img, heading, num, page, table
 
 
 def _plt():
@@ -24,23 +24,33 @@ def _plt():
     return plt
 
 
-def short_layer(name: str) -> str:
-    """'visual.transformer.resblocks.3' -> 'L3'; other module names keep their last two parts."""
-    m = re.search(r"resblocks\.(\d+)$", name)
-    return f"L{m.group(1)}" if m else ".".join(name.split(".")[-2:])
-
-
 def short_model(name: str, n: int = 28) -> str:
     return name if len(name) <= n else "..." + name[-(n - 3):]
 
 
-def _heatmap(ax, S, rows, cols, title, vmin=0.0):
+def _heatmap(ax, S, rows, cols, title, vmin=0.0, values: bool | None = None):
+    """One matrix on the report's shared colour scale [vmin, 1], its values written in the cells when it is small
+    enough to read them (values=None: up to 16 x 16)."""
     im = ax.imshow(S, vmin=vmin, vmax=1.0, cmap="viridis", aspect="auto")
-    step_r, step_c = max(1, len(rows) // 12), max(1, len(cols) // 12)
+    step_r, step_c = max(1, len(rows) // 16), max(1, len(cols) // 16)
     ax.set_yticks(range(0, len(rows), step_r), [rows[i] for i in range(0, len(rows), step_r)], fontsize=7)
     ax.set_xticks(range(0, len(cols), step_c), [cols[i] for i in range(0, len(cols), step_c)], fontsize=7, rotation=90)
     ax.set_title(title, fontsize=8)
+    if values or (values is None and S.shape[0] <= 16 and S.shape[1] <= 16):
+        mid = vmin + 0.6 * (1.0 - vmin)
+        for i in range(S.shape[0]):
+            for j in range(S.shape[1]):
+                if np.isfinite(S[i, j]):
+                    ax.text(j, i, f"{S[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="k" if S[i, j] > mid else "w")  # readable on viridis' light and dark ends
     return im
+
+
+def _vmin(sim: Similarity) -> float:
+    """The lower end of the one colour scale every heatmap of the report shares: 0, or -1 when a measure
+    (concept cosines) goes negative."""
+    lows = [float(np.nanmin(sim.matrix(m, a, b))) for m in sim.main_measures for a, b in sim.pairs(m)]
+    return -1.0 if lows and min(lows) < 0 else 0.0
 
 
 def figure_layer_matrices(sim: Similarity, measure: str):
@@ -49,11 +59,11 @@ def figure_layer_matrices(sim: Similarity, measure: str):
     pairs = sim.pairs(measure)
     ncol = min(len(pairs), 4)
     nrow = -(-len(pairs) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.2 * nrow), squeeze=False, layout="constrained")
-    vmin = -1.0 if measure.startswith("concept") else 0.0
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.8 * nrow), squeeze=False, layout="constrained")
+    vmin = _vmin(sim)
     for ax, (a, b) in zip(axes.ravel(), pairs):
-        im = _heatmap(ax, sim.matrix(measure, a, b), [short_layer(x) for x in sim.models[a]],
-                      [short_layer(x) for x in sim.models[b]], f"{short_model(a)}\nvs {short_model(b)}", vmin)
+        im = _heatmap(ax, sim.matrix(measure, a, b), [layer_label(x) for x in sim.models[a]],
+                      [layer_label(x) for x in sim.models[b]], f"{short_model(a)}\nvs {short_model(b)}", vmin)
     for ax in axes.ravel()[len(pairs):]:
         ax.axis("off")
     fig.colorbar(im, ax=axes, shrink=0.7)
@@ -65,15 +75,13 @@ def figure_model_matrices(sim: Similarity):
     """Model x model similarity, one heatmap per measure (needs two or more models)."""
     plt = _plt()
     measures = sim.main_measures
-    fig, axes = plt.subplots(1, len(measures), figsize=(3.6 * len(measures), 3.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(measures), figsize=(3.8 * len(measures), 3.6), squeeze=False, layout="constrained")
+    vmin = _vmin(sim)
     for ax, m in zip(axes[0], measures):
         names, M = sim.model_matrix(m)
         labels = [short_model(n, 20) for n in names]
-        _heatmap(ax, M, labels, labels, m)
-        for i in range(len(names)):
-            for j in range(len(names)):
-                ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="k" if M[i, j] > 0.6 else "w")  # readable on viridis' light and dark ends
+        im = _heatmap(ax, M, labels, labels, m, vmin, values=True)
+    fig.colorbar(im, ax=axes, shrink=0.7)
     return fig
 
 
@@ -109,8 +117,9 @@ def figure_probes(sim: Similarity, model: str):
     Q = np.full((len(concepts), len(layers)), np.nan)
     for r in recs:
         Q[concepts.index(r["concept"]), layers.index(r["layer"])] = r["quality"]
-    fig, ax = plt.subplots(figsize=(1.6 + 0.3 * len(layers), 1.0 + 0.2 * len(concepts)), layout="constrained")
-    im = _heatmap(ax, Q, concepts, [short_layer(x) for x in layers], f"probe {recs[0]['metric']}: {short_model(model)}")
+    fig, ax = plt.subplots(figsize=(2.6 + 0.55 * len(layers), 1.2 + 0.24 * len(concepts)), layout="constrained")
+    im = _heatmap(ax, Q, concepts, [layer_label(x) for x in layers], f"probe {recs[0]['metric']}: {short_model(model)}",
+                  values=len(layers) <= 16)
     ax.set_yticks(range(len(concepts)), concepts, fontsize=6)
     fig.colorbar(im, ax=ax, shrink=0.7)
     return fig
@@ -118,19 +127,25 @@ def figure_probes(sim: Similarity, model: str):
 
 def report_html(sim: Similarity, imgs: dict[str, str]) -> str:
     s = sim.summary()
-    parts = [f"<p>{esc(len(sim.models))} model(s): " + ", ".join(f"<code>{esc(m)}</code> ({len(l)} layers)"
-                                                                  for m, l in sim.models.items()) + "</p>",
-             "<pre>" + esc(sim.summary_text()) + "</pre>"]
+    models = [[m, num(len(l), "d", f"models/{m}/#len"), f"{layer_label(l[0])} ... {layer_label(l[-1])}" if l else "-"]
+              for m, l in sim.models.items()]
+    parts = [f"<p>{esc(len(sim.models))} model(s), measures: {esc(', '.join(sim.main_measures))}. Every heatmap shares "
+             "one colour scale; a cell's value is written in it when the matrix is small enough to read.</p>",
+             heading("Models and layers", "models", "models"), table(["model", "layers", "compared"], models, table_id="models", name="models")]
     if s["depth_alignment"]:
-        rows = [[m, f"{d['spearman']:.3f}", f"{d['mean_abs_diff']:.3f}", d["n_points"]] for m, d in s["depth_alignment"].items()]
-        parts += ["<h2>Relative depth of best-matching layers</h2>",
-                  table(["measure", "Spearman", "mean |depth difference|", "layers"], rows)]
+        p = "summary/depth_alignment"
+        rows = [[m, num(d["spearman"], ".3f", f"{p}/{m}/spearman"), num(d["mean_abs_diff"], ".3f", f"{p}/{m}/mean_abs_diff"),
+                 num(d["n_points"], "d", f"{p}/{m}/n_points")] for m, d in s["depth_alignment"].items()]
+        parts += [heading("Relative depth of best-matching layers", "depth", "depth alignment"),
+                  table(["measure", "Spearman", "mean |depth difference|", "layers"], rows, table_id="depth-alignment",
+                        name="depth alignment")]
     if s["rank_correlations"]:
-        rows = [[r["model"], r["measure_a"], r["measure_b"], f"{r['spearman']:.3f}"] for r in s["rank_correlations"]]
-        parts += ["<h2>Agreement between measures (Spearman of off-diagonal entries)</h2>",
-                  table(["model", "measure", "measure", "Spearman"], rows)]
-    for key, img in imgs.items():
-        parts.append(f"<h2>{esc(key)}</h2>{img}")
+        rows = [[r["model"], r["measure_a"], r["measure_b"], num(r["spearman"], ".3f", f"summary/rank_correlations/{i}/spearman")]
+                for i, r in enumerate(s["rank_correlations"])]
+        parts += [heading("Agreement between measures (Spearman of off-diagonal entries)", "agreement", "agreement"),
+                  table(["model", "measure", "measure", "Spearman"], rows, table_id="agreement", sortable=True)]
+    for i, (key, img) in enumerate(imgs.items()):
+        parts.append(heading(key, f"fig-{i}", key) + img)
     return page("Layer similarity", "".join(parts))
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.fileio import write_atomic
+from ..analyses.inspection import format_coefficient
 from ..analyses.sing.analysis import SingResult
-from .page import esc, figure_to_img, page, table
+from .page import Markup, esc, figure_to_img, num, page, table
 
 
 def _plt():
@@ -33,6 +34,8 @@ def _visibility_figure(result, n: int = 15, titles: tuple[str, str] = ("most vis
     panels = [(titles[0], seen, "#2b7bba"), (titles[1], blind, "#d95f02")]
     if result.families:
         panels.append(("mean per attribute family", sorted(result.families.items(), key=lambda kv: -kv[1]), "#555"))
+    # a panel of bars that all read 0.00 shows nothing: it is said in words by visibility_note instead
+    panels = [p for p in panels if p[1] and max(abs(v) for _, v in p[1]) >= 0.005] or panels[:1]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.26 * n + 1.2))
     for ax, (title, pairs, colour) in zip(np.atleast_1d(axes), panels):
         names = [c for c, _ in pairs][::-1]
@@ -48,6 +51,15 @@ def _visibility_figure(result, n: int = 15, titles: tuple[str, str] = ("most vis
     fig.suptitle(f"Concept visibility (dotted: a random direction, {result.chance_visibility:.3f})", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def visibility_note(result, n: int = 15, title: str = "least visible (null space)") -> str:
+    """HTML saying which ranked concepts all read 0.00 (their panel is left out of the figure); '' when none."""
+    blind = result.visibility.ranked(n, blind=True, by=result.rank_by)
+    if not blind or max(abs(v) for _, v in blind) >= 0.005:
+        return ""
+    return (f"<p class='muted'>{esc(title)}: the {len(blind)} lowest concepts all read 0.00 (below 0.005), so no "
+            f"panel is drawn for them: {esc(', '.join(c for c, _ in blind))}.</p>")
 
 
 def _curve_figure(result: SingResult):
@@ -100,13 +112,19 @@ def _strip_figure(result: SingResult):
 
 
 def _fmt(pairs, n: int = 4) -> str:
-    return ", ".join(f"{c} ({w:.2f})" for c, w in pairs[:n])
+    """'concept (0.45), ...': a kept coefficient never reads 0.00 (two significant digits below 0.01)."""
+    return ", ".join(f"{c} ({format_coefficient(w)})" for c, w in pairs[:n])
 
 
 def _directions_table(directions) -> str:
+    """Bound to sing.json's ``directions`` (same order)."""
+    p = "directions/{}/".format
     return table(["space", "#", "weight", "+v", "fid", "-v", "fid"],
-                 [[d.space, d.index, f"{d.weight:.3g}", _fmt(d.plus), f"{d.fidelity_plus:.2f}", _fmt(d.minus),
-                   f"{d.fidelity_minus:.2f}"] for d in directions])
+                 [[d.space, num(d.index, "d", p(i) + "index"), num(d.weight, ".3g", p(i) + "weight"), _fmt(d.plus),
+                   num(d.fidelity_plus, ".2f", p(i) + "fidelity_plus"), _fmt(d.minus),
+                   num(d.fidelity_minus, ".2f", p(i) + "fidelity_minus")] for i, d in enumerate(directions)],
+                 table_id="directions", sortable=True,
+                 filter_box=True, name="row / null directions")
 
 
 def render_report(result: SingResult) -> str:
@@ -114,7 +132,9 @@ def render_report(result: SingResult) -> str:
     r = result
     dims = table(["classes", "feature width F", "rank r", "null-space dimension F - r", "relative rank tolerance",
                   "chance visibility r / F"],
-                 [[len(r.classes), r.n_features, r.rank, r.null_dim, f"{r.rtol:g}", f"{r.chance_visibility:.3f}"]])
+                 [[num(len(r.classes), "d", "classes/#len"), num(r.n_features, "d", "n_features"), num(r.rank, "d", "rank"),
+                   num(r.null_dim, "d", "null_dim"), num(r.rtol, "g", "rtol"),
+                   num(r.chance_visibility, ".3f", "chance_visibility")]])
     spectrum = ", ".join(f"{s:.3g}" for s in r.singular_values[:16])
     body = (f"<p>Model <code>{esc(r.model)}</code>; {len(r.classes)} classes: {esc(', '.join(r.classes[:20]))}"
             f"{' ...' if len(r.classes) > 20 else ''}. Features: {esc(r.feature_space)}. Vocabulary "
@@ -123,19 +143,24 @@ def render_report(result: SingResult) -> str:
             "f + &Pi;<sub>n</sub>&delta; has the logits of f.</p>")
     body += ("<h2>What the head sees and what it is blind to</h2><p class='muted'>Visibility: the share of a concept's "
              "normalised embedding in the head's row space (1 = fully read by the logits; 0 = entirely in the null "
-             "space).</p>" + figure_to_img(_visibility_figure(r), "visibility chart"))
+             "space).</p>" + figure_to_img(_visibility_figure(r), "visibility chart") + visibility_note(r))
     if r.families:
-        body += table(["attribute family", "mean visibility"], [[k, f"{v:.3f}"] for k, v in r.families.items()])
+        body += table(["attribute family", "mean visibility"], [[k, num(v, ".3f", f"families/{k}")]
+                                                                for k, v in r.families.items()],
+                      table_id="families", sortable=True, name="families")
     body += ("<h2>Explanations of the row and null spaces</h2><p class='muted'>Row directions: right singular vectors "
              "of W (weight: singular value). Null directions: leading principal directions of the concepts' null "
              "components (weight: their singular value). Each explained as +v and -v.</p>"
              + _directions_table(r.directions))
-    srows = [[s.text, f"{s.angle_f_t:.1f}", "-" if s.as_towards is None else f"{s.as_towards:+.2f}",
-              "-" if s.as_away is None else f"{s.as_away:+.2f}", "-" if s.abs_as is None else f"{s.abs_as:.2f}",
-              f"{s.max_is_towards:.1f} / {s.max_is_away:.1f}"] for s in r.steering]
+    p = "steering/{}/".format
+    srows = [[s.text, num(s.angle_f_t, ".1f", p(i) + "angle_f_t"), num(s.as_towards, "+.2f", p(i) + "as_towards", na="-"),
+              num(s.as_away, "+.2f", p(i) + "as_away", na="-"), num(s.abs_as, ".2f", p(i) + "abs_as", na="-"),
+              Markup(f"{num(s.max_is_towards, '.1f', p(i) + 'max_is_towards')} / "
+                     f"{num(s.max_is_away, '.1f', p(i) + 'max_is_away')}")] for i, s in enumerate(r.steering)]
     body += (f"<h2>Steering inside the null space</h2><p>f = {esc(r.feature)}. At IS = {r.image_score:g} deg "
              f"(closed form; logits of f~ equal those of f to {r.logit_change:.1e} relative):</p>"
-             + table(["text t", "angle(f, t)", "AS towards", "AS away", "|AS|", "largest IS towards / away"], srows))
+             + table(["text t", "angle(f, t)", "AS towards", "AS away", "|AS|", "largest IS towards / away"], srows,
+                     table_id="steering", sortable=True, name="steering"))
     if r.curve:
         body += figure_to_img(_curve_figure(r), "AS versus IS")
     if r.leakage and r.leakage.get("mean_abs_as") is not None:
@@ -259,6 +284,16 @@ def _num(x, fmt: str = ".2f") -> str:
     return "-" if x is None or not np.isfinite(x) else format(x, fmt)
 
 
+def _bound(x, path: str, fmt: str = ".2f"):
+    """A statistic bound to its place in sing.json ('-' when it is missing or not finite)."""
+    return num(None if x is None or not np.isfinite(x) else float(x), fmt, path, na="-")
+
+
+def _share(x, path: str):
+    """A share in whole per cent, bound to sing.json."""
+    return Markup(f"{num(float(x), '.0f', path, scale=100)}%") if x is not None and np.isfinite(x) else "-"
+
+
 def write_classifier_report(result, path: str | Path) -> Path:
     """Write the HTML report of a ``sing.classifier_analysis`` result to ``path`` (atomically); returns the path."""
     return write_atomic(path, render_classifier_report(result))
@@ -281,14 +316,18 @@ def render_classifier_report(result) -> str:
                                                                   else "(MLP: not a subspace)")
     body += ("<h2>Null space</h2>" + table(
         ["feature width F", "rank r", "null-space dimension", "CLIP width E", "T(null space) in E"],
-        [[r.n_features, r.rank, r.null_dim, r.n_embed, reach]])
+        [[num(r.n_features, "d", "n_features"), num(r.rank, "d", "rank"), num(r.null_dim, "d", "null_dim"),
+          num(r.n_embed, "d", "n_embed"), Markup(f"<span data-text>{esc(reach)}</span>")]])
         + f"<p class='muted'>Singular values of the head: {esc(', '.join(f'{s:.3g}' for s in r.singular_values[:16]))}"
         ". Any f + &Pi;<sub>n</sub>&delta; has the logits of f.</p>")
     body += (f"<h2>Translator</h2><p>{esc(r.translator['kind'])}, {esc(r.translator['source'])}.</p>")
     if fit:
         body += table(["kind", "train / held-out pairs", "ridge penalty (CV)", "held-out mean cosine", "held-out R^2"],
-                      [[fit["kind"], f"{fit['n_train']} / {fit['n_test']}", _num(fit["alpha"], ".3g"),
-                        f"{fit['mean_cosine']:.3f}", f"{fit['r2']:.3f}"]])
+                      [[fit["kind"], Markup(f"{num(fit['n_train'], 'd', 'translator/report/n_train')} / "
+                                            f"{num(fit['n_test'], 'd', 'translator/report/n_test')}"),
+                        num(fit["alpha"], ".3g", "translator/report/alpha", na="-"),
+                        num(fit["mean_cosine"], ".3f", "translator/report/mean_cosine"),
+                        num(fit["r2"], ".3f", "translator/report/r2")]])
     if r.visibility is not None:
         body += (f"<h2>What the classifier sees through T</h2><p class='muted'>In the CLIP space, null moves reach "
                  f"T(null space) ({r.n_embed - r.seen_dim}-d); the {r.seen_dim}-d complement only moves when the "
@@ -297,7 +336,7 @@ def render_classifier_report(result) -> str:
                  f"equivalence class). Vocabulary <code>{esc(r.vocabulary)}</code>.</p>"
                  + figure_to_img(_visibility_figure(r, titles=("most fixed by the logits", "most free in the null "
                                                                "space"), xlabel="share outside T(null space)"),
-                                 "visibility through T"))
+                                 "visibility through T") + visibility_note(r, title="most free in the null space"))
         if r.directions:
             body += ("<p class='muted'>Leading principal directions of the concepts' components in each part, "
                      "explained with COMP as +v and -v (weight: their singular value).</p>"
@@ -321,15 +360,22 @@ def render_classifier_report(result) -> str:
         body += figure_to_img(_leakage_figure(r), "leakage per family")
     fams, ofams = st.per_family(), (r.optimal.per_family() if r.optimal is not None else {})
     if fams:
+        sf, of = "statistics/per_family/{}/".format, "optimal/per_family/{}/".format
         body += table(["family", "texts", "mean |AS| (gradient)", "mean |AS| (optimal)", "mean AS of f_row",
                        "flagged (f_row, SING thresholds)"],
-                      [[k, v["n_texts"], _num(v["mean_abs_as"]), _num(ofams.get(k, {}).get("mean_abs_as")),
-                        _num(v["mean_as_row"]), f"{v['flagged_share']:.0%}"] for k, v in fams.items()])
-    rows = sorted(st.per_text(), key=lambda d: -(d["mean_abs_as"] if np.isfinite(d["mean_abs_as"]) else -1))
+                      [[k, num(v["n_texts"], "d", sf(k) + "n_texts"), _bound(v["mean_abs_as"], sf(k) + "mean_abs_as"),
+                        _bound(ofams.get(k, {}).get("mean_abs_as"), of(k) + "mean_abs_as"),
+                        _bound(v["mean_as_row"], sf(k) + "mean_as_row"), _share(v["flagged_share"], sf(k) + "flagged_share")]
+                       for k, v in fams.items()], table_id="families", sortable=True, name="families")
+    texts = st.per_text()  # sing.json's order; shown largest movement first
+    order = sorted(range(len(texts)), key=lambda j: -(texts[j]["mean_abs_as"] if np.isfinite(texts[j]["mean_abs_as"]) else -1))
+    pt = "statistics/per_text/{}/".format
     body += ("<h3>Per text (largest movement first)</h3>" + table(
         ["text", "mean |AS|", "median |AS|", "reached", "mean AS of f_row", "flagged"],
-        [[d["text"], _num(d["mean_abs_as"]), _num(d["median_abs_as"]), f"{d['share_reachable']:.0%}",
-          _num(d["mean_as_row"]), f"{d['flagged_share']:.0%}"] for d in rows]))
+        [[texts[j]["text"], _bound(texts[j]["mean_abs_as"], pt(j) + "mean_abs_as"),
+          _bound(texts[j]["median_abs_as"], pt(j) + "median_abs_as"), _share(texts[j]["share_reachable"], pt(j) + "share_reachable"),
+          _bound(texts[j]["mean_as_row"], pt(j) + "mean_as_row"), _share(texts[j]["flagged_share"], pt(j) + "flagged_share")]
+         for j in order], table_id="per-text", sortable=True, filter_box=True, name="texts"))
     if reached:
         body += figure_to_img(_class_figure(r), "per class")
     cl = r.class_leakage

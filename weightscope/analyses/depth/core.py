@@ -23,10 +23,28 @@ Pipeline, for C classes:
    graph ("confusions that similarities explain"). Extended compliance = share of one graph's tree edges
    whose two classes lie in one cluster of the other graph, both ways.
 
-Differences from the authors' code: no +-5e-8 symmetric noise is added to the similarity matrix (tied
-weights are broken by class order instead); Louvain is networkx's implementation, not python-louvain's, so its
-communities can differ (on their ConvNeXt both find 8; SD 7.554 here, 7.511 there). Affinity Propagation,
-OPTICS and HDBSCAN reproduce the authors' ConvNeXt figures exactly (tests/test_depth.py).
+Two protocols (``protocol=``; the CLI's ``--protocol``):
+
+- ``"default"``: deterministic and invariant to the order of the classes. The classes are put in a canonical
+  order (sorted by class spec, then display name) before anything is clustered, so seeded algorithms see the
+  same graph and exactly tied tree edges are broken by that order whatever the order of the input files;
+  results come back in the input's order. No noise is added; Louvain is networkx's.
+- ``"authors"``: the authors' pipeline, to reproduce their printed figures. Their reader adds a symmetric
+  noise ``((U - 0.5) / 1e7 + its transpose) / 2``, U uniform from ``numpy.random.RandomState(seed)`` over the
+  (C, C) matrix in the input's class order (entries of order 5e-8), to each matrix as read: to the raw
+  similarity before the min-max normalisation, and to the confusion rates before they are symmetrised; the
+  noise breaks the exact ties the trees would otherwise meet. Their graph has an edge wherever the affinity
+  is non-zero (a negative noisy confusion rate included) and a self-loop on every class; Louvain is
+  python-louvain's ``best_partition`` with a fresh ``RandomState(seed)`` (the optional extra ``depth``:
+  ``pip install -e '.[depth]'``). Results depend on the input's class order, as theirs do. On the authors'
+  ConvNeXt matrices it gives their figures to the printed digits (tests/test_depth.py).
+
+Affinity Propagation, OPTICS and HDBSCAN are the same sklearn estimators in both protocols. Extended compliance
+counts the classes of a cluster; the authors' code counts those that lie on one of the cluster's tree edges.
+The two agree whenever each class of a cluster of two or more lies on a tree edge, which their noise ensures
+(every pair but the least similar one is an edge) unless a cluster is exactly that least similar pair. The depth rule
+is asymmetric when one class's synset is an ancestor of the other's (:meth:`WordNet.lowest_common_hypernym`):
+the class first in the protocol's order (canonical, or the input's as in the authors' networkx edges) goes first.
 
 All functions are deterministic for a fixed ``seed``; every bad input raises WeightscopeError (one line).
 """
@@ -40,9 +58,36 @@ import numpy as np
 
 from ...core.defaults import CLUSTERING_METHODS
 from ...core.errors import WeightscopeError
+from ...concepts.wordnet import wnid as wnid_of
 
 METHODS = CLUSTERING_METHODS
 SEED = 42  # the authors' seed
+PROTOCOLS = ("default", "authors")
+NOISE_SCALE = 1e7  # the authors' (U - 0.5) / 10e6
+
+
+def authors_noise(n: int, seed: int = SEED) -> np.ndarray:
+    """The authors' symmetric tie-breaking noise (n, n): ((U - 0.5) / 1e7 + transpose) / 2 with U uniform from
+    ``numpy.random.RandomState(seed).rand(n, n)``; entries within +-5e-8."""
+    U = (np.random.RandomState(seed).rand(n, n) - 0.5) / NOISE_SCALE
+    return (U + U.T) / 2
+
+
+#: how each protocol differs from the other, in one sentence (JSON, report)
+PROTOCOL_NOTES = {
+    "default": ("default protocol: classes are clustered in a canonical order (sorted by name) so the results do "
+                "not depend on the order of the input, exact ties are broken by that order, and Louvain is "
+                "networkx's; the authors' code instead adds a tiny seeded noise (+-5e-8) to both matrices and uses "
+                "python-louvain (--protocol authors reproduces their figures)"),
+    "authors": ("authors' protocol: their seeded noise (+-5e-8, seed as given) added to both matrices before "
+                "normalisation, edges wherever the affinity is non-zero, python-louvain; results depend on the "
+                "order of the classes in the input, as theirs do"),
+}
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise WeightscopeError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
 def _square(matrix, what: str, n: int | None = None) -> np.ndarray:
@@ -148,7 +193,25 @@ class ClassGraph:
         return {(i, j) for i, j, _ in self.edges}
 
 
-def _labels(A: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, bool]:
+def require_python_louvain():
+    """The python-louvain module (``community``), or WeightscopeError naming the extra that installs it."""
+    try:
+        import community as community_louvain
+    except ImportError:
+        raise WeightscopeError("Louvain under the authors' protocol needs python-louvain: pip install -e '.[depth]'") from None
+    if not hasattr(community_louvain, "best_partition"):  # another package named 'community'
+        raise WeightscopeError("the installed 'community' module is not python-louvain: pip install -e '.[depth]'")
+    return community_louvain
+
+
+def _louvain_authors(A: np.ndarray, seed: int) -> np.ndarray:
+    community_louvain = require_python_louvain()
+    partition = community_louvain.best_partition(_graph(A, self_loops=True, nonzero=True),
+                                                 random_state=np.random.RandomState(seed))
+    return np.array([partition[i] for i in range(A.shape[0])], dtype=int)
+
+
+def _labels(A: np.ndarray, method: str, seed: int, protocol: str = "default") -> tuple[np.ndarray, bool]:
     """Cluster labels (C,) (-1 = noise) of an affinity matrix, and whether the method converged."""
     from sklearn.exceptions import ConvergenceWarning
 
@@ -161,6 +224,8 @@ def _labels(A: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, bool]:
             warnings.simplefilter("always", ConvergenceWarning)
             labels = AffinityPropagation(affinity="precomputed", random_state=seed).fit(A).labels_
         converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    elif method == "louvain" and protocol == "authors":
+        labels = _louvain_authors(A, seed)
     elif method == "louvain":
         import networkx as nx
 
@@ -181,39 +246,49 @@ def _labels(A: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, bool]:
     return np.asarray(labels, dtype=int), converged
 
 
-def _graph(A: np.ndarray, self_loops: bool = False):
-    """Weighted undirected graph over class indices: an edge wherever the affinity is positive (as the
-    authors' networkx.from_pandas_adjacency does), self-loops only on request (Louvain's modularity
-    counts them in the authors' code)."""
+def _graph(A: np.ndarray, self_loops: bool = False, nonzero: bool = False, nodes=None):
+    """Weighted undirected graph over class indices (all, or ``nodes``, ascending), edges added in row-major
+    order of the upper triangle: an edge wherever the affinity is positive (``nonzero``: wherever it is not
+    0, as the authors' networkx.from_pandas_adjacency does with their noisy matrices), self-loops only on
+    request (Louvain's modularity counts them in the authors' code)."""
     import networkx as nx
 
     G = nx.Graph()
-    C = A.shape[0]
-    G.add_nodes_from(range(C))
-    iu, ju = np.nonzero(np.triu(A, 0 if self_loops else 1) > 0)
+    idx = np.arange(A.shape[0]) if nodes is None else np.sort(np.asarray(nodes, dtype=int))
+    G.add_nodes_from(int(i) for i in idx)
+    sub = np.triu(A[np.ix_(idx, idx)], 0 if self_loops else 1)
+    iu, ju = np.nonzero(sub != 0 if nonzero else sub > 0)
+    iu, ju = idx[iu], idx[ju]
     G.add_weighted_edges_from((int(i), int(j), float(A[i, j])) for i, j in zip(iu, ju))
     return G
 
 
-def class_graph(affinity, method: str = "affinity", seed: int = SEED) -> ClassGraph:
+def class_graph(affinity, method: str = "affinity", seed: int = SEED, protocol: str = "default") -> ClassGraph:
     """Cluster the classes of an affinity matrix (C, C) (values in [0, 1], diagonal 1; from
-    :func:`normalise` or :func:`confusion_affinity`) and take a maximum spanning tree in each cluster."""
+    :func:`normalise` or :func:`confusion_affinity`) and take a maximum spanning tree in each cluster.
+
+    Tree edges of exactly equal weight are broken by class index (networkx's Kruskal, a stable sort over edges
+    added in row-major order); :func:`similarity_depth` makes that order canonical. ``protocol="authors"``:
+    python-louvain and non-zero edges (module docstring). Raises WeightscopeError for an unknown method or
+    protocol, or a matrix that is not square and finite with at least 3 classes."""
     import networkx as nx
 
     A = _square(affinity, "affinity matrix")
+    _check_protocol(protocol)
     if method not in METHODS:
         raise WeightscopeError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")
-    labels, converged = _labels(A, method, seed)
+    labels, converged = _labels(A, method, seed, protocol)
     groups: dict[int, list[int]] = {}
     for i, lab in enumerate(labels):
         groups.setdefault(int(lab), []).append(i)
     order = sorted(groups, key=lambda lab: groups[lab][0])
     clusters = tuple(tuple(groups[lab]) for lab in order)
     noise = order.index(-1) if -1 in groups else None
-    G = _graph(A)
     edges = []
     for members in clusters:
-        tree = nx.maximum_spanning_tree(G.subgraph(members), weight="weight", algorithm="kruskal")
+        # a graph of its own per cluster, not a subgraph view: a view's node order can follow a set's
+        G = _graph(A, nonzero=protocol == "authors", nodes=members)
+        tree = nx.maximum_spanning_tree(G, weight="weight", algorithm="kruskal")
         edges += [(min(u, v), max(u, v), float(w)) for u, v, w in tree.edges(data="weight")]
     return ClassGraph(method, clusters, tuple(sorted(edges)), noise, converged)
 
@@ -289,10 +364,13 @@ class DepthResult:
     source: str = ""
     accuracy: float | None = None
     notes: list[str] = field(default_factory=list)
+    protocol: str = "default"
+    senses: list[dict] = field(default_factory=list)  # per class: class, wnid, synset, chosen_by
 
     def summary(self) -> str:
         lines = [f"Similarity Depth of {self.source or 'a classifier'}: {len(self.class_names)} classes"
-                 + (f", accuracy {100 * self.accuracy:.1f} %" if self.accuracy is not None else "")]
+                 + (f", accuracy {100 * self.accuracy:.1f} %" if self.accuracy is not None else "")
+                 + f" ({self.protocol} protocol)"]
         for r in self.methods.values():
             line = f"  {r.method:9s} SD {r.sd:6.3f}  ({_count(r.n_clusters, 'cluster')}, {_count(len(r.depths), 'tree edge')})"
             if r.confusion_graph is not None:
@@ -311,8 +389,9 @@ class DepthResult:
             return {"n_clusters": g.n_clusters, "clusters": [list(c) for c in g.clusters], "noise_cluster": g.noise,
                     "converged": g.converged, "edges": [[i, j, w] for i, j, w in g.edges]}
 
-        out = {"source": self.source, "accuracy": self.accuracy, "classes": self.class_names,
-               "wnids": [wnid(s) for s in self.synsets], "notes": self.notes, "methods": {}}
+        out = {"source": self.source, "accuracy": self.accuracy, "protocol": self.protocol,
+               "protocol_note": PROTOCOL_NOTES[self.protocol], "classes": self.class_names,
+               "wnids": [wnid(s) for s in self.synsets], "senses": self.senses, "notes": self.notes, "methods": {}}
         if wordnet is not None:
             out["synset_names"] = [wordnet.name(s) for s in self.synsets]
         for name, r in self.methods.items():
@@ -339,18 +418,38 @@ def _finite(obj):
     return obj
 
 
+def canonical_order(classes, names=None) -> np.ndarray:
+    """Indices (C,) that sort the classes by (spec, display name): the order the default protocol computes
+    in, whatever the order of the input. Classes with equal spec and name cannot be told apart; they keep
+    their relative input order."""
+    names = classes if names is None else names
+    keys = [(str(c).casefold(), str(c), str(n).casefold(), str(n)) for c, n in zip(classes, names)]
+    return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=int)
+
+
+def _relabel(g: ClassGraph, order: np.ndarray) -> ClassGraph:
+    """A graph computed on classes order[0], order[1], ... expressed in the input's indices."""
+    clusters = sorted((tuple(sorted(int(order[i]) for i in c)) for c in g.clusters), key=lambda c: c[0])
+    noise = None if g.noise is None else clusters.index(tuple(sorted(int(order[i]) for i in g.clusters[g.noise])))
+    edges = tuple(sorted((min(int(order[i]), int(order[j])), max(int(order[i]), int(order[j])), w) for i, j, w in g.edges))
+    return ClassGraph(g.method, tuple(clusters), edges, noise, g.converged)
+
+
 def similarity_depth(similarity, classes, *, confusion=None, methods=METHODS, overrides=None, names=None,
-                     seed: int = SEED, source: str = "", accuracy: float | None = None, wordnet=None) -> DepthResult:
+                     seed: int = SEED, source: str = "", accuracy: float | None = None, wordnet=None,
+                     protocol: str = "default") -> DepthResult:
     """Similarity Depth of a classifier, per clustering method, with compliance when a confusion matrix is given.
 
     similarity: (C, C) raw class similarity (cosine of templates: :func:`cosine_similarity`), min-max
     normalised here. classes: C class names, nltk-style senses or WordNet ids (``weightscope.concepts.wordnet``).
     confusion: optional (C, C) confusion matrix (row = true class). overrides: {class name: synset} for
-    names without a (right) first noun sense. names: C display names (default: classes). Everything is
-    validated before any clustering.
+    names without a (right) first noun sense. names: C display names (default: classes). protocol:
+    "default" (order-invariant) or "authors" (their noise and python-louvain; module docstring). Everything
+    is validated before any clustering; bad input raises WeightscopeError.
     """
     from ...concepts.wordnet import load_wordnet
 
+    _check_protocol(protocol)
     wordnet = wordnet or load_wordnet()
     S = _square(similarity, "similarity matrix")
     classes = [str(c) for c in classes]
@@ -363,22 +462,49 @@ def similarity_depth(similarity, classes, *, confusion=None, methods=METHODS, ov
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise WeightscopeError(f"unknown clustering method {bad[0] if bad else None!r}; choose from {', '.join(METHODS)}")
-    synsets = wordnet.resolve_all(classes, overrides)
-    A = normalise(S)
-    K = None if confusion is None else confusion_affinity(confusion, len(classes))
+    resolved = [wordnet.resolve_how(c, overrides) for c in classes]
+    synsets = [off for off, _ in resolved]
+    C = len(classes)
+    if protocol == "authors":  # their order, their noise on each matrix as read (module docstring)
+        order = np.arange(C)
+        A = normalise(np.triu(S) + np.triu(S, 1).T + authors_noise(C, seed))
+    else:  # every sum and tie from here on sees the canonical order
+        order = canonical_order(classes, names)
+        A = normalise(S[np.ix_(order, order)])
+    K = None
+    if confusion is not None:
+        K = confusion_affinity(confusion, C)  # validated in the input's order, so messages name its indices
+        if protocol != "authors":
+            K = confusion_affinity(np.asarray(confusion, dtype=np.float64)[np.ix_(order, order)], C)
+        else:
+            K = K + authors_noise(C, seed)
+            np.fill_diagonal(K, 1.0)
+    rank = np.empty(C, dtype=int)
+    rank[order] = np.arange(C)
+
+    def graph(M: np.ndarray, m: str) -> ClassGraph:
+        return _relabel(class_graph(M, m, seed, protocol), order)
+
+    def depths(g: ClassGraph) -> list[tuple[int, int]]:  # the class first in the protocol's order goes first
+        return [wordnet.lch_depth(*(synsets[i], synsets[j])[:: 1 if rank[i] < rank[j] else -1]) for i, j, _ in g.edges]
+
     results = {}
     for m in methods:
-        g = class_graph(A, m, seed)
-        pairs = [wordnet.lch_depth(synsets[i], synsets[j]) for i, j, _ in g.edges]
+        g = graph(A, m)
+        pairs = depths(g)
         r = MethodResult(m, g, [d for d, _ in pairs], [s for _, s in pairs])
         if K is not None:
-            r.confusion_graph = class_graph(K, m, seed)
-            r.confusion_depths = [wordnet.lch_depth(synsets[i], synsets[j])[0] for i, j, _ in r.confusion_graph.edges]
+            r.confusion_graph = graph(K, m)
+            r.confusion_depths = [d for d, _ in depths(r.confusion_graph)]
         results[m] = r
-    notes = []
+    notes = [n for (off, how), c in zip(resolved, classes) if (n := wordnet.sense_note(c, off, how))]
     if len(set(synsets)) < len(synsets):
         notes.append("several classes map to the same synset; their edges have that synset's own depth")
-    return DepthResult(names, synsets, A, K, results, source, accuracy, notes)
+    senses = [{"class": n, "wnid": wnid_of(off), "synset": wordnet.name(off), "chosen_by": how}
+              for n, (off, how) in zip(names, resolved)]
+    back = np.ix_(rank, rank)  # matrices in the input's class order
+    return DepthResult(names, synsets, A[back], None if K is None else K[back], results, source, accuracy, notes,
+                       protocol, senses)
 
 
 def _count(n: int, noun: str) -> str:

@@ -308,8 +308,7 @@ def sing_analysis(model, classes, explainer=None, *, image=None, texts=None, gal
     geom = head_geometry(head, options.rtol)
     raw = explainer.raw_embeddings(loaded, progress)
     vis = concept_visibility(geom, raw, concepts, normalize)
-    directions = explain_subspaces(geom, normalized_dictionary(raw, normalize), concepts, options.n_directions,
-                                   method=explainer.method, k=explainer.k, lam=explainer.lam)
+    directions = explain_subspaces(geom, normalized_dictionary(raw, normalize), explainer, options.n_directions)
 
     gallery_obj = gallery
     if isinstance(gallery, (str, os.PathLike)):

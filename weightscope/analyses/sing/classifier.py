@@ -412,8 +412,8 @@ def _semantics(loaded, geom, T, explainer, n_directions, concept_families, progr
     seen = HeadGeometry(np.ones(egeom.rank), egeom.row, egeom.null, egeom.rtol)
     vis = concept_visibility(seen, raw, concepts, normalize)
     vis = Visibility(vis.concepts, vis.visibility, np.full(len(vis.concepts), np.nan))
-    directions = explain_subspaces(egeom, normalized_dictionary(raw, normalize), concepts, n_directions,
-                                   method=explainer.method, k=explainer.k, lam=explainer.lam, row_order="dictionary")
+    directions = explain_subspaces(egeom, normalized_dictionary(raw, normalize), explainer, n_directions,
+                                   row_order="dictionary")
     return {"vocabulary": f"{explainer.description} ({len(concepts)} concepts)", "visibility": vis,
             "families": vis.family_means(concept_families) if concept_families else {},
             "directions": directions, "seen_dim": egeom.rank}

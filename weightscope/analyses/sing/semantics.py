@@ -22,7 +22,6 @@ import numpy as np
 from ...core import linalg
 from ...concepts.embed import normalize_embeddings
 from ...core.errors import WeightscopeError
-from ...concepts.solvers import explain
 from .geometry import HeadGeometry
 
 
@@ -106,12 +105,12 @@ class SubspaceDirection:
     fidelity_minus: float
 
 
-def explain_subspaces(geom: HeadGeometry, dictionary: np.ndarray, concepts, n_directions: int = 4,
-                      method: str = "comp", k: int = 5, lam: float = 0.3,
+def explain_subspaces(geom: HeadGeometry, dictionary: np.ndarray, explainer, n_directions: int = 4,
                       row_order: str = "singular") -> list[SubspaceDirection]:
     """Explain the leading principal directions of the row space and of the null space (module docstring).
 
-    dictionary: (M, F) normalised concept embeddings (``normalized_dictionary``); concepts: M names. row_order:
+    dictionary: (M, F) normalised concept embeddings (``normalized_dictionary``), rows matching
+    ``explainer.concepts``; explainer: the ``ConceptExplainer`` whose solver settings are used. row_order:
     "singular" (the row space's directions are W's right singular vectors, weight = singular value) or
     "dictionary" (like the null space: the leading principal directions of the concepts' row components, for a
     geometry whose row basis carries no singular values, e.g. ``steering.translated_geometry``). Returns the row
@@ -119,7 +118,7 @@ def explain_subspaces(geom: HeadGeometry, dictionary: np.ndarray, concepts, n_di
     """
     if row_order not in ("singular", "dictionary"):
         raise WeightscopeError(f"row_order={row_order!r}; use 'singular' or 'dictionary'")
-    concepts = list(concepts)
+    concepts = list(explainer.concepts)
     if not isinstance(n_directions, (int, np.integer)) or n_directions < 1:
         raise WeightscopeError(f"n_directions must be a positive integer, got {n_directions!r}")
     signals, meta = [], []
@@ -140,7 +139,7 @@ def explain_subspaces(geom: HeadGeometry, dictionary: np.ndarray, concepts, n_di
                     meta.append((space, i, float(w)))
     if not signals:
         return []
-    ex = explain(np.vstack(signals), dictionary, method=method, k=k, lam=lam, both_signs=True, progress=False)
+    ex = explainer.explain(np.vstack(signals), dictionary, both_signs=True, progress=False)
     plus, minus = ex.split_signs()
 
     def atoms(e, row):

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from weightscope.concepts.solvers import _kernels as kern
 from weightscope.concepts.solvers._common import Explanation, Problem, prepare
+from weightscope.core.compute import as_compute
 
 _METHOD_CODE = {"mp": kern.MP, "omp": kern.OMP, "nnomp": kern.NNOMP, "comp": kern.COMP}
 
@@ -242,7 +243,7 @@ def _solve_greedy(p: Problem, X, sel, coef, bar, cache, xd_buf):
 
 
 def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, both_signs=False,
-            coherence_dictionary=None, chunk_size=None, progress=None) -> Explanation:
+            coherence_dictionary=None, chunk_size=None, progress=None, backend="numba") -> Explanation:
     """Sparse explanation of each signal by a few dictionary atoms (METHODS.md section 5).
 
     signals:   (B, E) array (or one signal (E,)); each is unit-normalised internally.
@@ -263,12 +264,20 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
     chunk_size: signals solved together. Default: X D^T of a chunk takes a quarter of
                MEMORY_BUDGET_BYTES (1 GiB; at most 4096 signals), the cache of Gram rows the rest.
     progress:  show a progress bar (default: only for big problems).
+    backend:   "numba" (default: BLAS products + Numba kernels, CPU), "torch" (batched torch solvers,
+               ``weightscope.concepts.solvers._torch``; on CUDA if present, else MPS, else CPU), or a
+               ``weightscope.core.compute.Compute`` naming device, precision and backend. Both backends give
+               the same supports and coefficients within 1e-5 (float64 re-fits; METHODS.md section 14).
 
     Returns an :class:`Explanation` with indices (N, K) int64 in selection order (-1 padding when a
     pursuit stops early), coefficients (N, K), residual_norm (N,), fidelity (N,), N = B or 2B.
     Raises WeightscopeError on bad input.
     """
+    compute = as_compute(backend)  # checked before any work
     p = prepare(signals, dictionary, method, k, lam, positive, both_signs, coherence_dictionary, chunk_size)
+    if compute.solver_backend() == "torch":
+        from weightscope.concepts.solvers import _torch
+        return _torch.solve(p, compute, progress)
     X = p.signals
     N, E = X.shape
     K = p.k

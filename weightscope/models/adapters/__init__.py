@@ -38,15 +38,18 @@ def _vision_adapter(visual: torch.nn.Module):
     return timm_vit if type(visual).__name__ == "TimmModel" else openclip_vit
 
 
-def describe_model(model) -> VisionWeights:
+def describe_model(model, layers=None) -> VisionWeights:
     """Neutral description of a model's vision tower. ``model``: an open_clip CLIP, a transformers CLIPModel /
-    CLIPVisionModelWithProjection, or a LoadedModel holding one."""
+    CLIPVisionModelWithProjection, or a LoadedModel holding one. layers: None (all), or non-negative indices of
+    the blocks to describe; the others are None in ``VisionWeights.layers`` and are neither copied nor checked
+    (a ViT-L/14 block is 100 MB in float64: describing only what is analysed keeps memory low)."""
     model = getattr(model, "model", model)
+    keep = None if layers is None else {int(l) for l in layers}
     if hf_clip.is_hf_model(model):
-        desc = hf_clip.describe(model)
+        desc = hf_clip.describe(model, keep)
     else:
         visual = _visual(model)
-        desc = _vision_adapter(visual).describe(visual)
+        desc = _vision_adapter(visual).describe(visual, keep)
     desc.meta["name"] = getattr(model, "_weightscope_name", type(model).__name__)
     return desc
 

@@ -103,15 +103,18 @@ def _activation(model) -> str:
     return ACTIVATIONS[act]
 
 
-def describe(model: torch.nn.Module) -> VisionWeights:
+def describe(model: torch.nn.Module, keep: set[int] | None = None) -> VisionWeights:
     """Read a transformers CLIP vision tower into the neutral description (float64 numpy copies).
 
     Raises WeightscopeError for unsupported models, activations and non-finite weights.
     """
     vm, proj = _tower(model)
-    check_finite(vm.named_parameters(), None, prefix="vision_model.")
+    from .openclip_vit import _kept
+
+    check_finite(_kept(vm.named_parameters(), keep, r"encoder\.layers\.(\d+)\."), None, prefix="vision_model.")
     act = _activation(model)
-    layers = [_describe_block(block, i, act) for i, block in enumerate(vm.encoder.layers)]
+    layers = [_describe_block(block, i, act) if keep is None or i in keep else None
+              for i, block in enumerate(vm.encoder.layers)]
     emb = vm.embeddings
     if emb.patch_embedding.bias is not None:
         raise WeightscopeError("the patch embedding has a bias; weightscope's reference stem has none")

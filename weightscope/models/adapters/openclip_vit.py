@@ -14,6 +14,8 @@ a LayerNorm on the summed output (``scale_attn``) is refused.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -27,6 +29,18 @@ ACTIVATIONS = {"GELU": "gelu", "QuickGELU": "quick_gelu"}
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy().copy()
+
+
+def _kept(named, keep, pattern):
+    """The (name, tensor) pairs outside any block, or in a block whose index is in ``keep`` (None: all)."""
+    if keep is None:
+        yield from named
+        return
+    rx = re.compile(pattern)
+    for name, t in named:
+        m = rx.match(name)
+        if m is None or int(m.group(1)) in keep:
+            yield name, t
 
 
 def _is_identity(mod) -> bool:
@@ -84,15 +98,19 @@ def check_supported(visual: torch.nn.Module) -> None:
         raise WeightscopeError(f"vision tower pool_type {visual.pool_type!r} is not supported; expected 'tok' or 'avg'")
 
 
-def describe(visual: torch.nn.Module) -> VisionWeights:
+def describe(visual: torch.nn.Module, keep: set[int] | None = None) -> VisionWeights:
     """Read an open_clip VisionTransformer into the neutral description (float64 numpy copies).
 
     Raises WeightscopeError for unsupported towers, nonlinear value-output paths and non-finite weights.
     """
     check_supported(visual)
-    check_finite(visual.named_parameters(), visual.transformer, prefix="visual.")
+    check_finite(_kept(visual.named_parameters(), keep, r"transformer\.resblocks\.(\d+)\."), visual.transformer,
+                 prefix="visual.")
     layers = []
     for i, block in enumerate(visual.transformer.resblocks):
+        if keep is not None and i not in keep:
+            layers.append(None)   # left out on request (see describe_model)
+            continue
         _refuse_nonlinear(block, i)
         layers.append(_describe_block(block, i))
     stem = StemWeights(

@@ -21,7 +21,7 @@ import torch
 from ...core.errors import WeightscopeError
 from ...core.weights import AttentionPoolWeights, AttentionWeights, LayerWeights, StemWeights, VisionWeights
 from ._finite import check_finite
-from .openclip_vit import _ln, _np, _unscale
+from .openclip_vit import _kept, _ln, _np, _unscale
 
 #: random token sets the MAP linearisation's error is measured on (seeded: the description is deterministic)
 LINEARISATION_SETS = 16
@@ -125,12 +125,12 @@ def _gamma(ls, d: int) -> np.ndarray:
     return _np(ls.gamma) if hasattr(ls, "gamma") else np.ones(d)
 
 
-def describe(visual) -> VisionWeights:
+def describe(visual, keep: set[int] | None = None) -> VisionWeights:
     """Read an open_clip TimmModel with a timm VisionTransformer trunk into the neutral description."""
     check_supported(visual)
     trunk = visual.trunk
-    check_finite(visual.named_parameters(), None, prefix="visual.")
-    layers = [_describe_block(b) for b in trunk.blocks]
+    check_finite(_kept(visual.named_parameters(), keep, r"trunk\.blocks\.(\d+)\."), None, prefix="visual.")
+    layers = [_describe_block(b) if keep is None or i in keep else None for i, b in enumerate(trunk.blocks)]
     pos = _np(trunk.pos_embed)[0]
     cls = None if trunk.cls_token is None else _np(trunk.cls_token).reshape(-1)
     conv = trunk.patch_embed.proj

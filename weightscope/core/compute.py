@@ -1,0 +1,115 @@
+"""Where and in what precision the heavy arithmetic runs (METHODS.md section 14).
+
+    from weightscope.core.compute import Compute
+    Compute()                                  # CPU, float32 products, the Numba solvers (the default)
+    Compute(device="cuda", precision="bf16")   # GPU, bf16 text tower and correlation GEMMs, torch solvers
+    Compute(device="auto").torch_device()      # cuda if present, else mps, else cpu
+
+Policy: concept embedding and correlation GEMMs in ``precision`` (fp32 default; bf16/fp16 only when asked);
+least-squares re-fits, SVD cores and everything reported as exact in float64 where the device has it (CPU,
+CUDA), else float32 (MPS). Nothing here imports torch at module level (the CLI's --help stays fast).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import WeightscopeError
+
+DEVICES = ("cpu", "cuda", "mps", "auto")
+PRECISIONS = ("fp32", "bf16", "fp16")
+BACKENDS = ("numba", "torch")
+
+#: Coefficient agreement with the float64 CPU path that a float32-only device (MPS) is held to.
+FLOAT32_REFIT_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Device, precision and solver backend of one run.
+
+    device: "cpu", "cuda" (or "cuda:N"), "mps" or "auto" (cuda if available, else mps, else cpu).
+    precision: "fp32" (default), "bf16" or "fp16": the text tower and the correlation GEMMs.
+    backend: "numba" (CPU only), "torch", or None = numba on the CPU, torch elsewhere.
+    Raises WeightscopeError (one line) for a value outside these.
+    """
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    backend: str | None = None
+
+    def __post_init__(self):
+        base = str(self.device).split(":")[0]
+        if base not in DEVICES or (":" in str(self.device) and base != "cuda"):
+            raise WeightscopeError(f"device {self.device!r} is not one of {', '.join(DEVICES)} (or cuda:N)")
+        if self.precision not in PRECISIONS:
+            raise WeightscopeError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise WeightscopeError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+
+    def torch_device(self):
+        """The resolved ``torch.device``; raises WeightscopeError when the named device is not present."""
+        import torch
+
+        base = str(self.device).split(":")[0]
+        if base == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if _mps_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        if base == "cuda" and not torch.cuda.is_available():
+            raise WeightscopeError("device 'cuda' asked for, but torch sees no CUDA GPU here; use --device cpu "
+                                   "(or auto)")
+        if base == "mps" and not _mps_available():
+            raise WeightscopeError("device 'mps' asked for, but this torch has no Apple MPS device; use --device cpu")
+        return torch.device(self.device)
+
+    def solver_backend(self) -> str:
+        """"numba" or "torch": the explicit backend, else numba on the CPU and torch on any other device."""
+        if self.backend is not None:
+            if self.backend == "numba" and self.torch_device().type != "cpu":
+                raise WeightscopeError(f"backend 'numba' runs on the CPU only, not on {self.device!r}; "
+                                       "use backend 'torch' (or device cpu)")
+            return self.backend
+        return "numba" if self.torch_device().type == "cpu" else "torch"
+
+    def gemm_dtype(self):
+        """torch dtype of the text tower's and the correlations' arithmetic."""
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+    def exact_dtype(self):
+        """torch dtype of re-fits and SVD cores: float64 where the device has it, else float32."""
+        import torch
+
+        return torch.float32 if self.torch_device().type == "mps" else torch.float64
+
+    def describe(self) -> str:
+        """A short label for logs and reports, e.g. "cuda (NVIDIA H100), fp32, torch"."""
+        dev = self.torch_device()
+        name = dev.type
+        if dev.type == "cuda":
+            import torch
+
+            name = f"cuda ({torch.cuda.get_device_name(dev)})"
+        return f"{name}, {self.precision}, {self.solver_backend()}"
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def as_compute(value) -> Compute:
+    """A Compute from a Compute, None (the default), a backend name ("numba", "torch": torch on device "auto")."""
+    if value is None:
+        return Compute()
+    if isinstance(value, Compute):
+        return value
+    if isinstance(value, str) and value in BACKENDS:
+        return Compute(device="cpu" if value == "numba" else "auto", backend=value)
+    raise WeightscopeError(f"backend must be one of {', '.join(BACKENDS)} or a weightscope.core.compute.Compute, "
+                           f"got {value!r}")
