@@ -24,7 +24,7 @@ import torch
 from ...core.errors import WeightscopeError
 from ...core.weights import AttentionWeights, LayerWeights, RotaryWeights, StemWeights, VisionWeights
 from ._finite import check_finite
-from .openclip_vit import _ln, _np
+from .openclip_vit import _kept, _ln, _np
 from .timm_vit import joint_head
 
 FAMILY = "open_clip.TimmModel(timm Eva)"
@@ -91,17 +91,18 @@ def _activation(mlp, index: int) -> str:
     return kinds[name]
 
 
-def describe(visual) -> VisionWeights:
-    """Read an open_clip TimmModel with an Eva trunk into the neutral description (float64 copies)."""
+def describe(visual, keep: set[int] | None = None) -> VisionWeights:
+    """Read an open_clip TimmModel with an Eva trunk into the neutral description (float64 copies); blocks not in
+    ``keep`` (None: all) are None in ``layers``, neither copied nor checked."""
     check_supported(visual)
     trunk = visual.trunk
-    check_finite(visual.named_parameters(), None, prefix="visual.")
+    check_finite(_kept(visual.named_parameters(), keep, r"trunk\.blocks\.(\d+)\."), None, prefix="visual.")
     rope = None
     if trunk.rope is not None:
         sin, cos = np.split(_np(trunk.rope.get_embed()), 2, axis=-1)
         rope = RotaryWeights(sin=sin, cos=cos, n_prefix=1, half=bool(getattr(trunk.blocks[0].attn, "rotate_half",
                                                                              False)))
-    layers = [_describe_block(b, i, rope) for i, b in enumerate(trunk.blocks)]
+    layers = [_describe_block(b, i, rope) if keep is None or i in keep else None for i, b in enumerate(trunk.blocks)]
     pos = _np(trunk.pos_embed)[0]
     conv = trunk.patch_embed.proj
     if conv.bias is not None:
