@@ -116,8 +116,8 @@ def test_other_timm_towers_are_refused_in_one_line(tmp_path):
 
     holder = torch.nn.Module()
     for visual, words in [
-        (TimmModel("test_vit", embed_dim=32, image_size=160, pool="map", proj="none"),
-         "attention-pool (MAP) head is not linear"),
+        (TimmModel("test_vit", embed_dim=32, image_size=160, pool="avg", proj="mlp"),
+         "the projection head must be one Linear"),
         (TimmModel("test_vit", embed_dim=32, image_size=32, pool="", proj="linear"),
          "position embedding is not for the tower's (32, 32) px input"),
         (TimmModel("test_convnext", embed_dim=32, image_size=64, pool="avg", proj="linear"),

@@ -81,13 +81,16 @@ def parse_indices(text: str | None, option: str) -> list[int] | None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """MODEL [--pretrained TAG | --checkpoint PATH] [--trust-checkpoint], as load_model takes them."""
+    """MODEL [--pretrained TAG | --checkpoint PATH] [--tokenizer PATH] [--trust-checkpoint], as load_model takes them."""
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="open_clip model name, or a checkpoint weightscope wrote "
                         "(default: the bundled shapes-world model)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pretrained", metavar="TAG", help="open_clip pretrained tag (bundled model: base or tuned)")
     src.add_argument("--checkpoint", metavar="PATH", help="local checkpoint file (.safetensors, .pt, .bin)")
+    p.add_argument("--tokenizer", metavar="PATH", default=None,
+                   help="folder of a downloaded tokenizer (tokenizer.json or spiece.model): SigLIP models, whose "
+                        "tokenizer open_clip fetches from the Hugging Face hub, need it offline (default: the model's own)")
     add_trust_argument(p)
 
 
@@ -261,7 +264,8 @@ def run_inputs(args: argparse.Namespace) -> list[Path]:
     --manifest, --translator), and the shipped checkpoints."""
     found: list[Path] = []  # fileio.refuse_inputs adds the shipped checkpoints itself
     for name in ("model", "pretrained", "checkpoint", "base", "inspection", "image_mean", "model_b", "classifier",
-                 "similarity", "confusion", "synsets", "classes", "gallery", "manifest", "translator"):
+                 "similarity", "confusion", "synsets", "classes", "gallery", "manifest", "translator", "tokenizer",
+                 "cluster_config"):
         p = _spec_path(getattr(args, name, None))
         if p is not None:
             found.append(p)

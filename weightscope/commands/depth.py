@@ -99,7 +99,7 @@ def run(args) -> int:
         from ..analyses.zeroshot import zero_shot_head
         from ..bundled import load_model
 
-        loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+        loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer)
         shapes = bundled and spec == "shapes"
         if shapes and confusion is None:  # the shapes world makes labelled images: measure the errors too
             head, confusion, accuracy = shapes_confusion(loaded)

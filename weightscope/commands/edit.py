@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if mode == "amplify" and alpha <= 1:
         raise WeightscopeError(f"--amplify needs --alpha above 1, got {alpha:g}; use --suppress to weaken")
 
-    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
                         trust_checkpoint=args.trust_checkpoint)
     selection: dict = {"mode": mode}
     layers, heads = parse_indices(args.layers, "--layers"), parse_indices(args.heads, "--heads")

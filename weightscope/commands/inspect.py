@@ -95,7 +95,7 @@ def run(args) -> int:
     from ..bundled import inspect_model, load_model
     from ..reports.inspection import write_report
 
-    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+    loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
                         trust_checkpoint=args.trust_checkpoint)
     if loaded.source == "random-init":
         print(f"note: {loaded.name} has random weights (no --pretrained or --checkpoint given)")

@@ -66,7 +66,7 @@ def _models(args) -> list:
     from .compare import split_specs
 
     specs, arch = split_specs([s for s in (args.model, args.model_b) if s])  # NAME:PATH names the architecture
-    first = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+    first = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
                        trust_checkpoint=args.trust_checkpoint) \
         if (args.pretrained or args.checkpoint) else load_checkpoint(specs[0], arch, loading)
     second = [load_checkpoint(specs[1], arch, loading)] if args.model_b and arch else specs[1:]

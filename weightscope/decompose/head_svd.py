@@ -81,6 +81,11 @@ def head_factors(
     head = check_index(head, lw.attn.n_heads, "head")
     if kind == "vo":
         A, B = lw.attn.read_v[head], lw.attn.write_o[head]
+    elif lw.attn.rope is not None:
+        raise WeightscopeError(
+            f"layer {layer} rotates queries and keys by position (RoPE), so its logits are a different bilinear form "
+            "for every relative offset between two patches: the single 'qk' matrix does not describe it (the 'vo' "
+            "decomposition does)")
     elif not lw.attn.dot_product_logits:
         raise WeightscopeError(
             f"layer {layer} normalises queries and keys (QK-norm or scaled cosine attention), so its logits are not "

@@ -79,6 +79,8 @@ def load_model(
       or pytorch_model.bin), a hub id such as ``openai/clip-vit-base-patch32`` (transformers' own loader), or a
       pair ``(CLIPVisionModelWithProjection, CLIPTextModelWithProjection)`` (combined into one CLIPModel).
 
+    tokenizer: a callable, or a path to a downloaded tokenizer folder (see :func:`model_tokenizer`; SigLIP models
+    need one offline); default: the model's own.
     trust_checkpoint: unpickle torch files in full (``weights_only=False``), for checkpoints that hold other
     objects than tensors (e.g. training arguments). Off by default: unpickling runs code the file names.
     Raises WeightscopeError for every bad input (one line).
@@ -92,7 +94,9 @@ def load_model(
             raise WeightscopeError("pass either a model object or a name with pretrained/checkpoint, not both")
         module = unwrap_module(model)
         name = getattr(module, "_weightscope_name", type(module).__name__)
-        tok = tokenizer or open_clip.get_tokenizer("ViT-B-32")
+        context = getattr(module, "context_length", None) or getattr(getattr(module, "text", None), "context_length",
+                                                                     None)
+        tok = model_tokenizer(name, tokenizer, context) if tokenizer is not None else open_clip.get_tokenizer("ViT-B-32")
         return LoadedModel(module.eval(), tok, None, name, "object")
     if model is not None and not isinstance(model, str):
         raise WeightscopeError(f"model must be an open_clip model name or module, got {type(model).__name__}")
@@ -172,12 +176,55 @@ def _build(name: str, options: dict, tokenizer, quiet: bool):
     try:
         with drop:
             net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **options)
-        tok = tokenizer or open_clip.get_tokenizer(name, context_length=options.get("force_context_length"))
     except Exception as err:
         if not name.startswith(("hf-hub:", "local-dir:")):
             raise
         raise WeightscopeError(f"cannot load {name}: {_hub_problem(name, err)}") from None
-    return net, preprocess, tok
+    return net, preprocess, model_tokenizer(name, tokenizer, options.get("force_context_length"))
+
+
+def model_tokenizer(name: str, tokenizer, context_length: int | None = None):
+    """The tokenizer of open_clip architecture ``name``: ``tokenizer`` itself when it is a callable, a tokenizer
+    built from a local folder (or file) when it is a path, else open_clip's ``get_tokenizer(name)``.
+
+    A path is read with transformers' ``AutoTokenizer`` through open_clip's ``HFTokenizer``, with the context length
+    and cleaning options of the model's config (``text_cfg``): this is how SigLIP / SigLIP 2 models, whose tokenizer
+    open_clip fetches from the Hugging Face hub, are built offline from a downloaded tokenizer folder (tokenizer.json
+    or spiece.model with tokenizer_config.json). Raises WeightscopeError (one line) for a missing path, an unreadable
+    tokenizer, or a hub tokenizer that cannot be fetched.
+    """
+    open_clip = _open_clip()
+    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+        return tokenizer
+    known = not name.startswith(("hf-hub:", "local-dir:")) and name in open_clip.list_models()
+    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {}) if known else {}
+    context = context_length or text_cfg.get("context_length")
+    if tokenizer is not None:
+        path = Path(tokenizer)
+        if not path.exists():
+            raise WeightscopeError(f"tokenizer {path} not found: give a folder holding the model's tokenizer files "
+                                   "(tokenizer.json, or spiece.model with tokenizer_config.json)")
+        try:
+            import transformers  # noqa: F401  (HFTokenizer reads the folder with it)
+        except ImportError:
+            raise WeightscopeError('a tokenizer folder is read with transformers: pip install -e ".[hf]"') from None
+        from open_clip.tokenizer import HFTokenizer
+
+        try:
+            return HFTokenizer(str(path), context_length=context or 77, **text_cfg.get("tokenizer_kwargs", {}))
+        except Exception as err:  # transformers raises OSError, ValueError or its own errors for unreadable files
+            raise WeightscopeError(f"cannot read a tokenizer from {path}: {type(err).__name__}: "
+                                   f"{(str(err).splitlines() or [''])[0][:160]}") from None
+    try:
+        return open_clip.get_tokenizer(name, context_length=context_length)
+    except Exception as err:
+        hub = text_cfg.get("hf_tokenizer_name")
+        if not hub:
+            raise
+        raise WeightscopeError(
+            f"the tokenizer of {name} comes from the Hugging Face hub ({hub}) and could not be fetched "
+            f"({type(err).__name__}); download it once (huggingface-cli download {hub} --local-dir DIR) and pass "
+            "tokenizer=DIR (on the command line --tokenizer DIR)") from None
 
 
 def _schema_source(name: str) -> str:
@@ -297,7 +344,7 @@ def _load_pretrained(name: str, tag: str, tokenizer) -> LoadedModel:
     except Exception as err:  # network errors come from several libraries
         raise WeightscopeError(f"could not fetch {name}/{tag}: {_hub_problem(name, err)}; or download the weights "
                                "elsewhere and pass checkpoint=PATH") from None
-    tok = tokenizer or open_clip.get_tokenizer(name)
+    tok = model_tokenizer(name, tokenizer)
     return _loaded(net, tok, preprocess, name, options, {"model": name, "source": tag, "pretrained": tag})
 
 

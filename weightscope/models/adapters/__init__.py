@@ -10,7 +10,7 @@ import torch
 
 from ...core.errors import WeightscopeError
 from ...core.weights import AttentionWeights, LayerWeights, VisionWeights
-from . import hf_clip, openclip_vit, timm_vit
+from . import eva, hf_clip, openclip_vit, timm_vit
 
 
 def _visual(model: torch.nn.Module) -> torch.nn.Module:
@@ -27,11 +27,14 @@ def _visual(model: torch.nn.Module) -> torch.nn.Module:
 
 
 SUPPORTED = ("open_clip VisionTransformer towers (ViT-B-32 ... ViT-bigG-14, -quickgelu), open_clip TimmModel towers "
-             "with a plain timm VisionTransformer trunk, and transformers CLIPModel / CLIPVisionModelWithProjection")
+             "with a plain timm VisionTransformer trunk (CLIP-style, SigLIP, SigLIP 2) or a timm Eva trunk (EVA02-CLIP), "
+             "and transformers CLIPModel / CLIPVisionModelWithProjection")
 
 
 def _vision_adapter(visual: torch.nn.Module):
-    """The adapter module for an open_clip vision tower: timm trunks or open_clip's own VisionTransformer."""
+    """The adapter module for an open_clip vision tower: timm Eva or ViT trunks, or open_clip's own VisionTransformer."""
+    if eva.is_eva(visual):
+        return eva
     return timm_vit if type(visual).__name__ == "TimmModel" else openclip_vit
 
 

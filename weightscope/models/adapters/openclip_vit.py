@@ -7,8 +7,10 @@ The write factor rule, applied here once in both directions: everything that sca
 way into the residual stream (the per-head ``head_scale`` of NormFormer-style blocks, the block's LayerScale
 ``ls_1.gamma``) is part of that head's write factor ``write_o[h]``; ``describe`` multiplies it in and
 ``write_attention`` divides it out (:func:`_write_scale`). Options that change only the attention pattern
-(QK-norm, scaled cosine attention) are described; anything that makes the value-output path nonlinear
-(a LayerNorm on the heads' concatenated or summed outputs) is refused.
+(QK-norm, scaled cosine attention) are described. A LayerNorm on the concatenated head outputs
+(``scale_attn_inner``) is linear up to one positive scalar per token shared by all heads (METHODS.md s. 12): its
+centring and gain go into ``write_o`` and the scalar stays in the forward (``AttentionWeights.inner_norm_eps``);
+a LayerNorm on the summed output (``scale_attn``) is refused.
 """
 from __future__ import annotations
 
@@ -65,12 +67,14 @@ def _refuse_nonlinear(block, index: int) -> None:
             features.append("separate q/k/v projections")
         if attn.bias_k is not None or attn.add_zero_attn:
             features.append("extra key/value tokens (add_bias_kv / add_zero_attn)")
-    elif not _is_identity(getattr(attn, "ln_inner", None)):
-        features.append("scale_attn_inner (a LayerNorm on the concatenated head outputs, ln_inner)")
+    elif not _is_identity(getattr(attn, "ln_inner", None)) and getattr(attn, "head_scale", None) is not None:
+        features.append("scale_attn_inner together with scale_heads (the inner LayerNorm's per-token scale would be "
+                        "taken after the head scales)")
     if features:
         raise WeightscopeError(
             f"layer {index} uses {', '.join(features)}, so a head's value-output map is not linear; supported: "
-            "pre-LN ViT blocks, optionally with LayerScale, scale_heads, qk_norm, scaled_cosine_attn or scale_fc"
+            "pre-LN ViT blocks, optionally with LayerScale, scale_heads, qk_norm, scaled_cosine_attn, scale_fc or "
+            "scale_attn_inner"
         )
 
 
@@ -159,6 +163,10 @@ def _describe_block(block, index: int) -> LayerWeights:
     scale = per_head[:, None, None] * gamma  # (H, 1, D), computed once so write_attention inverts it exactly
     wo = _np(attn.out_proj.weight)  # (D_out, D_in): y = v @ wo.T
     bo = _np(attn.out_proj.bias) if attn.out_proj.bias is not None else np.zeros(D)
+    inner = _ln(getattr(attn, "ln_inner", None))
+    if inner is not None:  # out_proj(LN(o)) = (P o / sigma) diag(g) wo.T + beta wo.T + bo
+        bo = inner.shift @ wo.T + bo
+        wo = ((np.eye(D) - 1.0 / D) * inner.scale @ wo.T).T
     logit_scale = getattr(attn, "logit_scale", None)  # (H, 1, 1) log-temperatures of cosine attention
     act = type(block.mlp.gelu).__name__
     if act not in ACTIVATIONS or getattr(block.mlp.gelu, "approximate", "none") != "none":
@@ -179,6 +187,7 @@ def _describe_block(block, index: int) -> LayerWeights:
             norm_k=_ln(getattr(attn, "ln_k", None)),
             logit_scale=(np.exp(np.minimum(_np(logit_scale).reshape(H), attn.logit_scale_max))
                          if logit_scale is not None else None),
+            inner_norm_eps=inner.eps if inner is not None else None,
         ),
         ln_2=_ln(block.ln_2),
         mlp_in=_np(block.mlp.c_fc.weight).T.copy(),
@@ -209,8 +218,23 @@ def write_attention(visual: torch.nn.Module, layer: int, attn: AttentionWeights)
 
     per_head, gamma = _write_scale(block)
     scale = per_head[:, None, None] * gamma
-    out_w = _unscale(attn.write_o, scale, _np(mod.out_proj.weight).T.reshape(H, dh, D), layer, "write factor",
-                     mod.out_proj.weight.dtype).reshape(H * dh, D).T
+    inner = _ln(getattr(mod, "ln_inner", None))
+    current = _np(mod.out_proj.weight).T
+    if inner is not None:  # the model holds P diag(g) W^T: only edits that keep its columns centred (eva.py)
+        current = current * inner.scale[:, None]
+    out_w = _unscale(attn.write_o, scale, current.reshape(H, dh, D), layer, "write factor",
+                     mod.out_proj.weight.dtype).reshape(H * dh, D)
+    bias_o = attn.bias_o
+    if inner is not None:
+        if np.abs(out_w.sum(axis=0)).max() > 1e-9 * max(np.abs(out_w).max(), 1e-300) * H * dh:
+            raise WeightscopeError(
+                f"layer {layer} normalises the concatenated head outputs (scale_attn_inner): its centring is shared by "
+                "all heads, so an edit that changes one head's write map alone cannot be held by the model")
+        if np.any(inner.scale == 0):
+            raise WeightscopeError(f"layer {layer} has a zero inner-norm gain; its write factor cannot be written back")
+        out_w = (out_w + current.mean(axis=0, keepdims=True)) / inner.scale[:, None]
+        bias_o = attn.bias_o - (inner.shift @ out_w) * gamma
+    out_w = out_w.T
     in_w = np.concatenate([rows(attn.read_q), rows(attn.read_k), rows(attn.read_v)], axis=0)
     in_b = np.concatenate([attn.bias_q.ravel(), attn.bias_k.ravel(), attn.bias_v.ravel()])
     with torch.no_grad():
@@ -221,9 +245,9 @@ def write_attention(visual: torch.nn.Module, layer: int, attn: AttentionWeights)
             raise WeightscopeError(f"layer {layer} has no q/k/v bias to hold the edited bias")
         mod.out_proj.weight.copy_(torch.from_numpy(np.ascontiguousarray(out_w)))
         if mod.out_proj.bias is not None:
-            bias = _unscale(attn.bias_o, gamma, _np(mod.out_proj.bias), layer, "output bias", mod.out_proj.bias.dtype)
+            bias = _unscale(bias_o, gamma, _np(mod.out_proj.bias), layer, "output bias", mod.out_proj.bias.dtype)
             mod.out_proj.bias.copy_(torch.from_numpy(bias))
-        elif np.any(attn.bias_o):
+        elif np.any(bias_o):
             raise WeightscopeError(f"layer {layer} has no output bias to hold the folded value bias")
 
 
