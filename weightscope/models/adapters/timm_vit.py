@@ -154,7 +154,7 @@ def describe(visual, keep: set[int] | None = None) -> VisionWeights:
 
 
 def _describe_attn_pool(pool, head_w) -> AttentionPoolWeights:
-    D, H = pool.kv.weight.shape[1], pool.num_heads
+    H = pool.num_heads
     dh = pool.head_dim
     kv = _np(pool.kv.weight)
     kv_b = _np(pool.kv.bias) if pool.kv.bias is not None else np.zeros(2 * H * dh)
