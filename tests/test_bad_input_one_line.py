@@ -39,7 +39,7 @@ def files(tmp_path):
     (["depth", "--classes", "cifar10", "--confusion", "flat.npy", "--similarity", "nan.npy"], "confusion matrix"),
     (["depth", "--classes", "one.txt", "--similarity", "rect.npy"], "lists 1 class(es)"),
     (["sing", "--image", "bad.png"], "cannot decode image"),
-    (["similarity", "--concepts", "cifar10", "--images", "cls"], "zz.png"),
+    (["similarity", "--concepts", "cifar10", "--image", "cls"], "zz.png"),
 ])
 def test_bad_input_one_line(files, capsys, monkeypatch, argv, says):
     """The issue's input (a 1-D --similarity) and the other members: one line, exit 2, no model loaded."""

@@ -213,14 +213,14 @@ def test_similarity_report_in_a_browser(browser, out):
 
 def test_sing_reports_in_a_browser(browser, out):
     _cli("sing", "--out", str(out / "sing"))
-    _open(browser, out / "sing" / "sing.html")
+    _open(browser, out / "sing" / "report.html")
     data = json.loads((out / "sing" / "sing.json").read_text())
     _numbers(browser, data, minimum=20)
     assert browser.js("return document.documentElement.scrollWidth") <= 1400
     text = data["steering"][0]["text"]
     assert any(text in h for h in search(browser, text))
     _cli("sing", "--classifier", "bundled-cnn", "--out", str(out / "singc"))
-    _open(browser, out / "singc" / "sing.html")
+    _open(browser, out / "singc" / "report.html")
     data = json.loads((out / "singc" / "sing.json").read_text())
     _numbers(browser, data, minimum=20)
     assert browser.js("return document.documentElement.scrollWidth") <= 1400
@@ -229,4 +229,4 @@ def test_sing_reports_in_a_browser(browser, out):
     # no panel of nothing: the figure has no all-zero 'most free' panel, the page names those concepts instead
     blind = data["blind_to"]
     if blind and max(abs(v) for _, v in blind[:15]) < 0.005:
-        assert "all read 0.00" in (out / "singc" / "sing.html").read_text()
+        assert "all read 0.00" in (out / "singc" / "report.html").read_text()

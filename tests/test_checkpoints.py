@@ -415,21 +415,22 @@ def test_edit_loop_a_file_without_sidecar_needs_a_name(tiny_name, tiny_model, tm
 
 
 def test_edit_loop_readme_edit_lines_run_one_after_the_other(tmp_path, capsys, monkeypatch):
-    """The README's two `edit` lines, as written ([MODEL] left out), after an inspect that writes their input."""
+    """The README's quick-start `edit` lines, as written (comments dropped), one after the other, after an inspect
+    that writes their input; the command reference's lines (with [optional] parts) are their longer forms."""
     import re
     import shlex
 
     lines = [l.split("weightscope ", 1)[1] for l in (REPO / "README.md").read_text().splitlines()
-             if re.match(r"^weightscope edit\s", l)]
+             if re.match(r"^weightscope edit\s", l) and "[" not in l]
     assert len(lines) == 2
     monkeypatch.chdir(tmp_path)
     rc, _, err = _cli(["inspect", "--layers", "4", "--vocab", "shapes_world"], capsys)
     assert rc == 0, err
     for line in lines:
-        argv = [a for a in shlex.split(line) if a != "[MODEL]"]
+        argv = shlex.split(line, comments=True)
         rc, text, err = _cli(argv, capsys)
         assert rc == 0, (line, err)
-        out = Path(argv[argv.index("--out") + 1])
+        out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else Path("weightscope-out/edit/edited.safetensors")
         assert out.is_file() and sidecar_path(out).is_file()
 
 

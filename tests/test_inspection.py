@@ -115,7 +115,10 @@ def test_cli_writes_json_and_html(tiny_name, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert code == 0 and "theme:" in out and "random weights" in out
     html = (tmp_path / "out" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "Layer 1, head 3" in html
+    # one figure (the spectra); the theme map is an HTML grid with a cell per head (2 layers x 4 heads)
+    assert html.count("data:image/png;base64,") == 1 and "Layer 1, head 3" in html
+    grid = html.split("<table class='grid-map'>", 1)[1].split("</table>", 1)[0]
+    assert grid.count("<td") >= 8
     back = Inspection.from_json(tmp_path / "out" / "inspection.json")
     assert len(back.heads) == 8
 

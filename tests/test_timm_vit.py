@@ -86,6 +86,7 @@ def test_factored_svd_equals_dense_and_checkpoint_loads_in_open_clip(names, tmp_
         s_ref = scipy.linalg.svdvals(dense)[:dh]
         assert np.allclose(decompose_head(w, 2, h).s, s_ref, rtol=1e-6, atol=1e-9 * s_ref[0])
     edits = [Edit(2, 1, 0, 0.0)]
+    model._weightscope_name = names[""]  # built by open_clip, not loaded by weightscope: name its architecture
     path, _ = save_checkpoint(apply_edits(model, edits), tmp_path / "edited.safetensors")
     stock = open_clip.create_model(names[""], pretrained=str(path)).eval()
     x = _images(seed=3)

@@ -313,9 +313,11 @@ def provenance(module: torch.nn.Module) -> dict:
     """What weightscope knows of where ``module``'s weights came from (recorded by load_model and apply_edits):
     {"architecture": {...} or None, "source": {...}, "edits": [...], "basis": {...}} (edits/basis when edited)."""
     prov = getattr(module, "_weightscope_provenance", None)
-    if isinstance(prov, dict):
-        return prov
     name = getattr(module, "_weightscope_name", None)
+    if isinstance(prov, dict):
+        if prov.get("architecture") is None and name:  # a name given after the fact (``module._weightscope_name``)
+            return {**prov, "architecture": {"name": name, "options": {}}}
+        return prov
     return {"architecture": {"name": name, "options": {}} if name else None,
             "source": {"model": name or type(module).__name__, "source": "object"}}
 
