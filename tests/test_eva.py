@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tower_helpers import embed, images, rel
 from weightscope import WeightscopeError, describe_model
 from weightscope.analyses.edit import Edit, apply_edits, save_checkpoint
 from weightscope.decompose import decompose_head
@@ -66,16 +67,7 @@ def model(name):
 
 
 def _images(n=3, seed=0):
-    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def _embed(model, x):
-    with torch.no_grad():
-        return model.encode_image(x).double().numpy()
-
-
-def _rel(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    return images(n, seed, size=32)
 
 
 def test_reference_forward_equals_open_clip_image_features(model):
@@ -84,7 +76,7 @@ def test_reference_forward_equals_open_clip_image_features(model):
     assert w.family.endswith("(timm Eva)") and a.rope is not None and a.inner_norm_eps is not None
     assert w.layers[0].mlp_gate is not None and w.proj_bias is not None
     x = _images()
-    assert _rel(encode_image(w, x.double().numpy()), _embed(model, x)) <= 1e-5
+    assert rel(encode_image(w, x.double().numpy()), embed(model, x)) <= 1e-5
 
 
 def test_head_map_is_the_dense_product_through_the_inner_norm(model):
@@ -116,7 +108,7 @@ def test_head_map_is_the_dense_product_through_the_inner_norm(model):
     o = heads["o"].numpy()
     sigma = np.sqrt(o.var(axis=-1, keepdims=True) + w.layers[1].attn.inner_norm_eps)
     predicted = np.einsum("nthe,hed->ntd", o.reshape(2, 17, 4, dh), w.layers[1].attn.write_o) / sigma
-    assert _rel(predicted + w.layers[1].attn.bias_o, out) <= 1e-10
+    assert rel(predicted + w.layers[1].attn.bias_o, out) <= 1e-10
 
 
 def test_qk_is_refused_in_one_line_under_rope(model):
@@ -148,11 +140,11 @@ def test_writes_the_model_can_hold_are_exact_and_load_in_stock_open_clip(name, m
     write_attention(edited, 1, attn)
     x = _images(seed=2)
     prediction = encode_image(edited_w, x.double().numpy())
-    assert _rel(prediction, _embed(model, x)) > 1e-3
-    assert _rel(_embed(edited, x), prediction) <= 1e-5
+    assert rel(prediction, embed(model, x)) > 1e-3
+    assert rel(embed(edited, x), prediction) <= 1e-5
     path, _ = save_checkpoint(edited, tmp_path / "edited.safetensors")
     stock = open_clip.create_model(name, pretrained=str(path)).eval()
-    assert _rel(_embed(stock, x), prediction) <= 1e-5
+    assert rel(embed(stock, x), prediction) <= 1e-5
     # one head's write map alone breaks the shared centring: refused in one line
     with pytest.raises(WeightscopeError, match="shared by all heads") as err:
         apply_edits(model, [Edit(1, 2, 0, 0.0)])
@@ -169,7 +161,7 @@ def test_concept_embeddings_equal_text_features(model):
     ours = encode_texts(loaded, loaded.tokenizer, texts, progress=False, bucketed=True)
     with torch.no_grad():
         ref = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(texts)).double().numpy()
-    assert _rel(ours.astype(np.float64), ref) <= 1e-5
+    assert rel(ours.astype(np.float64), ref) <= 1e-5
 
 
 def test_cli_inspect_runs(name, model, tmp_path):
@@ -192,7 +184,7 @@ def test_real_size_eva02_b16_describe_and_decompose():
     svd = decompose_head(w, 11, 0)
     assert svd.s.shape == (64,) and svd.rank == 64
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    assert _rel(encode_image(w, x.double().numpy()), _embed(model, x)) <= 1e-5
+    assert rel(encode_image(w, x.double().numpy()), embed(model, x)) <= 1e-5
 
 
 def test_open_clip_scale_attn_inner_is_described_with_the_same_convention(tmp_path):
@@ -208,7 +200,7 @@ def test_open_clip_scale_attn_inner_is_described_with_the_same_convention(tmp_pa
     w = describe_model(model)
     assert w.layers[0].attn.inner_norm_eps is not None
     x = _images()
-    assert _rel(encode_image(w, x.double().numpy()), _embed(model, x)) <= 1e-5
+    assert rel(encode_image(w, x.double().numpy()), embed(model, x)) <= 1e-5
     attn = copy.deepcopy(w.layers[1].attn)
     change = 0.5 * np.random.default_rng(0).standard_normal((64, 64))
     attn.write_o = attn.write_o + (change - change.mean(axis=0)).reshape(4, 16, 64)
@@ -218,7 +210,7 @@ def test_open_clip_scale_attn_inner_is_described_with_the_same_convention(tmp_pa
     edited = copy.deepcopy(model)
     write_attention(edited, 1, attn)
     prediction = encode_image(edited_w, x.double().numpy())
-    assert _rel(prediction, _embed(model, x)) > 1e-3 and _rel(_embed(edited, x), prediction) <= 1e-5
+    assert rel(prediction, embed(model, x)) > 1e-3 and rel(embed(edited, x), prediction) <= 1e-5
     with pytest.raises(WeightscopeError, match="shared by all heads"):
         apply_edits(model, [Edit(0, 1, 0, 0.0)])
 

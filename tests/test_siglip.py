@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tower_helpers import embed, images, rel
 from weightscope import WeightscopeError, describe_model
 from weightscope.analyses.edit import Edit, apply_edits, edit_weights, save_checkpoint
 from weightscope.decompose import decompose_head
@@ -92,23 +93,14 @@ def model(name):
 
 
 def _images(n=3, seed=0):
-    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def _embed(model, x):
-    with torch.no_grad():
-        return model.encode_image(x).double().numpy()
-
-
-def _rel(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    return images(n, seed, size=32)
 
 
 def test_reference_forward_equals_open_clip_image_features(model):
     w = describe_model(model)
     assert w.pool == "map" and w.stem.class_embedding is None and w.stem.n_prefix == 0
     x = _images()
-    assert _rel(encode_image(w, x.double().numpy()), _embed(model, x)) <= 1e-5
+    assert rel(encode_image(w, x.double().numpy()), embed(model, x)) <= 1e-5
 
 
 def test_concept_embeddings_equal_siglip_text_features(name, model, tokenizer_dir):
@@ -123,7 +115,7 @@ def test_concept_embeddings_equal_siglip_text_features(name, model, tokenizer_di
     assert tokens.shape == (4, CONTEXT) and int(tokens[0, -1]) == 0  # padded with SentencePiece's pad id
     with torch.no_grad():
         ref = model.encode_text(tokens).double().numpy()
-    assert _rel(ours.astype(np.float64), ref) <= 1e-5
+    assert rel(ours.astype(np.float64), ref) <= 1e-5
 
 
 def test_factored_equals_dense_for_block_and_pooling_heads(model):
@@ -175,13 +167,13 @@ def test_pooling_head_maps_and_key_directions_match_the_module(model):
         a = torch.softmax(torch.from_numpy(pool_logits(w, X)[:, 0, h]), dim=-1).numpy()  # (N, T)
         xhat = layer_norm(X, w.ln_post)
         predicted = np.einsum("nt,nte->ne", a, xhat @ ap.read_v[h] + ap.bias_v[h]) @ ap.write_o[h] + ap.bias_o
-        assert _rel(predicted, out) <= 1e-10
+        assert rel(predicted, out) <= 1e-10
         # M_h is exact on a token repeated everywhere: out(u) - out(-u) = 2 M_h u / sigma_u
         u = g.standard_normal(64)
         with torch.no_grad():
             both = pool(norm(torch.from_numpy(np.stack([np.tile(u, (16, 1)), np.tile(-u, (16, 1))])))).numpy()
         sigma = np.sqrt(np.var(u) + w.ln_post.eps)
-        assert _rel(pool_head_image(w, h, u / sigma)[0] * 2, both[0] - both[1]) <= 1e-10
+        assert rel(pool_head_image(w, h, u / sigma)[0] * 2, both[0] - both[1]) <= 1e-10
     # attention under head 0 goes to the tokens pushed along its key direction
     assert a.shape == (5, 16)
     a0 = torch.softmax(torch.from_numpy(pool_logits(w, X)[:, 0, 0]), dim=-1).numpy()
@@ -215,13 +207,13 @@ def test_block_head_edits_are_exact_and_load_in_stock_open_clip(name, model, tmp
     edits = [Edit(0, 1, 0, 0.0), Edit(1, 3, 1, 2.0)]
     x = _images(seed=2)
     prediction = encode_image(edit_weights(w, edits), x.double().numpy())
-    assert _rel(prediction, _embed(model, x)) > 1e-4
+    assert rel(prediction, embed(model, x)) > 1e-4
     edited = apply_edits(model, edits)
     edited._weightscope_name = name
-    assert _rel(_embed(edited, x), prediction) <= 1e-5
+    assert rel(embed(edited, x), prediction) <= 1e-5
     path, _ = save_checkpoint(edited, tmp_path / "edited.safetensors")
     stock = open_clip.create_model(name, pretrained=str(path)).eval()
-    assert _rel(_embed(stock, x), prediction) <= 1e-5
+    assert rel(embed(stock, x), prediction) <= 1e-5
 
 
 def test_siglip_loads_offline_from_a_local_tokenizer_folder(name, tokenizer_dir, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from tower_helpers import embed, images, rel
 from weightscope import WeightscopeError, describe_model
 from weightscope.decompose import decompose_head
 from weightscope.analyses.edit import Edit, apply_edits, edit_weights, save_checkpoint
@@ -47,16 +48,7 @@ def _randomize(model, seed=0, layer_scale=False):
 
 
 def _images(n=3, seed=0):
-    return torch.randn(n, 3, 160, 160, generator=torch.Generator().manual_seed(seed))
-
-
-def _embed(model, x):
-    with torch.no_grad():
-        return model.encode_image(x).double().numpy()
-
-
-def _rel(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    return images(n, seed, size=160)
 
 
 @pytest.mark.parametrize("pool", ["", "avg"])
@@ -65,12 +57,12 @@ def test_reference_forward_and_edits_with_layer_scale(names, pool):
     w = describe_model(model)
     assert w.family.startswith("open_clip.TimmModel") and w.pool == ("avg" if pool else "tok")
     x = _images()
-    ref = _embed(model, x)
-    assert _rel(encode_image(w, x.double().numpy()), ref) <= 1e-5
+    ref = embed(model, x)
+    assert rel(encode_image(w, x.double().numpy()), ref) <= 1e-5
     edits = [Edit(0, 0, 0, 0.0), Edit(-1, 1, 2, 2.0)]
     prediction = encode_image(edit_weights(w, edits), x.double().numpy())
-    assert _rel(prediction, ref) > 1e-4  # the edit changes the output
-    assert _rel(_embed(apply_edits(model, edits), x), prediction) <= 1e-5
+    assert rel(prediction, ref) > 1e-4  # the edit changes the output
+    assert rel(embed(apply_edits(model, edits), x), prediction) <= 1e-5
 
 
 def test_factored_svd_equals_dense_and_checkpoint_loads_in_open_clip(names, tmp_path):
@@ -90,7 +82,7 @@ def test_factored_svd_equals_dense_and_checkpoint_loads_in_open_clip(names, tmp_
     path, _ = save_checkpoint(apply_edits(model, edits), tmp_path / "edited.safetensors")
     stock = open_clip.create_model(names[""], pretrained=str(path)).eval()
     x = _images(seed=3)
-    assert _rel(_embed(stock, x), encode_image(edit_weights(w, edits), x.double().numpy())) <= 1e-5
+    assert rel(embed(stock, x), encode_image(edit_weights(w, edits), x.double().numpy())) <= 1e-5
 
 
 def test_cli_inspect_edit_compare(names, tmp_path, capsys):
@@ -156,4 +148,4 @@ def test_real_sized_vit_b16_trunk(tmp_path):
     w = describe_model(model)
     assert (w.n_layers, w.n_heads, w.width, w.embed_dim) == (12, 12, 768, 512)
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(5))
-    assert _rel(encode_image(w, x.double().numpy()), _embed(model, x)) <= 1e-5
+    assert rel(encode_image(w, x.double().numpy()), embed(model, x)) <= 1e-5

@@ -38,8 +38,20 @@ class RotaryWeights:
     half: bool = False
 
 
+class _PerHead:
+    """Shape facts of per-head factors: ``read_v`` is (H, D, dh)."""
+
+    @property
+    def n_heads(self) -> int:
+        return self.read_v.shape[0]
+
+    @property
+    def head_width(self) -> int:
+        return self.read_v.shape[2]
+
+
 @dataclass
-class AttentionWeights:
+class AttentionWeights(_PerHead):
     """Per-head factors of one multi-head attention block.
 
     read_q, read_k, read_v: (H, D, dh)  -- x @ read_v[h] is head h's value (A_h in METHODS.md)
@@ -79,14 +91,6 @@ class AttentionWeights:
     def dot_product_logits(self) -> bool:
         """True when the logits are the bilinear form ``(x read_q + b_q)(y read_k + b_k)^T / sqrt(dh)``."""
         return self.norm_q is None and self.norm_k is None and self.logit_scale is None and self.rope is None
-
-    @property
-    def n_heads(self) -> int:
-        return self.read_v.shape[0]
-
-    @property
-    def head_width(self) -> int:
-        return self.read_v.shape[2]
 
 
 @dataclass
@@ -139,7 +143,7 @@ class StemWeights:
 
 
 @dataclass
-class AttentionPoolWeights:
+class AttentionPoolWeights(_PerHead):
     """An attention-pool (MAP) head (timm ``AttentionPoolLatent``; Zhai et al. 2023, SigLIP, s. 3; Lee et al. 2019,
     "Set Transformer", s. 3.2): learned latent queries attend over the final tokens (after ``ln_post``), then
     ``proj``, then ``x + mlp(norm(x))``; the output is the first latent (L = 1 for SigLIP) or the latents' mean.
@@ -170,14 +174,6 @@ class AttentionPoolWeights:
     activation: str
     pool: str = "token"
     proj_out: np.ndarray | None = None
-
-    @property
-    def n_heads(self) -> int:
-        return self.read_v.shape[0]
-
-    @property
-    def head_width(self) -> int:
-        return self.read_v.shape[2]
 
 
 @dataclass
