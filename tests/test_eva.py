@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tower_helpers import embed, images, rel
+from tower_helpers import embed, images, register_tiny_timm, rel
 from weightscope import WeightscopeError, describe_model
 from weightscope.analyses.edit import Edit, apply_edits, save_checkpoint
 from weightscope.decompose import decompose_head
@@ -28,24 +28,12 @@ CONFIG = {
 
 
 def _register_timm():
-    from timm.models import is_model, register_model
     from timm.models.eva import Eva
 
-    if is_model(TIMM_NAME):
-        return
-
-    def ws_test_eva(pretrained=False, **kwargs):
-        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-            kwargs.pop(key, None)
-        # eva02_base_patch16_clip_224's form at 64 wide, 2 blocks of 4 heads, 8 px patches, with LayerScale
-        args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, qkv_fused=False,
-                    mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True,
-                    use_rot_pos_emb=True, ref_feat_shape=(4, 4), init_values=0.5,
-                    global_pool=kwargs.pop("global_pool", "token"))
-        return Eva(**{**args, **kwargs})
-
-    ws_test_eva.__module__ = "timm.models.eva"
-    register_model(ws_test_eva)
+    # eva02_base_patch16_clip_224's form at 64 wide, 2 blocks of 4 heads, 8 px patches, with LayerScale
+    register_tiny_timm(TIMM_NAME, Eva, img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, qkv_fused=False,
+                       mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True,
+                       use_rot_pos_emb=True, ref_feat_shape=(4, 4), init_values=0.5, global_pool="token")
 
 
 @pytest.fixture(scope="module")

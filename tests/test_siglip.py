@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tower_helpers import embed, images, rel
+from tower_helpers import embed, images, register_tiny_timm, rel
 from weightscope import WeightscopeError, describe_model
 from weightscope.analyses.edit import Edit, apply_edits, edit_weights, save_checkpoint
 from weightscope.decompose import decompose_head
@@ -30,22 +30,11 @@ CORPUS = ["a photo of a red circle", "a blue square on a green field", "two yell
 
 
 def _register_timm():
-    from timm.models import is_model, register_model
     from timm.models.vision_transformer import VisionTransformer
 
-    if is_model(TIMM_NAME):
-        return
-
-    def ws_test_siglip(pretrained=False, **kwargs):
-        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-            kwargs.pop(key, None)
-        # SigLIP's form (vit_base_patch16_siglip_224) at 64 wide, 2 blocks of 4 heads, 8 px patches of 32 px images
-        args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, class_token=False,
-                    global_pool="map")
-        return VisionTransformer(**{**args, **kwargs})
-
-    ws_test_siglip.__module__ = "timm.models.vision_transformer"
-    register_model(ws_test_siglip)
+    # SigLIP's form (vit_base_patch16_siglip_224) at 64 wide, 2 blocks of 4 heads, 8 px patches of 32 px images
+    register_tiny_timm(TIMM_NAME, VisionTransformer, img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
+                       class_token=False, global_pool="map")
 
 
 CONFIG = {
@@ -201,7 +190,6 @@ def test_joint_map_is_a_labelled_linearisation_with_its_error_measured_on_the_mo
 
 def test_block_head_edits_are_exact_and_load_in_stock_open_clip(name, model, tmp_path):
     import open_clip
-    from weightscope import load_model
 
     w = describe_model(model)
     edits = [Edit(0, 1, 0, 0.0), Edit(1, 3, 1, 2.0)]
