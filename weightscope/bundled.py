@@ -58,12 +58,14 @@ class ModelSpec:
     trust_checkpoint: bool = False
 
 
-def load_model(model=None, pretrained=None, checkpoint=None, tokenizer=None, trust_checkpoint: bool = False):
+def load_model(model=None, pretrained=None, checkpoint=None, tokenizer=None, trust_checkpoint: bool = False,
+               lazy: bool = False):
     """:func:`weightscope.models.load.load_model` plus the bundled shapes-world model (offline).
 
     ``load_model()`` / ``load_model("bundled")``: the shipped base checkpoint; ``pretrained="tuned"``: its fine-tuned
     sibling; ``"shapes-vit"`` is the architecture's name, usable like any open_clip name; a checkpoint with no name
-    and no sidecar is read as that architecture. Returns a LoadedModel; raises WeightscopeError (one line).
+    and no sidecar is read as that architecture. lazy: see :func:`weightscope.models.load.load_model`. Returns a
+    LoadedModel; raises WeightscopeError (one line).
     """
     from .models.checkpoints import architecture, read_sidecar
     from .models.load import load_model as load_any
@@ -90,7 +92,7 @@ def load_model(model=None, pretrained=None, checkpoint=None, tokenizer=None, tru
             return _load_shipped("base", tokenizer)
         model = MODEL_NAME
     return load_any(model, pretrained=pretrained, checkpoint=checkpoint, tokenizer=tokenizer,
-                    trust_checkpoint=trust_checkpoint)
+                    trust_checkpoint=trust_checkpoint, lazy=lazy)
 
 
 def _load_shipped(which: str, tokenizer) -> LoadedModel:
@@ -180,7 +182,7 @@ def inspect_model(model=None, explainer: ConceptExplainer | None = None, **optio
     """:func:`weightscope.analyses.inspection.inspect_model` with the bundled model and its vocabulary as defaults."""
     from .analyses.inspection import inspect_model as inspect
 
-    loaded = load_model(model)
+    loaded = load_model(model, lazy=True)  # a random-init name: blocks built as inspect reads them
     return inspect(loaded, explainer_for(loaded, explainer, "inspect"), **options)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from tqdm.auto import tqdm
 
-from ..models.adapters import describe_model, encode_image, text_adapter
+from ..models.adapters import describe_model, encode_image, head_count, text_adapter
 from ..decompose.head_svd import _select, decompose_model
 from ..concepts.embed import default_cache_dir, vocabulary_hash
 from ..concepts.explainer import ConceptExplainer
@@ -23,6 +23,7 @@ from .resume import LayerStore, array_digest, run_key
 from ..core.errors import WeightscopeError
 from ..core.fileio import dump_json, parse_json
 from ..decompose.joint import to_joint
+from ..models.lazy import ensure_blocks, recipe_of, release_blocks, unbuilt
 from ..models.load import LoadedModel, load_model
 from .directions import (COEFFICIENT_DECIMALS, NO_CONCEPT, Direction, HeadReport,  # noqa: F401  (part of this
                          explained_direction, format_coefficient)                     # module's API)
@@ -152,13 +153,14 @@ def inspect_model(
     The explainer's device, precision and backend (``ConceptExplainer.compute``) say where the concepts are embedded
     and the solvers run. resume: a run over several layers saves each finished layer's heads under the cache dir
     and, rerun after an interruption with the same inputs, starts from there (it says so on stderr); False starts
-    over. Memory: blocks are described one at a time, and a model loaded here (given by name) has its text tower
-    released once the concepts are embedded.
+    over. Memory: blocks are described one at a time; a model loaded here (given by name, built lazily: see
+    :mod:`weightscope.models.lazy`) or a lazy model passed in has its text tower released once the concepts are
+    embedded, and its vision blocks built and released one at a time.
     """
     what = parse_what(what)
     if n_neurons is not None and (isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1):
         raise WeightscopeError(f"n_neurons must be a positive integer or None, got {n_neurons!r}")
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, lazy=True)
     unknown = [s for s in sides if s not in SIDES]
     if unknown or not sides:
         raise WeightscopeError(f"sides must be a non-empty subset of {SIDES}, got {tuple(sides)}")
@@ -168,15 +170,16 @@ def inspect_model(
     concepts, vocab_desc = explainer.concepts, explainer.description
 
     compute = explainer.compute
-    free_model = model is None or isinstance(model, str)  # loaded here from a name: ours to release (a module or
-    # LoadedModel the caller passes is theirs, and is left intact)
+    # loaded here from a name, or a lazy model (load_model(..., lazy=True), which is handed over by contract):
+    # ours to release; a built module or LoadedModel the caller passes is theirs, and is left intact
+    free_model = model is None or isinstance(model, str) or unbuilt(loaded)
     identity = loaded.identity
-    # Memory: blocks are described one at a time, as they are explained (a float64 copy of a whole ViT-L/14
-    # vision tower is 2.4 GB); bad indices are refused before the long work, from the first block alone.
+    vision = _vision_digest(loaded) if "vo" in what else ""  # before any block is built: see _vision_digest
+    # Memory: blocks are built (lazy models), described and explained one at a time (a float64 copy of a whole
+    # ViT-L/14 vision tower is 2.4 GB); bad indices are refused before the long work, from the modules alone.
     n_layers = describe_model(loaded, layers=()).n_layers
     layer_list = _select(layers, n_layers, "layer")
-    head_list = _select(heads, describe_model(loaded, layers=layer_list[:1]).n_heads, "head")
-    vision = _vision_digest(loaded) if "vo" in what else ""
+    head_list = _select(heads, head_count(loaded, layer_list[0]), "head")
     dictionary = explainer.dictionary(loaded, progress)
     if free_model:
         _release_text_tower(loaded)   # the concepts are embedded: the text tower is no longer needed
@@ -193,15 +196,21 @@ def inspect_model(
         store.announce([l for l, v in saved.items() if v is not None], len(layer_list))
         for l in tqdm(layer_list, desc="explaining heads", unit="layer", disable=not progress):
             if saved[l] is None:
+                ensure_blocks(loaded, [l])
                 layer_reports = _explain_layer(describe_model(loaded, layers=[l]), l, head_list, dictionary, explainer,
                                                n_directions, sides, joint_mode, image_mean)
                 store.save(l, [asdict(rep) for rep in layer_reports])
+                if free_model:
+                    release_blocks(loaded, [l])   # a lazy model's block is rebuilt, equal, if asked for again
             else:
                 layer_reports = [HeadReport(r["layer"], r["head"], r["s"], r["groups"],
                                             [Direction(**d) for d in r["directions"]], r["rank"]) for r in saved[l]]
             reports.update({(rep.layer, rep.head): rep for rep in layer_reports})
         store.finish()
-    weights = describe_model(loaded, layers=layer_list) if ("qk" in what or "mlp" in what) else None
+    weights = None
+    if "qk" in what or "mlp" in what:
+        ensure_blocks(loaded, layer_list)
+        weights = describe_model(loaded, layers=layer_list)
     if free_model:
         _release(loaded)
     del loaded
@@ -252,15 +261,19 @@ def _release_text_tower(loaded) -> None:
 
 
 def _vision_digest(loaded) -> str:
-    """CRC-32s of every tensor outside the text tower, by name: what the vision weights' partial results depend on."""
+    """CRC-32s of every built tensor outside the text tower, by name: what the vision weights' partial results
+    depend on. A random-init model's unbuilt blocks (lazy) are a function of its recipe, which is included."""
     import torch
 
     oct_ = text_adapter(loaded.model)
     root = oct_._unwrap(loaded.model)
     text = {id(t) for _, t in oct_.text_tower_tensors(root)}
-    items = [(n, t) for n, t in list(root.named_parameters()) + list(root.named_buffers()) if id(t) not in text]
-    return ";".join(f"{n}:{array_digest(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())}"
-                    for n, t in sorted(items, key=lambda x: x[0]))
+    items = [(n, t) for n, t in list(root.named_parameters()) + list(root.named_buffers())
+             if id(t) not in text and not t.is_meta]
+    recipe = recipe_of(loaded)
+    return ";".join([recipe.description() if recipe is not None else ""] + [
+        f"{n}:{array_digest(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())}"
+        for n, t in sorted(items, key=lambda x: x[0])])
 
 
 def _release(loaded) -> None:
@@ -269,7 +282,8 @@ def _release(loaded) -> None:
 
     module = getattr(loaded, "model", loaded)
     for t in list(module.parameters()) + list(module.buffers()):
-        t.data = torch.empty(0, dtype=t.dtype)
+        if not t.is_meta:   # a lazy model's unbuilt tensors hold no memory
+            t.data = torch.empty(0, dtype=t.dtype)
 
 
 def image_mean_from_folder(loaded: LoadedModel, folder: str | Path, batch_size: int = 64,

@@ -95,8 +95,10 @@ def run(args) -> int:
     from ..bundled import inspect_model, load_model
     from ..reports.inspection import write_report
 
+    # lazy: a random-init model's blocks are built one at a time as inspect reads them (an image mean needs them all)
     loaded = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
-                        trust_checkpoint=args.trust_checkpoint)
+                        trust_checkpoint=args.trust_checkpoint,
+                        lazy=not (args.image_mean and Path(args.image_mean).is_dir()))
     if loaded.source == "random-init":
         print(f"note: {loaded.name} has random weights (no --pretrained or --checkpoint given)")
     if image_mean is not None:

@@ -113,3 +113,16 @@ def as_compute(value) -> Compute:
         return Compute(device="cpu" if value == "numba" else "auto", backend=value)
     raise WeightscopeError(f"backend must be one of {', '.join(BACKENDS)} or a weightscope.core.compute.Compute, "
                            f"got {value!r}")
+
+
+def return_large_blocks_promptly(threshold: int = 4 << 20) -> bool:
+    """Have glibc map every allocation of ``threshold`` bytes or more on its own, so that freeing it returns the
+    memory to the system at once. By default glibc raises that threshold after each large free (up to 32 MB), and
+    the freed tensors of a released text tower or of a finished layer then stay in the heap, counted as resident.
+    Process-wide; the command line sets it for its own process. Returns whether it was set (glibc only)."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL(None).mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD (malloc.h)
+    except (OSError, AttributeError):   # not glibc (macOS, musl without mallopt): nothing to tune
+        return False

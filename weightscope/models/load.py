@@ -57,6 +57,7 @@ def load_model(
     checkpoint: str | Path | None = None,
     tokenizer: Any = None,
     trust_checkpoint: bool = False,
+    lazy: bool = False,
 ) -> LoadedModel:
     """Load a CLIP model for inspection.
 
@@ -64,7 +65,10 @@ def load_model(
       hands every other spec to this function.
     - ``load_model("ViT-B-16", pretrained="openai")``: open_clip's own download path (needs the model hub). Tags
       trained with QuickGELU build the model with QuickGELU (a warning says so).
-    - ``load_model("ViT-B-16")``: the architecture with random weights (``source == "random-init"``).
+    - ``load_model("ViT-B-16")``: the architecture with random weights (``source == "random-init"``), drawn with a
+      fixed seed part by part (:mod:`weightscope.models.lazy`): the same in every run, each vision block
+      independent of the others. ``lazy=True`` leaves the vision blocks unbuilt until an analysis asks for them
+      (``inspect_model`` builds and frees one block at a time); other sources ignore it.
     - ``load_model("ViT-B-16", checkpoint="ft.safetensors")``: weights from a local file, in any layout open_clip
       loads (nested ``state_dict``/``model``/``ema`` dicts, ``module.``/``_orig_mod.``/shared prefixes,
       OpenAI's TorchScript archives). A file saved for another image size or context length builds the model at
@@ -119,9 +123,15 @@ def load_model(
         return _load_pretrained(model, tag, tokenizer)
     if checkpoint is not None:
         return _load_file(model, checkpoint, tokenizer, trust_checkpoint)
-    net, preprocess, tok = _build(model, {}, tokenizer, quiet=False)
-    source = _schema_source(model) if model.startswith(("hf-hub:", "local-dir:")) else "random-init"
-    return _loaded(net, tok, preprocess, model, {}, {"model": model, "source": source})
+    if model.startswith(("hf-hub:", "local-dir:")):
+        net, preprocess, tok = _build(model, {}, tokenizer, quiet=False)
+        return _loaded(net, tok, preprocess, model, {}, {"model": model, "source": _schema_source(model)})
+    from .lazy import build_random_init
+
+    net, preprocess, _ = build_random_init(model, {}, open_clip, lazy,
+                                           quiet=lambda: _drop_log_records("No pretrained weights loaded"))
+    tok = model_tokenizer(model, tokenizer)
+    return _loaded(net, tok, preprocess, model, {}, {"model": model, "source": "random-init"})
 
 
 def _load_transformers(model, pretrained, checkpoint, tokenizer) -> LoadedModel | None:

@@ -14,8 +14,17 @@ import numpy as np
 from weightscope.core.errors import WeightscopeError
 
 # Tolerances live next to the Numba kernels, which bake them in as compile-time constants (Numba's
-# cache notices edits to _kernels.py only, so that is the one place to change them).
-from weightscope.concepts.solvers._kernels import DEPENDENT_TOL, KKT_TOL, SELECT_TOL  # noqa: F401
+# cache notices edits to _kernels.py only, so that is the one place to change them). They are read from there on
+# first use (module __getattr__), so that importing the solvers does not import Numba (47 MB resident).
+_TOLERANCES = ("SELECT_TOL", "DEPENDENT_TOL", "KKT_TOL")
+
+
+def __getattr__(name: str):
+    if name in _TOLERANCES:
+        from weightscope.concepts.solvers import _kernels
+
+        return getattr(_kernels, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["METHODS", "DEFAULT_POSITIVE", "SELECT_TOL", "DEPENDENT_TOL", "KKT_TOL", "Explanation", "Problem",
            "prepare"]

@@ -8,7 +8,7 @@ How a greedy pursuit (MP / OMP / NN-OMP / COMP) runs, per chunk of signals:
      chosen by many signals costs one row. Never an M x M Gram matrix: the cache is bounded by
      MEMORY_BUDGET_BYTES and evicts atoms no current signal needs.
   3. The argmax over M uses block bounds (max of XD and of |D d_s| per block of atoms) to skip,
-     exactly, every block that cannot hold the winner (kern.gram_argmax).
+     exactly, every block that cannot hold the winner (_kernels.gram_argmax).
   4. The re-fit is per signal in Numba, float64: incremental Cholesky of the support Gram matrix
      (OMP) or Lawson-Hanson active-set NNLS warm-started from the previous step (NN-OMP, COMP).
 Signals whose atoms do not fit in the cache (and COMP with a separate coherence dictionary) use
@@ -20,15 +20,21 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 from tqdm.auto import tqdm
 
-from weightscope.concepts.solvers import _kernels as kern
 from weightscope.concepts.solvers._common import Explanation, Problem, prepare
 from weightscope.core.compute import as_compute
 
-_METHOD_CODE = {"mp": kern.MP, "omp": kern.OMP, "nnomp": kern.NNOMP, "comp": kern.COMP}
+_METHOD_CODE = {"mp": 0, "omp": 1, "nnomp": 2, "comp": 3}   # _kernels.MP, OMP, NNOMP, COMP
+
+
+def _kern():
+    """The Numba kernels, imported on first use: importing the solvers (for the torch backend, or to embed a
+    vocabulary before solving) does not import Numba."""
+    from weightscope.concepts.solvers import _kernels
+
+    return _kernels
 
 #: Bytes of the score block (signals x atoms) held at once; bounds memory whatever M is.
 SCORE_BLOCK_BYTES = 128 * 2**20
@@ -49,6 +55,8 @@ _pool_size = 0
 
 def _threads() -> int:
     # Numba's thread setting (NUMBA_NUM_THREADS / numba.set_num_threads) governs ours too.
+    import numba
+
     return max(1, min(numba.get_num_threads(), os.cpu_count() or 1))
 
 
@@ -93,11 +101,11 @@ def _solve_topk(p: Problem, X, sel, coef, bar):
     Q = X.astype(D.dtype)
     rows = _block_rows(N, D.itemsize, D.shape[0])
     for m0, S in _score_blocks(Q, D, rows):
-        _run_rows(kern.topk_block, N, S, m0, not p.positive, top_val, top_idx)
+        _run_rows(_kern().topk_block, N, S, m0, not p.positive, top_val, top_idx)
     bar.update(1)
     G = np.zeros((N, K, K))
     L = np.zeros((N, K, K))
-    _run_rows(kern.fit_fixed_support, N, X, D, top_idx, coef, p.positive, G, np.zeros((N, K)), L,
+    _run_rows(_kern().fit_fixed_support, N, X, D, top_idx, coef, p.positive, G, np.zeros((N, K)), L,
                            np.zeros((N, K), dtype=np.int64), np.zeros((N, K), dtype=np.bool_),
                            np.zeros((N, K)), np.zeros((N, K)), np.zeros((N, K), dtype=np.bool_))
     sel[:] = top_idx
@@ -113,8 +121,8 @@ class _GramCache:
     def __init__(self, D, capacity):
         self.D = D
         self.rows = np.empty((capacity, D.shape[0]), dtype=D.dtype)
-        # Block maxima of |row| (see kern.gram_argmax): bounds that skip most of a sweep.
-        self.block_max = np.zeros((capacity, -(-D.shape[0] // kern.PRUNE_BLOCK)))
+        # Block maxima of |row| (see _kernels.gram_argmax): bounds that skip most of a sweep.
+        self.block_max = np.zeros((capacity, -(-D.shape[0] // _kern().PRUNE_BLOCK)))
         self.pos = np.full(D.shape[0], -1, dtype=np.int64)   # atom -> slot
         self.atom = np.full(capacity, -1, dtype=np.int64)    # slot -> atom
         self.uses = np.zeros(capacity, dtype=np.int64)
@@ -151,7 +159,7 @@ class _GramCache:
                 self.rows[sl] = self.tmp[: w.size]
         self.pos[wanted] = slots
         self.atom[slots] = wanted
-        _run_rows(kern.block_max, slots.size, self.rows, slots, wanted, True, self.block_max)
+        _run_rows(_kern().block_max, slots.size, self.rows, slots, wanted, True, self.block_max)
 
 
 def _solve_greedy(p: Problem, X, sel, coef, bar, cache, xd_buf):
@@ -199,7 +207,7 @@ def _solve_greedy(p: Problem, X, sel, coef, bar, cache, xd_buf):
         XD = xd_buf[: C_ * M].reshape(C_, M)  # reused across chunks: no fresh page faults
         np.matmul(Q, D.T, out=XD)
         XD_block_max = np.empty((C_, cache.block_max.shape[1]))
-        _run_rows(kern.block_max, C_, XD, np.arange(C_), np.full(C_, -1), signed, XD_block_max)
+        _run_rows(_kern().block_max, C_, XD, np.arange(C_), np.full(C_, -1), signed, XD_block_max)
         pinned = np.zeros(M, dtype=np.bool_)
 
     for step in range(K):
@@ -227,16 +235,16 @@ def _solve_greedy(p: Problem, X, sel, coef, bar, cache, xd_buf):
         ng = g_rows.size
         if ng:
             if step == 0:
-                _run_rows(kern.argmax_from_blocks, ng, XD, XD_block_max, g_rows, signed, best_val, best_idx)
+                _run_rows(_kern().argmax_from_blocks, ng, XD, XD_block_max, g_rows, signed, best_val, best_idx)
             else:
-                _run_rows(kern.gram_argmax, ng, XD, XD_block_max, cache.rows, cache.block_max, cache.pos,
+                _run_rows(_kern().gram_argmax, ng, XD, XD_block_max, cache.rows, cache.block_max, cache.pos,
                           g_rows, sel, nsel, coef, p.lam, comp, signed, exclude, best_val, best_idx)
         if r_rows.size:
             bv, bi = best_val[ng:], best_idx[ng:]
             Qr = Q[r_rows]
             for m0, S in _score_blocks(Qr, Dq, _block_rows(r_rows.size, D.itemsize, M)):
-                _run_rows(kern.argmax_block, r_rows.size, S, m0, r_rows, sel, nsel, signed, exclude, bv, bi)
-        _run_rows(kern.greedy_update, rows.size, np.concatenate([g_rows, r_rows]), best_idx, best_val, X, D,
+                _run_rows(_kern().argmax_block, r_rows.size, S, m0, r_rows, sel, nsel, signed, exclude, bv, bi)
+        _run_rows(_kern().greedy_update, rows.size, np.concatenate([g_rows, r_rows]), best_idx, best_val, X, D,
                   Cd, Q, sel, coef, nsel, done, G, bS, L, P, npas, inP, r, coh, z, rhs, blocked, method,
                   p.positive, p.lam, sep_coh)
         bar.update(1)
@@ -313,5 +321,5 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
                 _solve_greedy(p, Xc, sel[c0:c1], coef[c0:c1], bar, cache, xd_buf)
     res = np.zeros(N)
     fid = np.zeros(N)
-    _run_rows(kern.finalize, N, X, D, sel, coef, res, fid)
+    _run_rows(_kern().finalize, N, X, D, sel, coef, res, fid)
     return Explanation(sel, coef, res, fid, p.signal_norm.copy(), p.method, p.both_signs)

@@ -64,6 +64,14 @@ def block_modules(model) -> dict:
     return _vision_adapter(visual).block_modules(visual, prefix="visual.")
 
 
+def head_count(model, layer: int) -> int:
+    """Attention heads of vision block ``layer`` (``model``: an open_clip CLIP, a transformers CLIP or a LoadedModel),
+    read from the block's attention module: no weight is copied, and a lazy model's block need not be built."""
+    root = getattr(model, "model", model)
+    block = root.get_submodule(block_modules(root)["names"][layer])
+    return next(int(m.num_heads) for m in block.modules() if isinstance(getattr(m, "num_heads", None), int))
+
+
 def write_attention(model, layer: int, attn: AttentionWeights) -> None:
     """Write one layer's per-head attention factors into ``model`` (an open_clip CLIP or transformers CLIP), in place."""
     model = getattr(model, "model", model)

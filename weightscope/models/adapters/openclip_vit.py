@@ -288,3 +288,22 @@ def block_modules(visual: torch.nn.Module, prefix: str = "") -> dict:
     grid = visual.grid_size
     return {"names": names, "batch_first": bool(getattr(visual.transformer, "batch_first", True)),
             "grid": (int(grid[0]), int(grid[1])), "image_size": tuple(int(x) for x in visual.image_size)}
+
+
+def rebuildable_blocks(visual: torch.nn.Module):
+    """The residual blocks of an open_clip ``VisionTransformer`` whose every tensor is set by its modules' own
+    ``reset_parameters`` (what open_clip's constructor does for a block), else None (another tower, LayerScale,
+    head scales: tensors a reset would not restore). Used to build random-init models block by block."""
+    from open_clip.transformer import VisionTransformer
+
+    if not isinstance(visual, VisionTransformer):
+        return None
+    blocks = visual.transformer.resblocks
+    for block in blocks:
+        if any(True for _ in block.buffers()):
+            return None
+        for module in block.modules():
+            own = list(module.parameters(recurse=False))
+            if own and not (hasattr(module, "reset_parameters") or hasattr(module, "_reset_parameters")):
+                return None
+    return blocks
