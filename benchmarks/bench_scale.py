@@ -4,8 +4,11 @@ Each (model, path) runs in its own process under ``/usr/bin/time -v`` (peak resi
 with a cold embedding cache, so both paths pay for every phase:
   old  today's path before issue 28: describe every block in float64, every head's SVD, embed the concepts, one
        explain call over every direction of every head (Numba), reports;
-  new  ``inspect_model`` as it is now: blocks described one at a time, the text tower released once the concepts
-       are embedded, one explain per layer with per-layer partial results (resume), on ``--device``.
+  new  ``inspect_model`` as it is now, given the name: the model built lazily (the text tower and the stem; each
+       vision block built when its layer is explained and freed after, ``weightscope.models.lazy``), the text
+       tower released once the concepts are embedded, one explain per layer with per-layer partial results
+       (resume), freed blocks returned to the system (``return_large_blocks_promptly``, as the CLI does), on
+       ``--device``.
 Phases are timed in the child (load, embed, describe + SVD + explain), then the table prints time and peak
 memory per path and the ratios new / old.
 
@@ -51,6 +54,9 @@ def _child(args) -> None:
 
     layers = None if args.layers is None else [int(x) for x in args.layers.split(",")]
     if args.path == "new":
+        from weightscope.core.compute import return_large_blocks_promptly
+
+        return_large_blocks_promptly()   # what the command line does for its process
         # the model is given by name: inspect_model loads it, so it may release the text tower once used
         explainer = explainer_module.ConceptExplainer(args.vocab, device=args.device, backend=args.backend)
         inspection.load_model = timed("load", inspection.load_model)
@@ -87,7 +93,17 @@ def _child(args) -> None:
         result = ex
         label = "cpu, fp32, numba"
     print("PHASES " + json.dumps({"phases": phases, "compute": label, "n": len(result.heads) if args.path == "new"
-                                  else len(ex) // 2}), flush=True)
+                                  else len(ex) // 2, "param_bytes": _param_bytes(args.model)}), flush=True)
+
+
+def _param_bytes(name: str) -> int:
+    """fp32 bytes of the architecture's parameters (built on the meta device: no memory)."""
+    import open_clip
+    import torch
+
+    with torch.device("meta"):
+        model = open_clip.create_model(name, pretrained=None, device="meta")
+    return 4 * sum(p.numel() for p in model.parameters())
 
 
 def _run(model, path, args) -> dict:
@@ -108,7 +124,7 @@ def _run(model, path, args) -> dict:
     line = next(l for l in proc.stdout.splitlines() if l.startswith("PHASES "))
     out = json.loads(line[7:])
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    out["peak_gb"] = int(m.group(1)) / 2**20 if m else float("nan")
+    out["peak_gb"] = int(m.group(1)) * 1024 / 1e9 if m else float("nan")   # kibibytes -> GB (1e9 bytes)
     out["wall"] = wall
     return out
 
@@ -142,7 +158,8 @@ def main(argv=None) -> int:
         for p, r in res.items():
             ph = ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items())
             print(f"{model:>9} {p:>3} [{r['compute']}]: {ph}; process wall {r['wall']:.1f} s; "
-                  f"peak RSS {r['peak_gb']:.2f} GB")
+                  f"peak RSS {r['peak_gb']:.2f} GB = {r['peak_gb'] * 1e9 / r['param_bytes']:.2f}x the fp32 parameter "
+                  f"bytes ({r['param_bytes'] / 1e9:.2f} GB; goal <= 2x)")
         if len(res) == 2:
             o, n = res["old"], res["new"]
             t_o, t_n = o["phases"]["total (load excluded)"], n["phases"]["total (load excluded)"]

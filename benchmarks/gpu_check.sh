@@ -4,7 +4,7 @@
 #
 #     bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to choose the interpreter
 #
-# 1. the CUDA tests (torch backend, embedding and batched SVD on the GPU == the CPU paths);
+# 1. the CUDA tests (torch backend, embedding, batched SVDs and decompose_model on the GPU == the CPU paths);
 # 2. bench_solvers: COMP / NN-OMP / OMP with the torch backend on the GPU vs one bare GEMM there (goal: COMP <= 2x),
 #    same supports as Numba;
 # 3. bench_neurons: the neuron workload on the GPU vs Numba;
@@ -17,7 +17,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$PY" -c "import torch, sys; ok = torch.cuda.is_available(); print('torch', torch.__version__, 'CUDA', ok); sys.exit(0 if ok else 3)"
 echo "== CUDA tests"
-"$PY" -m pytest tests/test_torch_backend.py -m cuda -q -rs
+"$PY" -m pytest tests/test_torch_backend.py tests/test_decompose.py -m cuda -q -rs
 echo "== bench_solvers (ViT-L-14 sized: 24 x 16 heads x 64 directions, 21,740 concepts x 768)"
 "$PY" benchmarks/bench_solvers.py --device cuda --signals 24576 --atoms 21740 --width 768 --repeat 2 --sklearn-signals 16
 echo "== bench_neurons"

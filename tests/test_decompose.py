@@ -289,3 +289,29 @@ def test_index_selection_and_options_pass_through(asym_model):
     np.testing.assert_allclose(h.matrix(), _raw_vo(w, 1, 1), atol=1e-12)
     assert h.rank == w.width // w.n_heads
     assert decompose_head(w, 0, 0, rtol=1.0).groups == [list(range(h.rank))]
+
+
+def _batched_equals_per_head(model, device, atol):
+    weights = describe_model(model)
+    for kind in ("vo", "qk"):
+        per_head = decompose_model(weights, kind=kind, progress=False)
+        batched = decompose_model(weights, kind=kind, progress=False, device=device)
+        assert per_head.keys() == batched.keys()
+        for key, a in per_head.items():
+            b = batched[key]
+            assert (a.rank, a.groups) == (b.rank, b.groups), key
+            np.testing.assert_allclose(b.s, a.s, rtol=1e-12, atol=1e-14)
+            r = a.rank   # directions above rounding level are unique up to the fixed sign
+            np.testing.assert_allclose(b.read[:r], a.read[:r], atol=atol)
+            np.testing.assert_allclose(b.write[:r], a.write[:r], atol=atol)
+
+
+def test_batched_device_path_equals_the_per_head_path(asym_model):
+    """decompose_model(device=...) (one batched factored SVD of all heads, here on the CPU) == head by head."""
+    _batched_equals_per_head(asym_model, "cpu", 1e-10)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run benchmarks/gpu_check.sh there)")
+def test_batched_cuda_path_equals_the_per_head_path(asym_model):
+    _batched_equals_per_head(asym_model, "cuda", 1e-8)

@@ -229,7 +229,10 @@ def inspect_model(
 def _explain_layer(weights, l, head_list, dictionary, explainer, n_directions, sides, joint_mode,
                    image_mean) -> list[HeadReport]:
     """HeadReports of the chosen heads of layer l: one explain call for every direction, side and sign."""
-    svds = decompose_model(weights, layers=[l], heads=head_list, progress=False)
+    device = explainer.compute.torch_device()
+    # off the CPU, the heads' factored SVDs run as one batched call on the device (equal to rounding)
+    svds = decompose_model(weights, layers=[l], heads=head_list, progress=False,
+                           device=None if device.type == "cpu" else device)
     keys, signals = [], []
     for (_, h), svd in svds.items():
         # only directions above rounding level are explained: a dead head (rank 0) gets none, and no theme
