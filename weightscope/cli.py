@@ -87,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["inspect", *argv]  # bare `weightscope` inspects the bundled model
     args, extra = parser.parse_known_args(argv)
-    from .core.compute import return_large_blocks_promptly
-
-    return_large_blocks_promptly()   # freed tensors go back to the system: peak memory is what is in use
     if extra:  # the command's own parser knows which option names are close
         subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:

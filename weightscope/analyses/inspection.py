@@ -20,6 +20,7 @@ from ..concepts.embed import default_cache_dir, vocabulary_hash
 from ..concepts.explainer import ConceptExplainer
 from ..core.version import __version__
 from .resume import LayerStore, array_digest, run_key
+from ..core.compute import return_freed_memory
 from ..core.errors import WeightscopeError
 from ..core.fileio import dump_json, parse_json
 from ..decompose.joint import to_joint
@@ -183,6 +184,7 @@ def inspect_model(
     dictionary = explainer.dictionary(loaded, progress)
     if free_model:
         _release_text_tower(loaded)   # the concepts are embedded: the text tower is no longer needed
+        return_freed_memory()
     reports: dict = {}
     if "vo" in what:
         key = run_key(model=identity, vision=vision, image_mean=array_digest(image_mean),
@@ -202,6 +204,7 @@ def inspect_model(
                 store.save(l, [asdict(rep) for rep in layer_reports])
                 if free_model:
                     release_blocks(loaded, [l])   # a lazy model's block is rebuilt, equal, if asked for again
+                    return_freed_memory()
             else:
                 layer_reports = [HeadReport(r["layer"], r["head"], r["s"], r["groups"],
                                             [Direction(**d) for d in r["directions"]], r["rank"]) for r in saved[l]]
@@ -241,6 +244,7 @@ def _explain_layer(weights, l, head_list, dictionary, explainer, n_directions, s
             vectors = svd.write if side == "write" else svd.read
             signals.append(to_joint(weights, vectors[:r], mode=joint_mode, image_mean=image_mean))
             keys.extend((h, side, i) for i in range(r))
+    del weights   # the block's float64 copy (57 MB for ViT-B, 100 MB for ViT-L) is not needed by the solver
     reports = {h: HeadReport(l, h, svd.s.tolist(), svd.groups, [], svd.rank) for (_, h), svd in svds.items()}
     if not keys:  # every chosen head may be dead: then there is nothing to explain
         return list(reports.values())

@@ -115,14 +115,16 @@ def as_compute(value) -> Compute:
                            f"got {value!r}")
 
 
-def return_large_blocks_promptly(threshold: int = 4 << 20) -> bool:
-    """Have glibc map every allocation of ``threshold`` bytes or more on its own, so that freeing it returns the
-    memory to the system at once. By default glibc raises that threshold after each large free (up to 32 MB), and
-    the freed tensors of a released text tower or of a finished layer then stay in the heap, counted as resident.
-    Process-wide; the command line sets it for its own process. Returns whether it was set (glibc only)."""
+
+def return_freed_memory() -> bool:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``); call it after freeing large
+    tensors (a released text tower, a finished block). glibc keeps freed blocks below its mmap threshold, which it
+    raises after each large free, in the heap, counted as resident; trimming returns them without changing how
+    later allocations are served (mapping every large block on its own instead made each text-tower batch fault in
+    fresh pages: 1.4x slower embedding, measured). Returns whether anything was returned (False off glibc)."""
     import ctypes
 
     try:
-        return bool(ctypes.CDLL(None).mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD (malloc.h)
-    except (OSError, AttributeError):   # not glibc (macOS, musl without mallopt): nothing to tune
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):   # not glibc (macOS, musl): nothing to trim
         return False
