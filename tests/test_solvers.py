@@ -477,3 +477,35 @@ def test_bad_arrays():
         explain(X.astype(complex), D)
     with pytest.raises(WeightscopeError, match="must not be empty"):
         explain(X, D[:0])
+
+
+def test_shared_gram_rows_reuses_rows_and_changes_no_result(monkeypatch):
+    """Calls inside shared_gram_rows() on the same dictionary share one Gram cache (built once, not per call) and
+    give exactly the results of separate calls; another dictionary gets its own rows."""
+    from weightscope.concepts.solvers import shared_gram_rows
+
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((600, 24))
+    batches = [rng.standard_normal((200, 24)) for _ in range(3)]
+    kw = dict(method="comp", k=4, lam=0.3, both_signs=True, chunk_size=64)
+    alone = [explain(X, D, **kw) for X in batches]
+    other_alone = explain(batches[0], D[::-1].copy(), **kw)
+    built = []
+    real = _fast._GramCache
+
+    class Counting(real):
+        def __init__(self, *a):
+            built.append(a[1])
+            super().__init__(*a)
+
+    monkeypatch.setattr(_fast, "_GramCache", Counting)
+    with shared_gram_rows():
+        together = [explain(X, D.copy(), **kw) for X in batches]   # an equal copy: the rows are shared
+        other = explain(batches[0], D[::-1].copy(), **kw)
+    assert len(built) == 2   # one for D, one for the other dictionary
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.coefficients, b.coefficients)
+    np.testing.assert_array_equal(other.indices, other_alone.indices)
+    np.testing.assert_array_equal(other.coefficients, other_alone.coefficients)
+    assert _fast._SHARED.get() is None   # outside the block nothing is kept

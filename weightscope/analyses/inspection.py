@@ -18,6 +18,7 @@ from ..models.adapters import describe_model, encode_image, head_count, text_ada
 from ..decompose.head_svd import _select, decompose_model
 from ..concepts.embed import default_cache_dir, vocabulary_hash
 from ..concepts.explainer import ConceptExplainer
+from ..concepts.solvers import shared_gram_rows
 from ..core.version import __version__
 from .resume import LayerStore, array_digest, run_key
 from ..core.compute import return_freed_memory
@@ -196,19 +197,21 @@ def inspect_model(
                            enabled=bool(resume) and len(layer_list) > 1)
         saved = {l: store.load(l) for l in layer_list}
         store.announce([l for l, v in saved.items() if v is not None], len(layer_list))
-        for l in tqdm(layer_list, desc="explaining heads", unit="layer", disable=not progress):
-            if saved[l] is None:
-                ensure_blocks(loaded, [l])
-                layer_reports = _explain_layer(describe_model(loaded, layers=[l]), l, head_list, dictionary, explainer,
-                                               n_directions, sides, joint_mode, image_mean)
-                store.save(l, [asdict(rep) for rep in layer_reports])
-                if free_model:
-                    release_blocks(loaded, [l])   # a lazy model's block is rebuilt, equal, if asked for again
-                    return_freed_memory()
-            else:
-                layer_reports = [HeadReport(r["layer"], r["head"], r["s"], r["groups"],
-                                            [Direction(**d) for d in r["directions"]], r["rank"]) for r in saved[l]]
-            reports.update({(rep.layer, rep.head): rep for rep in layer_reports})
+        with shared_gram_rows():   # the layers' calls share the dictionary's Gram rows (results unchanged)
+            for l in tqdm(layer_list, desc="explaining heads", unit="layer", disable=not progress):
+                if saved[l] is None:
+                    ensure_blocks(loaded, [l])
+                    layer_reports = _explain_layer(describe_model(loaded, layers=[l]), l, head_list, dictionary,
+                                                   explainer, n_directions, sides, joint_mode, image_mean)
+                    store.save(l, [asdict(rep) for rep in layer_reports])
+                    if free_model:
+                        release_blocks(loaded, [l])   # a lazy model's block is rebuilt, equal, if asked for again
+                        return_freed_memory()
+                else:
+                    layer_reports = [HeadReport(r["layer"], r["head"], r["s"], r["groups"],
+                                                [Direction(**d) for d in r["directions"]], r["rank"])
+                                     for r in saved[l]]
+                reports.update({(rep.layer, rep.head): rep for rep in layer_reports})
         store.finish()
     weights = None
     if "qk" in what or "mlp" in what:

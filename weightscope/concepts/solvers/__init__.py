@@ -7,6 +7,6 @@
 ``weightscope.concepts.solvers.reference.explain_reference`` is a slow plain-numpy twin used by the tests.
 """
 from weightscope.concepts.solvers._common import METHODS, Explanation
-from weightscope.concepts.solvers._fast import explain
+from weightscope.concepts.solvers._fast import explain, shared_gram_rows
 
-__all__ = ["explain", "Explanation", "METHODS"]
+__all__ = ["explain", "shared_gram_rows", "Explanation", "METHODS"]

@@ -17,8 +17,11 @@ The cost is therefore one GEMM plus one GEMM row per distinct selected atom, plu
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -160,6 +163,42 @@ class _GramCache:
         self.pos[wanted] = slots
         self.atom[slots] = wanted
         _run_rows(_kern().block_max, slots.size, self.rows, slots, wanted, True, self.block_max)
+
+
+#: The Gram rows shared by the explain calls inside ``shared_gram_rows()``: {"key": ..., "cache": _GramCache}.
+_SHARED: ContextVar = ContextVar("weightscope_shared_gram_rows", default=None)
+
+
+@contextlib.contextmanager
+def shared_gram_rows():
+    """Let the explain calls made inside this block share their Gram rows D d_s while they use the same dictionary.
+
+    The rows are a function of the dictionary alone, so sharing changes no result; it spares every call the rows
+    of the atoms popular with all of them. A whole-model inspect explains one layer per call (so that each layer
+    is saved as it finishes): without sharing, its calls took 1.3x the time of one call over every layer (measured
+    on ViT-B-16 with the 21,740 concepts of ``general``). Memory: the rows stay allocated, within
+    ``MEMORY_BUDGET_BYTES``, until the block ends; a call with another dictionary replaces them.
+    """
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _gram_cache(D, capacity: int, most: int) -> _GramCache:
+    """A Gram cache for dictionary D: a fresh one of ``capacity`` rows, or inside ``shared_gram_rows`` the shared
+    one (``most`` rows: what the budget allows, as later calls may need more than this one)."""
+    shared = _SHARED.get()
+    if shared is None:
+        return _GramCache(D, capacity)
+    key = (D.shape, D.dtype.str, zlib.crc32(memoryview(np.ascontiguousarray(D)).cast("B")))
+    if shared.get("key") != key:
+        shared.clear()   # the old rows go before the new ones are allocated
+        shared.update(key=key, cache=_GramCache(D, most))
+    cache = shared["cache"]
+    cache.D = D   # equal to the one the rows came from: the caller's copy, so that only one stays referenced
+    return cache
 
 
 def _solve_greedy(p: Problem, X, sel, coef, bar, cache, xd_buf):
@@ -306,7 +345,7 @@ def explain(signals, dictionary, method="comp", k=5, lam=0.3, positive=None, bot
     if p.method != "topk" and K > 1 and not (p.method == "comp" and p.coherence is not None):
         capacity = int(min(N * (K - 1), M, budget_rows - chunk))
         if capacity >= min(chunk, 64):
-            cache = _GramCache(D, capacity)
+            cache = _gram_cache(D, capacity, int(min(M, budget_rows - chunk)))
             xd_buf = np.empty(chunk * M, dtype=D.dtype)
     n_chunks = -(-N // chunk)
     work = float(N) * M * D.shape[1] * steps
