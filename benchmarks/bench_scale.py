@@ -7,8 +7,8 @@ with a cold embedding cache, so both paths pay for every phase:
   new  ``inspect_model`` as it is now, given the name: the model built lazily (the text tower and the stem; each
        vision block built when its layer is explained and freed after, ``weightscope.models.lazy``), the text
        tower released once the concepts are embedded, one explain per layer with per-layer partial results
-       (resume), the allocator set as the command line sets it (``tune_allocator``) and freed tensors returned
-       to the system (``return_freed_memory``), on ``--device``.
+       (resume), batches embedded with reused temporaries (``reused_temporaries``) and freed tensors returned to
+       the system (``return_freed_memory``), on ``--device``.
 Phases are timed in the child (load, embed, describe + SVD + explain), then the table prints time and peak
 memory per path and the ratios new / old.
 
@@ -54,9 +54,6 @@ def _child(args) -> None:
 
     layers = None if args.layers is None else [int(x) for x in args.layers.split(",")]
     if args.path == "new":
-        from weightscope.core.compute import tune_allocator
-
-        tune_allocator()   # as the command line does for its process
         # the model is given by name: inspect_model loads it, so it may release the text tower once used
         explainer = explainer_module.ConceptExplainer(args.vocab, device=args.device, backend=args.backend)
         inspection.load_model = timed("load", inspection.load_model)

@@ -166,6 +166,24 @@ def test_tuned_allocator_keeps_freed_blocks_until_they_are_handed_back():
     assert kept > 64 and after < 16          # return_freed_memory hands them back
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_reused_temporaries_hands_the_kept_heap_back_at_the_end():
+    code = ("import re, torch\n"
+            "from weightscope.core.compute import reused_temporaries\n"
+            "def rss(): return int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024\n"
+            "before = rss()\n"
+            "with reused_temporaries():\n"
+            "    blocks = [torch.ones(2 << 20) for _ in range(40)]\n"
+            "    small = torch.ones(10)\n"
+            "    del blocks\n"
+            "    inside = rss() - before\n"
+            "print(inside, rss() - before)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    inside, after = (int(x) for x in out.stdout.split()[-2:])
+    assert inside > 64 and after < 16   # MB: kept for reuse inside the block, handed back after it
+
+
 def test_lazy_inspect_of_heads_qk_and_neurons_equals_the_built_models(names, tmp_path):
     explainer = ConceptExplainer(VOCAB, k=2, cache_dir=tmp_path)
     options = dict(n_directions=2, what="vo,qk,mlp", n_neurons=3, progress=False, resume=False)

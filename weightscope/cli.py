@@ -87,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["inspect", *argv]  # bare `weightscope` inspects the bundled model
     args, extra = parser.parse_known_args(argv)
-    from .core.compute import tune_allocator
-
-    tune_allocator()   # freed temporaries reused, not faulted in again (inspect hands large frees back)
     if extra:  # the command's own parser knows which option names are close
         subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -185,6 +185,7 @@ def inspect_model(
     dictionary = explainer.dictionary(loaded, progress)
     if free_model:
         _release_text_tower(loaded)   # the concepts are embedded: the text tower is no longer needed
+        loaded.tokenizer = None       # nor the tokenizer (its BPE tables: 21 MB for open_clip's)
         return_freed_memory()
     reports: dict = {}
     if "vo" in what:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..models.adapters import text_adapter
+from ..core.compute import reused_temporaries
 from ..core.errors import WeightscopeError
 from ..core.fileio import write_atomic
 from .vocab import load_vocabulary, validate_concepts
@@ -178,7 +179,7 @@ def encode_texts(
     if device != home:
         root.to(device)
     try:
-        with torch.inference_mode(), autocast, tqdm(total=m, unit="concept", desc=f"embedding concepts ({device.type})",
+        with reused_temporaries(), torch.inference_mode(), autocast, tqdm(total=m, unit="concept", desc=f"embedding concepts ({device.type})",
                                                     disable=not progress, leave=False) as bar:
             for start in range(0, m, batch_size):
                 idx = order[start:start + batch_size]

@@ -11,6 +11,8 @@ CUDA), else float32 (MPS). Nothing here imports torch at module level (the CLI's
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 
 from .errors import WeightscopeError
@@ -143,3 +145,17 @@ def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 2
         return bool(libc.mallopt(-3, int(mmap_threshold)) and libc.mallopt(-1, int(trim_threshold)))
     except (OSError, AttributeError):   # not glibc (macOS, musl): nothing to tune
         return False
+
+
+@contextlib.contextmanager
+def reused_temporaries():
+    """Within the block, :func:`tune_allocator`'s setting (large temporaries reused from the heap: for a loop of
+    same-sized batches); after it, freed blocks go back to the system promptly (glibc's static thresholds of
+    128 KiB) and what the heap kept is handed back (:func:`return_freed_memory`). Kept to the loop that gains from
+    it: held for a whole run, the kept heap added 1-2% to the peak of a small inspect (measured)."""
+    tune_allocator()
+    try:
+        yield
+    finally:
+        tune_allocator(128 << 10, 128 << 10)
+        return_freed_memory()
