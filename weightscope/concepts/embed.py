@@ -108,6 +108,10 @@ def _apply_template(concepts: list[str], template: str | None) -> list[str]:
     return [template.replace("{}", c) for c in concepts]
 
 
+#: Above this many batches encode_texts reuses its temporaries (``weightscope.core.compute.reused_temporaries``).
+_REUSE_BATCHES = 16
+
+
 def encode_texts(
     model,
     tokenizer,
@@ -179,7 +183,10 @@ def encode_texts(
     if device != home:
         root.to(device)
     try:
-        with reused_temporaries(), torch.inference_mode(), autocast, tqdm(total=m, unit="concept", desc=f"embedding concepts ({device.type})",
+        # many batches: reuse their temporaries (page faults were a fifth of a long embedding); a few batches gain
+        # nothing and the kept heap would add to a small run's peak (both measured)
+        reuse = reused_temporaries() if m > _REUSE_BATCHES * batch_size else nullcontext()
+        with reuse, torch.inference_mode(), autocast, tqdm(total=m, unit="concept", desc=f"embedding concepts ({device.type})",
                                                     disable=not progress, leave=False) as bar:
             for start in range(0, m, batch_size):
                 idx = order[start:start + batch_size]
