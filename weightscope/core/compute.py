@@ -117,7 +117,6 @@ def as_compute(value) -> Compute:
                            f"got {value!r}")
 
 
-
 def return_freed_memory() -> bool:
     """Give the heap's free pages back to the system (glibc's ``malloc_trim``); call it after freeing large
     tensors (a released text tower, a finished block): glibc keeps freed heap blocks (see :func:`tune_allocator`),
@@ -135,8 +134,8 @@ def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 2
     batches, a solver's blocks): blocks below ``mmap_threshold`` come from the heap and up to ``trim_threshold`` of
     freed heap stays there for reuse. With glibc's defaults each freed block went back to the system and the next
     batch faulted it in afresh: 20% of an embedding's time (ViT-B-16, 10,000 concepts: 22 s -> 17.6 s, a fifth of
-    the page faults, measured). :func:`return_freed_memory` hands the kept heap back where a run frees much at once.
-    Process-wide; the command line calls it for its own process. Returns whether it was set (glibc only)."""
+    the page faults, measured). Process-wide: use it through :func:`reused_temporaries`, which limits it to the loop
+    that gains from it. Returns whether it was set (glibc only)."""
     import ctypes
 
     try:

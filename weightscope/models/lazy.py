@@ -9,8 +9,8 @@ do not depend on which other blocks exist: ``inspect --layers 11`` reads layer 1
 Towers that cannot be built block by block (timm trunks, LayerScale, head scales) are built whole under ``SEED``.
 
 With ``lazy=True`` (``load_model(NAME, lazy=True)``) the blocks stay on PyTorch's meta device (no memory) until
-:func:`ensure_blocks` builds them; :func:`release_blocks` and :func:`release_text_tower` free them again. Such a
-model is meant to be handed to one analysis (``inspect_model`` does this), which reads what it needs.
+:func:`ensure_blocks` builds them and :func:`release_blocks` frees them again. Such a model is meant to be handed
+to one analysis (``inspect_model`` does this), which reads what it needs and releases the rest.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .adapters.openclip_vit import rebuildable_blocks
+from .adapters.openclip_vit import rebuildable_blocks, residual_blocks
 
 SEED = 0
 
@@ -45,9 +45,9 @@ class RandomInit:
 
 
 def build_random_init(name: str, options: dict, open_clip, lazy: bool, quiet=contextlib.nullcontext):
-    """(model, preprocess, RandomInit or None) of architecture ``name`` with seeded random weights (see the module
-    docstring); ``lazy``: the vision blocks are left on the meta device. RandomInit is None for a tower built whole.
-    quiet: a context manager factory that silences open_clip's "randomly initialised" log around the skeleton."""
+    """(model, preprocess) of architecture ``name`` with seeded random weights (see the module docstring); ``lazy``:
+    the vision blocks are left on the meta device. A model built part by part records its :class:`RandomInit`
+    (:func:`recipe_of`); a tower built whole has none. quiet: a context manager factory that silences open_clip's "randomly initialised" log around the skeleton."""
     recipe = RandomInit(name, tuple(sorted(options.items())))
     with torch.device("meta"), quiet():
         skeleton, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device="meta",
@@ -57,7 +57,7 @@ def build_random_init(name: str, options: dict, open_clip, lazy: bool, quiet=con
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(recipe.seed)
             net = open_clip.create_model(name, pretrained=None, **options)
-        return net, preprocess, None
+        return net, preprocess
     vision_cfg = {**open_clip.get_model_config(name)["vision_cfg"], "layers": 0}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
@@ -68,7 +68,7 @@ def build_random_init(name: str, options: dict, open_clip, lazy: bool, quiet=con
     skeleton._weightscope_random_init = recipe
     if not lazy:
         ensure_blocks(skeleton, range(len(blocks)))
-    return skeleton, preprocess, recipe
+    return skeleton, preprocess
 
 
 def _adopt(skeleton, donor) -> None:
@@ -104,7 +104,7 @@ def ensure_blocks(model, layers) -> None:
     recipe = recipe_of(model)
     if recipe is None:
         return
-    blocks = _module(model).visual.transformer.resblocks
+    blocks = residual_blocks(_module(model).visual)
     for index in layers:
         block = blocks[index]
         if not any(p.is_meta for p in block.parameters()):
@@ -124,7 +124,7 @@ def release_blocks(model, layers) -> None:
     a no-op for a model that is not a random-init one built part by part."""
     if recipe_of(model) is None:
         return
-    blocks = _module(model).visual.transformer.resblocks
+    blocks = residual_blocks(_module(model).visual)
     for index in layers:
         blocks[index].to("meta")
 

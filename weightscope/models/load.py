@@ -128,8 +128,8 @@ def load_model(
         return _loaded(net, tok, preprocess, model, {}, {"model": model, "source": _schema_source(model)})
     from .lazy import build_random_init
 
-    net, preprocess, _ = build_random_init(model, {}, open_clip, lazy,
-                                           quiet=lambda: _drop_log_records("No pretrained weights loaded"))
+    net, preprocess = build_random_init(model, {}, open_clip, lazy,
+                                        quiet=lambda: _drop_log_records("No pretrained weights loaded"))
     tok = model_tokenizer(model, tokenizer)
     return _loaded(net, tok, preprocess, model, {}, {"model": model, "source": "random-init"})
 

@@ -290,6 +290,11 @@ def block_modules(visual: torch.nn.Module, prefix: str = "") -> dict:
             "grid": (int(grid[0]), int(grid[1])), "image_size": tuple(int(x) for x in visual.image_size)}
 
 
+def residual_blocks(visual: torch.nn.Module) -> torch.nn.ModuleList:
+    """The residual blocks of an open_clip ``VisionTransformer``, in order."""
+    return visual.transformer.resblocks
+
+
 def rebuildable_blocks(visual: torch.nn.Module):
     """The residual blocks of an open_clip ``VisionTransformer`` whose every tensor is set by its modules' own
     ``reset_parameters`` (what open_clip's constructor does for a block), else None (another tower, LayerScale,
@@ -298,7 +303,7 @@ def rebuildable_blocks(visual: torch.nn.Module):
 
     if not isinstance(visual, VisionTransformer):
         return None
-    blocks = visual.transformer.resblocks
+    blocks = residual_blocks(visual)
     for block in blocks:
         if any(True for _ in block.buffers()):
             return None
