@@ -306,6 +306,12 @@ def _batched_equals_per_head(model, device, atol):
             np.testing.assert_allclose(b.write[:r], a.write[:r], atol=atol)
 
 
+def test_batched_path_refuses_a_bad_device_in_one_line(asym_model):
+    weights = describe_model(asym_model)
+    with pytest.raises(WeightscopeError, match="not one of"):
+        decompose_model(weights, progress=False, device="tpu")
+
+
 def test_batched_device_path_equals_the_per_head_path(asym_model):
     """decompose_model(device=...) (one batched factored SVD of all heads, here on the CPU) == head by head."""
     _batched_equals_per_head(asym_model, "cpu", 1e-10)

@@ -16,6 +16,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from ..core.compute import Compute
 from ..core.errors import WeightscopeError
 from ..core.linalg import degenerate_groups, factored_svd, factored_svd_batched, numerical_rank
 from ..core.weights import VisionWeights
@@ -160,12 +161,14 @@ def decompose_model(
     device: None (default) decomposes head by head in numpy (``factored_svd``); a torch device ("cuda", "mps",
     "cpu") decomposes all chosen heads in one batched call there (``factored_svd_batched``: QR of the factors in
     float64, the r x r core in float64 where the device has it, float32 on MPS), equal to the numpy path to
-    rounding. Sources: SITH (seed 001, section 3) and METHODS.md section 14.
+    rounding. Raises WeightscopeError for an unknown device or one torch does not see. Sources: SITH (seed 001,
+    section 3) and METHODS.md section 14.
     """
     chosen_layers = _select(layers, weights.n_layers, "layer")
     chosen_heads = _select(heads, weights.n_heads, "head")
     pairs = [(l, h) for l in chosen_layers for h in chosen_heads]
     if device is not None and pairs:
+        device = Compute(device=str(device)).torch_device()   # one-line WeightscopeError for a bad or absent device
         factors = [head_factors(weights, l, h, kind, fold_ln, center_write) for l, h in pairs]
         U, sv, Vh = factored_svd_batched(np.stack([a for a, _ in factors]), np.stack([b for _, b in factors]),
                                          device=device)
